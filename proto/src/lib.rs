@@ -1,0 +1,27 @@
+//! # fleetset-proto — the wire contract shared by agent and aggregator
+//!
+//! - [`pb`]: prost/tonic code generated from `proto/fleetset/v1/fleetset.proto` (frame header,
+//!   frame, ack, snapshot, the `Ingest` gRPC service).
+//! - [`model`]: the [`Snapshot`] of one agent and one window, whose MessagePack form is a
+//!   superset of seed 004's `MetricsSnapshot` (`agent_id, start, end, data{metric: [[ts, v], …]}`).
+//! - [`codec`]: MessagePack (rmp-serde, named fields) and Protobuf (prost) encodings of a snapshot;
+//!   both decode to identical values.
+//! - [`frame`]: sealing a snapshot into a checksummed (SHA-256, optional HMAC-SHA256) [`pb::Frame`]
+//!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
+//! - [`config`]: layering of TOML config files under command-line flags, used by both binaries.
+
+pub mod codec;
+pub mod config;
+pub mod frame;
+pub mod model;
+
+/// Code generated from `proto/fleetset/v1/fleetset.proto` (package `fleetset.v1`).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("fleetset.v1");
+}
+
+pub use codec::{decode_snapshot, encode_snapshot, CodecError};
+pub use frame::{seal, verify, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
+pub use model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
+pub use pb::{AckStatus, Compression, Encoding, RejectReason};
