@@ -1,0 +1,116 @@
+//! Links from the agent to an aggregator: send frames, receive acks.
+//!
+//! - ZeroMQ: a DEALER connected to the aggregator's ROUTER; a frame is the two-part message
+//!   `[FrameHeader (protobuf), payload]`, an ack the one-part message `Ack (protobuf)`.
+//!   zeromq 0.7's DEALER never reconnects after the ROUTER restarts and has no heartbeats
+//!   (vetting §1.1), so the sender recreates the link when acks stop coming (the ZeroMQ guide's
+//!   "Lazy Pirate" pattern) or a send fails.
+//! - gRPC: one `Ingest.Publish` bidirectional stream per link.
+
+use crate::config::TransportArg;
+use bytes::Bytes;
+use fleetset_proto::frame::to_parts;
+use fleetset_proto::pb::{self, ingest_client::IngestClient};
+use prost::Message;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use zeromq::{DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+/// Why a link failed; the sender recreates it.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// ZeroMQ connect, send or receive failed.
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zeromq::ZmqError),
+    /// gRPC connect or stream failed.
+    #[error("grpc: {0}")]
+    Grpc(String),
+    /// The aggregator sent something that is not an Ack.
+    #[error("bad ack from aggregator: {0}")]
+    BadAck(String),
+    /// The aggregator closed the stream.
+    #[error("aggregator closed the stream")]
+    Closed,
+}
+
+/// One connection to an aggregator.
+pub enum Link {
+    /// ZeroMQ DEALER → ROUTER.
+    Zmq(DealerSocket),
+    /// gRPC `Publish` stream: outgoing frames and incoming acks.
+    Grpc {
+        /// Frames to send.
+        tx: mpsc::Sender<pb::Frame>,
+        /// Acks received.
+        acks: tonic::Streaming<pb::Ack>,
+    },
+}
+
+impl Link {
+    /// Connects to `endpoint`, giving up after `timeout`.
+    pub async fn connect(transport: TransportArg, endpoint: &str, timeout: Duration, agent_id: &str) -> Result<Link, LinkError> {
+        match transport {
+            TransportArg::Zmq => {
+                let mut opts = SocketOptions::default();
+                opts.connect_timeout(timeout);
+                // A per-connection identity lets the ROUTER tell an agent's new socket from its old one.
+                // ZMTP identities are at most 255 bytes.
+                let short: String = agent_id.chars().take(200).collect();
+                let identity = format!("{short}/{:08x}", rand::random::<u32>());
+                opts.peer_identity(zeromq::util::PeerIdentity::try_from(identity.into_bytes()).map_err(LinkError::Zmq)?);
+                let mut socket = DealerSocket::with_options(opts);
+                socket.connect(endpoint).await?;
+                Ok(Link::Zmq(socket))
+            }
+            TransportArg::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| LinkError::Grpc(format!("endpoint {endpoint:?}: {e}")))?
+                    .connect_timeout(timeout)
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .map_err(|e| LinkError::Grpc(format!("connect {endpoint}: {e}")))?;
+                let (tx, rx) = mpsc::channel(256);
+                let response = tokio::time::timeout(timeout, IngestClient::new(channel).publish(ReceiverStream::new(rx)))
+                    .await
+                    .map_err(|_| LinkError::Grpc("Publish did not open in time".into()))?
+                    .map_err(|s| LinkError::Grpc(format!("Publish: {s}")))?;
+                Ok(Link::Grpc {
+                    tx,
+                    acks: response.into_inner(),
+                })
+            }
+        }
+    }
+
+    /// Sends one frame (queued in the transport; the ack comes later).
+    pub async fn send(&mut self, frame: &pb::Frame) -> Result<(), LinkError> {
+        match self {
+            Link::Zmq(socket) => {
+                let [header, payload] = to_parts(frame);
+                let mut msg = ZmqMessage::from(header);
+                msg.push_back(Bytes::from(payload));
+                socket.send(msg).await?;
+                Ok(())
+            }
+            Link::Grpc { tx, .. } => tx.send(frame.clone()).await.map_err(|_| LinkError::Closed),
+        }
+    }
+
+    /// Waits for the next ack.
+    pub async fn recv(&mut self) -> Result<pb::Ack, LinkError> {
+        match self {
+            Link::Zmq(socket) => {
+                let msg = socket.recv().await?;
+                let part = msg.get(0).ok_or_else(|| LinkError::BadAck("empty message".into()))?;
+                pb::Ack::decode(part.as_ref()).map_err(|e| LinkError::BadAck(e.to_string()))
+            }
+            Link::Grpc { acks, .. } => match acks.message().await {
+                Ok(Some(ack)) => Ok(ack),
+                Ok(None) => Err(LinkError::Closed),
+                Err(status) => Err(LinkError::Grpc(status.to_string())),
+            },
+        }
+    }
+}
