@@ -1,1 +1,12 @@
+//! # fleetset-aggregator
+//!
+//! Receives frames from agents over ZeroMQ ([`ingest::zmq`]) and gRPC ([`ingest::grpc`]),
+//! verifies each one ([`ingest::Admission`]), de-duplicates and commits them to partitioned
+//! Parquet ([`store`]), and acks each frame only once its rows are durable.
 
+pub mod config;
+pub mod counters;
+pub mod demo;
+pub mod ingest;
+pub mod server;
+pub mod store;

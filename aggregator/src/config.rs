@@ -1,0 +1,125 @@
+//! Aggregator configuration: defaults, then the TOML file (`--config`), then flags. Every flag
+//! of `fleetset-aggregator serve` has a TOML key of the same name with `-` replaced by `_`.
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The flags of `fleetset-aggregator serve`.
+#[derive(Debug, Args, Serialize, Default)]
+pub struct ServeFlags {
+    /// TOML config file with the same keys as these flags.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory (Parquet partitions live under it).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// ZeroMQ ROUTER bind address for agents, e.g. tcp://0.0.0.0:5555.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zmq_bind: Option<String>,
+    /// gRPC listen address for agents (`Ingest.Publish`), e.g. 0.0.0.0:50051.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<String>,
+    /// Turn the ZeroMQ listener off.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_zmq: Option<bool>,
+    /// Turn the gRPC listener off.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_grpc: Option<bool>,
+    /// Commit buffered rows to Parquet at least this often (e.g. 5s).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_interval: Option<String>,
+    /// Commit as soon as this many series rows are buffered.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_rows: Option<usize>,
+    /// Largest accepted frame (header + payload), bytes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<usize>,
+    /// Write the bound addresses as JSON to this file once listening (for scripts and tests).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The aggregator's effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// ZeroMQ ROUTER bind address.
+    pub zmq_bind: String,
+    /// gRPC listen address.
+    pub grpc_listen: String,
+    /// ZeroMQ listener off.
+    pub no_zmq: bool,
+    /// gRPC listener off.
+    pub no_grpc: bool,
+    /// Commit interval.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Series-row budget that triggers a commit.
+    pub commit_rows: usize,
+    /// Largest accepted frame, bytes.
+    pub max_frame_bytes: usize,
+    /// Largest accepted decompressed payload, bytes.
+    pub max_decompressed_bytes: usize,
+    /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256.
+    pub hmac_key_hex: Option<String>,
+    /// Ready file.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("/var/lib/fleetset"),
+            zmq_bind: "tcp://0.0.0.0:5555".into(),
+            grpc_listen: "0.0.0.0:50051".into(),
+            no_zmq: false,
+            no_grpc: false,
+            commit_interval: Duration::from_secs(5),
+            commit_rows: 500_000,
+            max_frame_bytes: fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+            max_decompressed_bytes: 4 * fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES,
+            hmac_key_hex: None,
+            ready_file: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Layers defaults, the file named by `flags.config` and `flags`, then validates.
+    pub fn load(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
+        let c: ServerConfig = fleetset_proto::config::layer(flags.config.as_deref(), flags)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges; the error names the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!(self.no_zmq && self.no_grpc), "no_zmq and no_grpc: at least one listener must be on");
+        anyhow::ensure!(self.commit_interval >= Duration::from_millis(10), "commit_interval: below 10ms");
+        anyhow::ensure!(self.commit_rows > 0, "commit_rows: must be >= 1");
+        anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes: below 1024");
+        if !self.no_grpc {
+            self.grpc_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("grpc_listen {:?}: {e}", self.grpc_listen))?;
+        }
+        if let Some(k) = &self.hmac_key_hex {
+            anyhow::ensure!(hex::decode(k).is_ok_and(|k| !k.is_empty()), "hmac_key_hex: must be non-empty hex");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Aggregator counters: frames received, committed, duplicate, rejected by reason, rows and
+//! files written, commit failures. Logged periodically and at shutdown.
+
+use fleetset_proto::RejectReason;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Monotonic counters of the aggregator's data flow.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames received on any transport.
+    pub frames_received: AtomicU64,
+    /// Frames whose rows were committed.
+    pub frames_committed: AtomicU64,
+    /// Frames acked DUPLICATE.
+    pub frames_duplicate: AtomicU64,
+    /// Rows written to `series/`.
+    pub series_rows: AtomicU64,
+    /// Rows written to `windows/`.
+    pub window_rows: AtomicU64,
+    /// Rows written to `processes/`.
+    pub process_rows: AtomicU64,
+    /// Parquet files committed.
+    pub files_committed: AtomicU64,
+    /// Commits that failed (frames not acked; agents resend).
+    pub commit_failures: AtomicU64,
+    /// Acks that could not be delivered (peer gone).
+    pub acks_undeliverable: AtomicU64,
+    rejected: Mutex<Vec<(RejectReason, u64)>>,
+}
+
+impl Counters {
+    /// Adds `n` to `c`.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one frame rejected for `reason`.
+    pub fn reject(&self, reason: RejectReason) {
+        let mut r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        match r.iter_mut().find(|(k, _)| *k == reason) {
+            Some((_, n)) => *n += 1,
+            None => r.push((reason, 1)),
+        }
+    }
+
+    /// Frames rejected for `reason` so far.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter().find(|(k, _)| *k == reason).map_or(0, |(_, n)| *n)
+    }
+
+    /// All counters as `name=value …`, rejections as `rejected_<reason>=n`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            format!("frames_received={}", self.frames_received.load(Relaxed)),
+            format!("frames_committed={}", self.frames_committed.load(Relaxed)),
+            format!("frames_duplicate={}", self.frames_duplicate.load(Relaxed)),
+            format!("series_rows={}", self.series_rows.load(Relaxed)),
+            format!("window_rows={}", self.window_rows.load(Relaxed)),
+            format!("process_rows={}", self.process_rows.load(Relaxed)),
+            format!("files_committed={}", self.files_committed.load(Relaxed)),
+            format!("commit_failures={}", self.commit_failures.load(Relaxed)),
+            format!("acks_undeliverable={}", self.acks_undeliverable.load(Relaxed)),
+        ];
+        let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        parts.extend(r.iter().map(|(k, n)| format!("rejected_{}={n}", k.as_str_name().trim_start_matches("REJECT_REASON_").to_lowercase())));
+        parts.join(" ")
+    }
+}

@@ -1,0 +1,128 @@
+//! Receiving frames: the ZeroMQ ROUTER ([`zmq`]) and the gRPC `Ingest.Publish` stream
+//! ([`grpc`]) both hand every frame to [`Admission::admit`], which verifies it
+//! (`fleetset_proto::verify`) and either rejects it at once — ack REJECTED with the reason,
+//! counted by reason, logged at warn once per agent and reason — or passes the decoded snapshot
+//! to the store, which acks it after the commit that holds its rows.
+
+pub mod grpc;
+pub mod zmq;
+
+use crate::counters::Counters;
+use crate::store::Submission;
+use bytes::Bytes;
+use fleetset_proto::pb::{self, AckStatus};
+use fleetset_proto::{verify, FrameError, VerifyOptions};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Where an ack goes back to.
+#[derive(Debug, Clone)]
+pub enum AckTo {
+    /// A ZeroMQ peer (ROUTER identity) via the ROUTER's send task.
+    Zmq {
+        /// The peer's routing identity.
+        identity: Bytes,
+        /// The ROUTER send task's queue.
+        tx: mpsc::UnboundedSender<(Bytes, pb::Ack)>,
+    },
+    /// A gRPC `Publish` response stream.
+    Grpc(mpsc::UnboundedSender<pb::Ack>),
+}
+
+impl AckTo {
+    /// Sends `ack`; returns false if the peer is gone (it will resend and get DUPLICATE).
+    pub fn send(&self, ack: pb::Ack) -> bool {
+        match self {
+            AckTo::Zmq { identity, tx } => tx.send((identity.clone(), ack)).is_ok(),
+            AckTo::Grpc(tx) => tx.send(ack).is_ok(),
+        }
+    }
+}
+
+/// Builds an ack.
+pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
+    pb::Ack {
+        agent_id: agent_id.to_string(),
+        seq,
+        status: status as i32,
+        ..Default::default()
+    }
+}
+
+/// Verification and hand-off to the store, shared by both transports.
+#[derive(Clone)]
+pub struct Admission {
+    verify: Arc<VerifyOptions>,
+    store: mpsc::Sender<Submission>,
+    counters: Arc<Counters>,
+    warned: Arc<Mutex<HashSet<(String, i32)>>>,
+}
+
+/// Bound on remembered (agent, reason) pairs for warn-once logging.
+const MAX_WARNED: usize = 10_000;
+
+impl Admission {
+    /// Admission into `store` with `verify` limits.
+    pub fn new(verify: VerifyOptions, store: mpsc::Sender<Submission>, counters: Arc<Counters>) -> Admission {
+        Admission {
+            verify: Arc::new(verify),
+            store,
+            counters,
+            warned: Arc::default(),
+        }
+    }
+
+    /// Largest frame accepted, bytes.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.verify.max_frame_bytes
+    }
+
+    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED.
+    pub fn reject(&self, header: Option<&pb::FrameHeader>, err: &FrameError, reply: &AckTo) {
+        let reason = err.reason();
+        self.counters.reject(reason);
+        let (agent_id, seq) = header.map_or(("", 0), |h| (h.agent_id.as_str(), h.seq));
+        let first = {
+            let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if w.len() >= MAX_WARNED {
+                w.clear();
+            }
+            w.insert((agent_id.to_string(), reason as i32))
+        };
+        if first {
+            warn!(agent_id, seq, reason = reason.as_str_name(), error = %err, "frame rejected (further rejections of this agent for this reason are counted, not logged)");
+        }
+        let mut a = ack(agent_id, seq, AckStatus::Rejected);
+        a.reason = reason as i32;
+        a.detail = err.to_string();
+        if !reply.send(a) {
+            Counters::add(&self.counters.acks_undeliverable, 1);
+        }
+    }
+
+    /// Verifies `frame` and passes it to the store, or rejects it. Waits when the store is
+    /// busy (backpressure to the transport); returns false once the store has stopped.
+    pub async fn admit(&self, frame: pb::Frame, reply: AckTo) -> bool {
+        Counters::add(&self.counters.frames_received, 1);
+        match verify(&frame, &self.verify) {
+            Ok(snapshot) => {
+                let header = frame.header.unwrap_or_default();
+                self.store
+                    .send(Submission {
+                        snapshot,
+                        encoding: header.encoding,
+                        payload_sha256: header.payload_sha256,
+                        reply,
+                    })
+                    .await
+                    .is_ok()
+            }
+            Err(err) => {
+                self.reject(frame.header.as_ref(), &err, &reply);
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `fleetset-aggregator serve`: recover the store, start the store task, the ZeroMQ ROUTER and
+//! the gRPC server, and stop them in order (listeners first, then a final commit whose acks are
+//! still delivered).
+
+use crate::config::ServerConfig;
+use crate::counters::Counters;
+use crate::ingest::{grpc::IngestService, zmq, Admission};
+use crate::store::{self, files, StoreConfig};
+use anyhow::{Context, Result};
+use fleetset_proto::pb::ingest_server::IngestServer;
+use fleetset_proto::VerifyOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How often the counters are logged.
+const COUNTER_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A running aggregator.
+pub struct Server {
+    /// The bound ZeroMQ endpoint (port resolved), if ZeroMQ is on.
+    pub zmq_endpoint: Option<String>,
+    /// The bound gRPC address, if gRPC is on.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    ingest_stop: CancellationToken,
+    store_stop: CancellationToken,
+    ingest_tasks: Vec<JoinHandle<()>>,
+    store_task: JoinHandle<()>,
+}
+
+/// Recovers the data directory and starts listening; returns once every listener is bound.
+pub async fn start(cfg: &ServerConfig) -> Result<Server> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let data_dir = cfg.data_dir.clone();
+    let recovery = tokio::task::spawn_blocking(move || files::recover(&data_dir)).await??;
+    let counters = Arc::new(Counters::default());
+    let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
+    let store_stop = CancellationToken::new();
+    let ingest_stop = CancellationToken::new();
+    let store_task = tokio::spawn(store::run(
+        StoreConfig {
+            data_dir: cfg.data_dir.clone(),
+            commit_interval: cfg.commit_interval,
+            commit_rows: cfg.commit_rows,
+        },
+        store_rx,
+        recovery.index,
+        counters.clone(),
+        store_stop.clone(),
+    ));
+    let admission = Admission::new(
+        VerifyOptions {
+            max_frame_bytes: cfg.max_frame_bytes,
+            max_decompressed_bytes: cfg.max_decompressed_bytes,
+            hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
+        },
+        store_tx,
+        counters.clone(),
+    );
+
+    let mut ingest_tasks = Vec::new();
+    let mut zmq_endpoint = None;
+    if !cfg.no_zmq {
+        let (endpoint, task) = zmq::start(&cfg.zmq_bind, admission.clone(), counters.clone(), ingest_stop.clone()).await?;
+        zmq_endpoint = Some(endpoint);
+        ingest_tasks.push(task);
+    }
+    let mut grpc_addr = None;
+    if !cfg.no_grpc {
+        let addr: SocketAddr = cfg.grpc_listen.parse().context("grpc_listen")?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("grpc listen {addr}"))?;
+        grpc_addr = Some(listener.local_addr()?);
+        // Frames up to twice the limit reach verification (and get a REJECTED OVERSIZE ack);
+        // larger messages end the stream with RESOURCE_EXHAUSTED.
+        let max_msg = admission.max_frame_bytes().saturating_mul(2).saturating_add(4096);
+        let service = IngestServer::new(IngestService {
+            admission: admission.clone(),
+            shutdown: ingest_stop.clone(),
+        })
+        .max_decoding_message_size(max_msg);
+        let stop = ingest_stop.clone();
+        ingest_tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let server = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+            if let Err(e) = server.await {
+                warn!(error = %e, "grpc server ended");
+            }
+        }));
+    }
+    drop(admission);
+
+    let log_counters = counters.clone();
+    let log_stop = store_stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + COUNTER_LOG_INTERVAL, COUNTER_LOG_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = log_stop.cancelled() => break,
+                _ = tick.tick() => info!(counters = %log_counters.summary(), "aggregator counters"),
+            }
+        }
+    });
+
+    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, grpc = ?grpc_addr, "aggregator listening");
+    if let Some(path) = &cfg.ready_file {
+        let body = serde_json::json!({
+            "zmq": zmq_endpoint,
+            "grpc": grpc_addr.map(|a| a.to_string()),
+            "data_dir": cfg.data_dir,
+            "pid": std::process::id(),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&body)?)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(Server {
+        zmq_endpoint,
+        grpc_addr,
+        counters,
+        ingest_stop,
+        store_stop,
+        ingest_tasks,
+        store_task,
+    })
+}
+
+impl Server {
+    /// Stops accepting frames, commits what is buffered (acking it), and waits for the tasks.
+    pub async fn stop(self) {
+        self.ingest_stop.cancel();
+        self.store_stop.cancel();
+        if self.store_task.await.is_err() {
+            warn!("store task panicked");
+        }
+        for t in self.ingest_tasks {
+            if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+                warn!("a listener did not stop in time");
+            }
+        }
+        info!(counters = %self.counters.summary(), "aggregator stopped");
+    }
+}
+
+/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`).
+pub async fn serve(cfg: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+    let server = start(&cfg).await?;
+    shutdown.cancelled().await;
+    server.stop().await;
+    Ok(())
+}

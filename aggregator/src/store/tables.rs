@@ -1,0 +1,206 @@
+//! Arrow record batches for the three tables of the store (column names are a contract,
+//! documented in README.md "Store layout"):
+//!
+//! - `series`: one row per downsampled point — `agent_id`, `window_start`, `metric`, `ts`,
+//!   `value` (timestamps: UTC millisecond timestamps).
+//! - `windows`: one row per (agent, window) — header fields, host attributes, one
+//!   `label_<key>` column per operator label, and for every metric seven exact-statistics
+//!   feature columns `<metric>__{count,min,max,mean,std,first,last}`. A metric or label that
+//!   appears later adds columns in the files written from then on; older files simply lack them
+//!   (read with schema unification, see README).
+//! - `processes`: top-N process records per window.
+
+use crate::store::Submission;
+use arrow::array::{
+    ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use fleetset_proto::{Encoding, Snapshot, WindowStats};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Names of the seven statistics columns per metric, in column order.
+pub const STAT_NAMES: [&str; 7] = ["count", "min", "max", "mean", "std", "first", "last"];
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn ts_builder(capacity: usize) -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC")
+}
+
+fn field(name: &str, dt: DataType, nullable: bool) -> Field {
+    Field::new(name, dt, nullable)
+}
+
+/// The `series` batch of `subs` (long format, one row per point).
+pub fn series_batch(subs: &[&Submission]) -> Result<RecordBatch, ArrowError> {
+    let n: usize = subs.iter().map(|s| s.snapshot.data.values().map(Vec::len).sum::<usize>()).sum();
+    let (mut agent, mut wstart, mut metric) = (StringBuilder::new(), ts_builder(n), StringBuilder::new());
+    let (mut ts, mut value) = (ts_builder(n), Float64Builder::with_capacity(n));
+    for s in subs {
+        let snap = &s.snapshot;
+        for (name, points) in &snap.data {
+            for p in points {
+                agent.append_value(&snap.agent_id);
+                wstart.append_value(snap.start);
+                metric.append_value(name);
+                ts.append_value(p.ts_ms);
+                value.append_value(p.value);
+            }
+        }
+    }
+    let schema = Schema::new(vec![
+        field("agent_id", DataType::Utf8, false),
+        field("window_start", ts_type(), false),
+        field("metric", DataType::Utf8, false),
+        field("ts", ts_type(), false),
+        field("value", DataType::Float64, false),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(agent.finish()),
+        Arc::new(wstart.finish()),
+        Arc::new(metric.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(value.finish()),
+    ];
+    RecordBatch::try_new(Arc::new(schema), cols)
+}
+
+/// The `processes` batch of `subs`; `None` when no snapshot carries processes.
+pub fn processes_batch(subs: &[&Submission]) -> Result<Option<RecordBatch>, ArrowError> {
+    let rows: Vec<(&Snapshot, &fleetset_proto::ProcessRecord)> = subs
+        .iter()
+        .flat_map(|s| s.snapshot.processes.iter().map(move |p| (&s.snapshot, p)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = rows.len();
+    let (mut agent, mut wstart, mut pid, mut hash) = (StringBuilder::new(), ts_builder(n), UInt32Builder::new(), StringBuilder::new());
+    let (mut rss, mut vm, mut cpu) = (UInt64Builder::new(), UInt64Builder::new(), Float64Builder::new());
+    let (mut read, mut write, mut name) = (UInt64Builder::new(), UInt64Builder::new(), StringBuilder::new());
+    for (snap, p) in rows {
+        agent.append_value(&snap.agent_id);
+        wstart.append_value(snap.start);
+        pid.append_value(p.pid);
+        hash.append_value(&p.name_hash);
+        rss.append_value(p.rss_bytes);
+        vm.append_value(p.virtual_memory_bytes);
+        cpu.append_value(p.cpu_percent);
+        read.append_value(p.disk_read_bytes);
+        write.append_value(p.disk_write_bytes);
+        name.append_option((!p.name.is_empty()).then_some(p.name.as_str()));
+    }
+    let schema = Schema::new(vec![
+        field("agent_id", DataType::Utf8, false),
+        field("window_start", ts_type(), false),
+        field("pid", DataType::UInt32, false),
+        field("name_hash", DataType::Utf8, false),
+        field("rss_bytes", DataType::UInt64, false),
+        field("virtual_memory_bytes", DataType::UInt64, false),
+        field("cpu_percent", DataType::Float64, false),
+        field("disk_read_bytes", DataType::UInt64, false),
+        field("disk_write_bytes", DataType::UInt64, false),
+        field("name", DataType::Utf8, true),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(agent.finish()),
+        Arc::new(wstart.finish()),
+        Arc::new(pid.finish()),
+        Arc::new(hash.finish()),
+        Arc::new(rss.finish()),
+        Arc::new(vm.finish()),
+        Arc::new(cpu.finish()),
+        Arc::new(read.finish()),
+        Arc::new(write.finish()),
+        Arc::new(name.finish()),
+    ];
+    RecordBatch::try_new(Arc::new(schema), cols).map(Some)
+}
+
+fn encoding_name(e: i32) -> &'static str {
+    match Encoding::try_from(e) {
+        Ok(Encoding::Msgpack) => "msgpack",
+        Ok(Encoding::Protobuf) => "protobuf",
+        _ => "unknown",
+    }
+}
+
+fn stat(st: &WindowStats, i: usize) -> f64 {
+    [st.count as f64, st.min, st.max, st.mean, st.std, st.first, st.last][i]
+}
+
+/// The `windows` batch of `subs`: fixed columns, `label_<key>` columns, then
+/// `<metric>__<stat>` columns for the union of metrics in `subs` (null where a window lacks
+/// the metric). `received_at_ms` is when the aggregator committed the row.
+pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<RecordBatch, ArrowError> {
+    let n = subs.len();
+    let labels: BTreeSet<&str> = subs.iter().flat_map(|s| s.snapshot.host.labels.keys().map(String::as_str)).collect();
+    let metrics: BTreeSet<&str> = subs.iter().flat_map(|s| s.snapshot.stats.keys().map(String::as_str)).collect();
+
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    let mut push = |f: Field, a: ArrayRef| {
+        fields.push(f);
+        cols.push(a);
+    };
+    let strings = |get: &dyn Fn(&Snapshot) -> Option<&str>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        subs.iter().for_each(|s| b.append_option(get(&s.snapshot)));
+        Arc::new(b.finish())
+    };
+    let u64s = |get: &dyn Fn(&Submission) -> u64| -> ArrayRef {
+        Arc::new(subs.iter().map(|s| get(s)).collect::<arrow::array::UInt64Array>())
+    };
+    let stamps = |get: &dyn Fn(&Snapshot) -> i64| -> ArrayRef {
+        let mut b = ts_builder(n);
+        subs.iter().for_each(|s| b.append_value(get(&s.snapshot)));
+        Arc::new(b.finish())
+    };
+
+    push(field("agent_id", DataType::Utf8, false), strings(&|s| Some(&s.agent_id)));
+    push(field("seq", DataType::UInt64, false), u64s(&|s| s.snapshot.seq));
+    push(field("window_start", ts_type(), false), stamps(&|s| s.start));
+    push(field("window_end", ts_type(), false), stamps(&|s| s.end));
+    push(field("received_at", ts_type(), false), stamps(&|_| received_at_ms));
+    push(field("encoding", DataType::Utf8, false), {
+        let mut b = StringBuilder::new();
+        subs.iter().for_each(|s| b.append_value(encoding_name(s.encoding)));
+        Arc::new(b.finish())
+    });
+    push(field("payload_sha256", DataType::Utf8, false), {
+        let mut b = StringBuilder::new();
+        subs.iter().for_each(|s| b.append_value(hex::encode(&s.payload_sha256)));
+        Arc::new(b.finish())
+    });
+    push(field("sample_interval_ms", DataType::UInt64, false), u64s(&|s| s.snapshot.sample_interval_ms));
+    push(field("hostname", DataType::Utf8, false), strings(&|s| Some(&s.host.hostname)));
+    push(field("os", DataType::Utf8, false), strings(&|s| Some(&s.host.os)));
+    push(field("kernel", DataType::Utf8, false), strings(&|s| Some(&s.host.kernel)));
+    push(field("cpu_count", DataType::UInt32, false), {
+        Arc::new(subs.iter().map(|s| s.snapshot.host.cpu_count).collect::<arrow::array::UInt32Array>())
+    });
+    push(field("memory_total_mb", DataType::UInt64, false), u64s(&|s| s.snapshot.host.memory_total_mb));
+    push(field("agent_version", DataType::Utf8, false), strings(&|s| Some(&s.host.agent_version)));
+    for key in &labels {
+        push(field(&format!("label_{key}"), DataType::Utf8, true), strings(&|s| s.host.labels.get(*key).map(String::as_str)));
+    }
+    for metric in &metrics {
+        for (i, stat_name) in STAT_NAMES.iter().enumerate() {
+            let name = format!("{metric}__{stat_name}");
+            if i == 0 {
+                let a: arrow::array::UInt64Array = subs.iter().map(|s| s.snapshot.stats.get(*metric).map(|st| st.count)).collect();
+                push(field(&name, DataType::UInt64, true), Arc::new(a));
+            } else {
+                let mut b = Float64Builder::with_capacity(n);
+                subs.iter().for_each(|s| b.append_option(s.snapshot.stats.get(*metric).map(|st| stat(st, i))));
+                push(field(&name, DataType::Float64, true), Arc::new(b.finish()));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+}
