@@ -1,1 +1,258 @@
+//! Harness for the cross-crate tests: starts the real `fleetset-aggregator` and
+//! `fleetset-agent` binaries on loopback (port 0, addresses read from the aggregator's ready
+//! file), bounds every wait with a timeout, kills what it started on drop, and reads the Parquet
+//! store back with the parquet crate.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, done by
+//! `scripts/test.sh`).
 
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `fleetset-<tag>-<pid>-<nanos>`.
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("fleetset-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    /// Removes the directory, except when the test is failing: then it is kept for inspection.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: logs and data kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (SIGKILL) on drop if still running; stderr goes to a log file.
+pub struct Proc {
+    child: Child,
+    /// The process's stderr log.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `program args…` with stderr to `log`.
+    pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
+        let err = std::fs::File::create(&log)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
+        Ok(Proc { child, log })
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status()?.success();
+        anyhow::ensure!(ok, "kill -{signal} {} failed", self.child.id());
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for exit; returns whether it exited successfully.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let status = wait_for("process exit", timeout, || self.child.try_wait().ok().flatten())?;
+        Ok(status.success())
+    }
+
+    /// SIGTERM, then wait up to `timeout`; fails if it does not exit cleanly.
+    pub fn stop(&mut self, timeout: Duration) -> Result<()> {
+        self.signal("TERM")?;
+        let ok = self.wait(timeout)?;
+        anyhow::ensure!(ok, "{} exited with an error; log:\n{}", self.log.display(), self.log_text());
+        Ok(())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `fleetset-aggregator serve`.
+pub struct Aggregator {
+    /// The process.
+    pub proc: Proc,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Bound ZeroMQ endpoint, `tcp://127.0.0.1:PORT`.
+    pub zmq: String,
+    /// Bound gRPC endpoint, `http://127.0.0.1:PORT`.
+    pub grpc: String,
+}
+
+impl Aggregator {
+    /// Starts an aggregator on loopback port 0 with data in `dir/data`, plus `extra` flags.
+    pub fn start(dir: &Path, extra: &[&str]) -> Result<Aggregator> {
+        let data_dir = dir.join("data");
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut args: Vec<String> = [
+            "serve",
+            "--data-dir",
+            data_dir.to_str().context("utf8 path")?,
+            "--zmq-bind",
+            "tcp://127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            ready.to_str().context("utf8 path")?,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn(&bin("fleetset-aggregator"), &args, dir.join("aggregator.log"))?;
+        let info: serde_json::Value = wait_for("aggregator ready file", Duration::from_secs(30), || {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                return Some(serde_json::Value::Null);
+            }
+            serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()
+        })?;
+        anyhow::ensure!(!info.is_null(), "aggregator exited at start:\n{}", proc.log_text());
+        let _ = &mut proc;
+        Ok(Aggregator {
+            proc,
+            data_dir,
+            zmq: info["zmq"].as_str().context("zmq address")?.to_string(),
+            grpc: format!("http://{}", info["grpc"].as_str().context("grpc address")?),
+        })
+    }
+}
+
+/// One `frame acked` line of an agent log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Acked {
+    /// Frame seq.
+    pub seq: u64,
+    /// Window start, Unix ms.
+    pub window_start: i64,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[start..].split_whitespace().next()
+}
+
+/// The frames an agent logged as acked (COMMITTED or DUPLICATE), in log order.
+pub fn acked_frames(log: &str) -> Vec<Acked> {
+    log.lines()
+        .filter(|l| l.contains("frame acked"))
+        .filter_map(|l| {
+            Some(Acked {
+                seq: field(l, "seq")?.parse().ok()?,
+                window_start: field(l, "window_start")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every record batch of one table (`series`, `windows`, `processes`) under `data_dir`;
+/// fails on any unreadable file.
+pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
+    let mut files = Vec::new();
+    for part in std::fs::read_dir(data_dir.join(table)).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(part.path())?.flatten() {
+            files.push(f.path());
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for p in files {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        anyhow::ensure!(name.starts_with("part-") && name.ends_with(".parquet"), "unexpected file in a partition: {}", p.display());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p)?)
+            .with_context(|| format!("opening {}", p.display()))?
+            .build()?;
+        for b in reader {
+            out.push(b?);
+        }
+    }
+    Ok(out)
+}
+
+/// Column `name` of `b` as strings.
+pub fn str_col<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
+    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref()).unwrap_or_else(|| panic!("utf8 column {name}"))
+}
+
+/// Column `name` of `b` as UTC ms timestamps.
+pub fn ts_col<'a>(b: &'a RecordBatch, name: &str) -> &'a TimestampMillisecondArray {
+    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref()).unwrap_or_else(|| panic!("timestamp column {name}"))
+}
+
+/// Column `name` of `b` as f64, if present.
+pub fn f64_col<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Float64Array> {
+    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref())
+}
+
+/// Column `name` of `b` as u64, if present.
+pub fn u64_col<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a UInt64Array> {
+    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref())
+}
+
+/// Value `i` of an optional f64 column, `None` if absent or null.
+pub fn f64_at(col: Option<&Float64Array>, i: usize) -> Option<f64> {
+    col.filter(|c| !c.is_null(i)).map(|c| c.value(i))
+}
+
+/// The Python interpreter with pyarrow, DuckDB and pandas (set by `scripts/test.sh`).
+pub fn python() -> PathBuf {
+    PathBuf::from(std::env::var("FLEETSET_PYTHON").expect(
+        "FLEETSET_PYTHON is not set: run the tests with scripts/test.sh, which creates the virtualenv with pyarrow, DuckDB and pandas",
+    ))
+}
