@@ -26,11 +26,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<String>,
     /// Turn the ZeroMQ listener off.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_zmq: Option<bool>,
     /// Turn the gRPC listener off.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_grpc: Option<bool>,
     /// Commit buffered rows to Parquet at least this often (e.g. 5s).
