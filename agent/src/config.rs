@@ -90,7 +90,10 @@ pub struct RunFlags {
     pub state_dir: Option<PathBuf>,
     /// Operator label `key=value` (repeatable), e.g. `--label site=eu-1`.
     #[arg(long = "label", value_parser = parse_label)]
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "labels_as_table")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "labels_as_table"
+    )]
     pub labels: Option<Vec<(String, String)>>,
     /// Aggregator endpoint: `tcp://host:5555` (zmq) or `http://host:50051` (grpc).
     #[arg(long)]
@@ -280,22 +283,41 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, why: String| Err(ConfigError::Invalid { key, why });
         if self.sample_interval < Duration::from_millis(10) {
-            return bad("sample_interval", format!("{:?} is below 10ms", self.sample_interval));
+            return bad(
+                "sample_interval",
+                format!("{:?} is below 10ms", self.sample_interval),
+            );
         }
         if self.window < self.sample_interval * 2 {
-            return bad("window", format!("{:?} must hold at least two samples", self.window));
+            return bad(
+                "window",
+                format!("{:?} must hold at least two samples", self.window),
+            );
         }
-        if self.window.as_millis() % self.sample_interval.as_millis() != 0 {
+        if !self
+            .window
+            .as_millis()
+            .is_multiple_of(self.sample_interval.as_millis())
+        {
             return bad("window", "must be a multiple of sample_interval".into());
         }
         if self.lttb_threshold < 3 {
-            return bad("lttb_threshold", format!("{} is below 3 (LTTB keeps first and last plus one point per bucket)", self.lttb_threshold));
+            return bad(
+                "lttb_threshold",
+                format!(
+                    "{} is below 3 (LTTB keeps first and last plus one point per bucket)",
+                    self.lttb_threshold
+                ),
+            );
         }
         if self.lttb_ratio < 2 {
             return bad("lttb_ratio", format!("{} is below 2", self.lttb_ratio));
         }
         if self.max_in_flight == 0 || self.max_queued_frames == 0 {
-            return bad("max_in_flight", "max_in_flight and max_queued_frames must be >= 1".into());
+            return bad(
+                "max_in_flight",
+                "max_in_flight and max_queued_frames must be >= 1".into(),
+            );
         }
         if let Some(key) = &self.hmac_key_hex {
             if hex::decode(key).map(|k| k.is_empty()).unwrap_or(true) {
@@ -303,7 +325,9 @@ impl AgentConfig {
             }
         }
         let scheme_ok = match self.transport {
-            TransportArg::Zmq => self.aggregator.starts_with("tcp://") || self.aggregator.starts_with("ipc://"),
+            TransportArg::Zmq => {
+                self.aggregator.starts_with("tcp://") || self.aggregator.starts_with("ipc://")
+            }
             TransportArg::Grpc => self.aggregator.starts_with("http://"),
         };
         if !scheme_ok {
@@ -334,10 +358,22 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let flags = RunFlags { lttb_threshold: Some(2), ..Default::default() };
-        assert!(AgentConfig::load(&flags).unwrap_err().to_string().contains("lttb_threshold"));
-        let flags = RunFlags { transport: Some(TransportArg::Grpc), ..Default::default() };
-        assert!(AgentConfig::load(&flags).unwrap_err().to_string().contains("aggregator"));
+        let flags = RunFlags {
+            lttb_threshold: Some(2),
+            ..Default::default()
+        };
+        assert!(AgentConfig::load(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("lttb_threshold"));
+        let flags = RunFlags {
+            transport: Some(TransportArg::Grpc),
+            ..Default::default()
+        };
+        assert!(AgentConfig::load(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("aggregator"));
         assert!(parse_label("nokey").is_err());
     }
 }

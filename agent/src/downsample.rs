@@ -34,7 +34,11 @@ pub struct CleanReport {
 /// finite samples in time order (repeated timestamps kept) and what was removed.
 pub fn clean(samples: &[(i64, f64)]) -> (Vec<(i64, f64)>, CleanReport) {
     let mut report = CleanReport::default();
-    let mut out: Vec<(i64, f64)> = samples.iter().copied().filter(|(_, v)| v.is_finite()).collect();
+    let mut out: Vec<(i64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
     report.non_finite = samples.len() - out.len();
     if !out.windows(2).all(|w| w[0].0 <= w[1].0) {
         report.reordered = true;
@@ -72,7 +76,11 @@ impl Downsampler {
     /// points with strictly increasing timestamps; every output point is one of the input
     /// samples. Never panics: if the crate still returns an error, evenly spaced samples are
     /// kept instead (and `fallback` is set).
-    pub fn downsample(&self, sorted: &[(i64, f64)], report: &mut CleanReport) -> (Vec<Point>, bool) {
+    pub fn downsample(
+        &self,
+        sorted: &[(i64, f64)],
+        report: &mut CleanReport,
+    ) -> (Vec<Point>, bool) {
         let points = dedup_timestamps(sorted, report);
         if points.len() <= self.threshold || self.threshold < 3 {
             return (points, false);
@@ -112,25 +120,40 @@ mod tests {
     use super::*;
 
     fn ds(threshold: usize) -> Downsampler {
-        Downsampler { threshold, ratio: 4 }
+        Downsampler {
+            threshold,
+            ratio: 4,
+        }
     }
 
     fn run(d: Downsampler, samples: &[(i64, f64)]) -> (Vec<Point>, CleanReport) {
         let (clean, mut report) = clean(samples);
         let (out, fallback) = d.downsample(&clean, &mut report);
-        assert!(!fallback, "the crate should not have failed on cleaned input");
-        assert!(out.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms), "strictly increasing");
+        assert!(
+            !fallback,
+            "the crate should not have failed on cleaned input"
+        );
+        assert!(
+            out.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms),
+            "strictly increasing"
+        );
         (out, report)
     }
 
     // Seed 004 `test_lttb_downsampling`: 100 points -> exactly 25, float precision kept.
     #[test]
     fn seed_004_downsampling_keeps_threshold_and_precision() {
-        let pts: Vec<_> = (0..100).map(|i| (1000 + i * 1000, 45.0 + i as f64 * 0.1)).collect();
+        let pts: Vec<_> = (0..100)
+            .map(|i| (1000 + i * 1000, 45.0 + i as f64 * 0.1))
+            .collect();
         let (out, _) = run(ds(25), &pts);
         assert_eq!(out.len(), 25);
         assert!(out.iter().any(|p| p.value != p.value.round()));
-        assert_eq!((out[0].ts_ms, out[24].ts_ms), (1000, 100_000), "first and last kept");
+        assert_eq!(
+            (out[0].ts_ms, out[24].ts_ms),
+            (1000, 100_000),
+            "first and last kept"
+        );
     }
 
     // Seed 004 `test_no_downsampling_when_below_threshold`.
@@ -144,8 +167,12 @@ mod tests {
     // Seed 004 `test_multiple_metrics`: each series is downsampled independently.
     #[test]
     fn seed_004_multiple_metrics_independently() {
-        let cpu: Vec<_> = (0..50).map(|i| (1000 + i * 1000, 45.0 + i as f64 * 0.1)).collect();
-        let mem: Vec<_> = (0..50).map(|i| (1000 + i * 1000, 1024.0 + i as f64 * 2.5)).collect();
+        let cpu: Vec<_> = (0..50)
+            .map(|i| (1000 + i * 1000, 45.0 + i as f64 * 0.1))
+            .collect();
+        let mem: Vec<_> = (0..50)
+            .map(|i| (1000 + i * 1000, 1024.0 + i as f64 * 2.5))
+            .collect();
         assert_eq!(run(ds(25), &cpu).0.len(), 25);
         assert_eq!(run(ds(25), &mem).0.len(), 25);
     }
@@ -173,12 +200,27 @@ mod tests {
         assert_eq!(report.repeated_ts, 2);
         assert_eq!(out.len(), 60);
         let (out, _) = run(ds(10), &[(5, 1.0), (5, 2.0), (6, 3.0)]);
-        assert_eq!(out, vec![Point { ts_ms: 5, value: 2.0 }, Point { ts_ms: 6, value: 3.0 }]);
+        assert_eq!(
+            out,
+            vec![
+                Point {
+                    ts_ms: 5,
+                    value: 2.0
+                },
+                Point {
+                    ts_ms: 6,
+                    value: 3.0
+                }
+            ]
+        );
     }
 
     #[test]
     fn unsorted_input_is_sorted_not_a_panic() {
-        let pts: Vec<_> = (0..300).rev().map(|i| (i * 1000, (i % 17) as f64)).collect();
+        let pts: Vec<_> = (0..300)
+            .rev()
+            .map(|i| (i * 1000, (i % 17) as f64))
+            .collect();
         let (out, report) = run(ds(60), &pts);
         assert!(report.reordered);
         assert_eq!(out.len(), 60);
@@ -188,9 +230,21 @@ mod tests {
     #[test]
     fn threshold_boundaries() {
         let pts: Vec<_> = (0..61).map(|i| (i * 1000, (i * i) as f64)).collect();
-        assert_eq!(run(ds(60), &pts[..60]).0.len(), 60, "n == threshold passes through");
-        assert_eq!(run(ds(60), &pts).0.len(), 60, "n == threshold + 1 is downsampled");
-        assert_eq!(run(ds(3), &pts).0.len(), 3, "smallest threshold the crate takes");
+        assert_eq!(
+            run(ds(60), &pts[..60]).0.len(),
+            60,
+            "n == threshold passes through"
+        );
+        assert_eq!(
+            run(ds(60), &pts).0.len(),
+            60,
+            "n == threshold + 1 is downsampled"
+        );
+        assert_eq!(
+            run(ds(3), &pts).0.len(),
+            3,
+            "smallest threshold the crate takes"
+        );
         assert!(run(ds(60), &[]).0.is_empty());
         let constant: Vec<_> = (0..300).map(|i| (i * 1000, 42.0)).collect();
         assert_eq!(run(ds(60), &constant).0.len(), 60);
@@ -199,9 +253,13 @@ mod tests {
     #[test]
     fn epoch_ms_timestamps_survive_the_f64_round_trip() {
         let base = 1_763_000_000_000i64;
-        let pts: Vec<_> = (0..300).map(|i| (base + i * 1000, (i as f64 * 0.3).cos())).collect();
+        let pts: Vec<_> = (0..300)
+            .map(|i| (base + i * 1000, (i as f64 * 0.3).cos()))
+            .collect();
         let (out, _) = run(ds(60), &pts);
-        assert!(out.iter().all(|p| pts.iter().any(|&(ts, v)| ts == p.ts_ms && v == p.value)));
+        assert!(out
+            .iter()
+            .all(|p| pts.iter().any(|&(ts, v)| ts == p.ts_ms && v == p.value)));
         // The shape is what LTTB keeps: a one-sample spike survives 300 -> 60.
         let mut spiky = pts.clone();
         spiky[151].1 = 1000.0;

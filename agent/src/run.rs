@@ -5,7 +5,9 @@
 //! `ack_timeout`. The persisted `last_window` keeps a restarted agent from sending a window
 //! twice: samples of a window already sent are discarded (and logged) after a restart.
 
-use crate::collect::{host::HostCollector, synthetic::SyntheticCollector, Collector, ProcessSample};
+use crate::collect::{
+    host::HostCollector, synthetic::SyntheticCollector, Collector, ProcessSample,
+};
 use crate::config::{AgentConfig, SourceArg};
 use crate::counters::Counters;
 use crate::downsample::Downsampler;
@@ -61,7 +63,10 @@ struct Framer {
 impl Framer {
     fn frame(&mut self, closed: ClosedWindow) -> Result<Option<QueuedFrame>> {
         if closed.start <= self.last_window {
-            warn!(window_start = closed.start, "window already sent before a restart; its remaining samples are discarded");
+            warn!(
+                window_start = closed.start,
+                "window already sent before a restart; its remaining samples are discarded"
+            );
             return Ok(None);
         }
         if let Some(dir) = &self.raw_dump_dir {
@@ -69,7 +74,10 @@ impl Framer {
         }
         let (mut snap, quality) = build_snapshot(closed, &self.downsampler, &self.naming);
         Counters::add(&self.counters.samples_non_finite, quality.non_finite as u64);
-        Counters::add(&self.counters.samples_repeated_ts, quality.repeated_ts as u64);
+        Counters::add(
+            &self.counters.samples_repeated_ts,
+            quality.repeated_ts as u64,
+        );
         snap.agent_id.clone_from(&self.agent_id);
         snap.seq = self.next_seq;
         snap.host = self.host.clone();
@@ -81,7 +89,13 @@ impl Framer {
         self.next_seq += 1;
         self.last_window = snap.start;
         Counters::add(&self.counters.windows, 1);
-        info!(seq = snap.seq, window_start = snap.start, metrics = snap.data.len(), bytes = frame.payload.len(), "window closed");
+        info!(
+            seq = snap.seq,
+            window_start = snap.start,
+            metrics = snap.data.len(),
+            bytes = frame.payload.len(),
+            "window closed"
+        );
         Ok(Some(QueuedFrame {
             seq: snap.seq,
             window_start: snap.start,
@@ -94,14 +108,18 @@ impl Framer {
 /// `{"start": ms, "end": ms, "series": {metric: [[ts_ms, value|null], …]}}`.
 fn dump_raw(dir: &std::path::Path, agent_id: &str, closed: &ClosedWindow) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let body = serde_json::json!({ "start": closed.start, "end": closed.end, "series": closed.raw });
+    let body =
+        serde_json::json!({ "start": closed.start, "end": closed.end, "series": closed.raw });
     let path = dir.join(format!("{agent_id}-{}.json", closed.start));
-    std::fs::write(&path, serde_json::to_vec(&body)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_vec(&body)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn make_collector(source: SourceArg) -> Result<Box<dyn Collector>> {
     Ok(match source {
-        SourceArg::Host => Box::new(HostCollector::new().context("initialising the host collector")?),
+        SourceArg::Host => {
+            Box::new(HostCollector::new().context("initialising the host collector")?)
+        }
         SourceArg::Synthetic => Box::new(SyntheticCollector),
     })
 }
@@ -168,12 +186,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunRep
 
     let window_ms = cfg.window.as_millis() as i64;
     let interval_ms = cfg.sample_interval.as_millis() as i64;
-    let mut windows = WindowAssembler::new(window_ms, (window_ms / interval_ms) as usize, cfg.top_processes);
+    let mut windows = WindowAssembler::new(
+        window_ms,
+        (window_ms / interval_ms) as usize,
+        cfg.top_processes,
+    );
     let mut sample_tick = tokio::time::interval(cfg.sample_interval);
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut process_tick = tokio::time::interval(cfg.process_interval);
     process_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut log_tick = tokio::time::interval_at(tokio::time::Instant::now() + COUNTER_LOG_INTERVAL, COUNTER_LOG_INTERVAL);
+    let mut log_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + COUNTER_LOG_INTERVAL,
+        COUNTER_LOG_INTERVAL,
+    );
     let mut samples: Vec<(&'static str, f64)> = Vec::with_capacity(32);
     let mut scan: Vec<ProcessSample> = Vec::new();
     let send = |closed: Option<ClosedWindow>, framer: &mut Framer| -> Result<()> {
@@ -211,7 +236,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunRep
             _ = log_tick.tick() => info!(counters = %counters.summary(), "agent counters"),
         }
     };
-    counters.samples_overwritten.store(windows.overwritten(), std::sync::atomic::Ordering::Relaxed);
+    counters
+        .samples_overwritten
+        .store(windows.overwritten(), std::sync::atomic::Ordering::Relaxed);
     let flushed = send(windows.close(), &mut framer);
     drop(tx);
     if sender.await.is_err() {

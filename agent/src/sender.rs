@@ -87,11 +87,17 @@ async fn next_ack(link: &mut Option<Link>) -> Result<pb::Ack, LinkError> {
 }
 
 /// Runs the send loop until `frames` closes and drains (see the module docs).
-pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFrame>, counters: Arc<Counters>) {
+pub async fn run(
+    cfg: SenderConfig,
+    mut frames: mpsc::UnboundedReceiver<QueuedFrame>,
+    counters: Arc<Counters>,
+) {
     let mut queue: VecDeque<QueuedFrame> = VecDeque::new();
     let mut in_flight: BTreeMap<u64, QueuedFrame> = BTreeMap::new();
     let mut link: Option<Link> = None;
-    let mut backoff = Backoff { next: Backoff::FIRST };
+    let mut backoff = Backoff {
+        next: Backoff::FIRST,
+    };
     let mut connect_at = Instant::now();
     let mut last_progress = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
@@ -105,8 +111,16 @@ pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFr
             if Instant::now() >= deadline {
                 let lost = (queue.len() + in_flight.len()) as u64;
                 Counters::add(&counters.frames_unacked_at_exit, lost);
-                let seqs: Vec<u64> = in_flight.keys().chain(queue.iter().map(|f| &f.seq)).copied().collect();
-                warn!(unacked = lost, ?seqs, "stopping with frames the aggregator has not acked");
+                let seqs: Vec<u64> = in_flight
+                    .keys()
+                    .chain(queue.iter().map(|f| &f.seq))
+                    .copied()
+                    .collect();
+                warn!(
+                    unacked = lost,
+                    ?seqs,
+                    "stopping with frames the aggregator has not acked"
+                );
                 break;
             }
         }
@@ -170,7 +184,11 @@ pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFr
                 while queue.len() > cfg.max_queued {
                     if let Some(old) = queue.pop_front() {
                         Counters::add(&counters.frames_dropped_queue_full, 1);
-                        warn!(seq = old.seq, window_start = old.window_start, "send queue full: dropped the oldest frame");
+                        warn!(
+                            seq = old.seq,
+                            window_start = old.window_start,
+                            "send queue full: dropped the oldest frame"
+                        );
                     }
                 }
             }
@@ -181,7 +199,10 @@ pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFr
                     continue;
                 }
                 let Some(f) = in_flight.remove(&ack.seq) else {
-                    debug!(seq = ack.seq, "ack for a frame not in flight (a resend's second ack)");
+                    debug!(
+                        seq = ack.seq,
+                        "ack for a frame not in flight (a resend's second ack)"
+                    );
                     continue;
                 };
                 last_progress = Instant::now();
@@ -203,8 +224,15 @@ pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFr
                 connect_at = Instant::now() + backoff.delay();
             }
             Event::Tick => {
-                if link.is_some() && !in_flight.is_empty() && last_progress.elapsed() >= cfg.ack_timeout {
-                    warn!(in_flight = in_flight.len(), timeout_ms = cfg.ack_timeout.as_millis() as u64, "no ack in time; recreating the link (Lazy Pirate)");
+                if link.is_some()
+                    && !in_flight.is_empty()
+                    && last_progress.elapsed() >= cfg.ack_timeout
+                {
+                    warn!(
+                        in_flight = in_flight.len(),
+                        timeout_ms = cfg.ack_timeout.as_millis() as u64,
+                        "no ack in time; recreating the link (Lazy Pirate)"
+                    );
                     drop_link(&mut link, &mut in_flight, &mut queue, &counters);
                 }
             }
@@ -214,7 +242,12 @@ pub async fn run(cfg: SenderConfig, mut frames: mpsc::UnboundedReceiver<QueuedFr
 
 /// Drops the link; unacked frames go back to the queue front in seq order, to be resent ahead
 /// of newer frames on the next link.
-fn drop_link(link: &mut Option<Link>, in_flight: &mut BTreeMap<u64, QueuedFrame>, queue: &mut VecDeque<QueuedFrame>, counters: &Counters) {
+fn drop_link(
+    link: &mut Option<Link>,
+    in_flight: &mut BTreeMap<u64, QueuedFrame>,
+    queue: &mut VecDeque<QueuedFrame>,
+    counters: &Counters,
+) {
     *link = None;
     Counters::add(&counters.reconnects, 1);
     let unacked: Vec<QueuedFrame> = std::mem::take(in_flight).into_values().collect();

@@ -58,9 +58,12 @@ impl StateDir {
     pub fn read_i64(&self, name: &str, default: i64) -> Result<i64> {
         match self.read(name)? {
             None => Ok(default),
-            Some(s) => s
-                .parse()
-                .with_context(|| format!("state file {} holds {s:?}, not an integer", self.dir.join(name).display())),
+            Some(s) => s.parse().with_context(|| {
+                format!(
+                    "state file {} holds {s:?}, not an integer",
+                    self.dir.join(name).display()
+                )
+            }),
         }
     }
 }
@@ -70,7 +73,13 @@ pub fn derive_agent_id() -> String {
     let host = sysinfo::System::host_name().unwrap_or_else(|_| "host".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     format!("{host}-{}", hex::encode(rand::random::<[u8; 4]>()))
@@ -93,9 +102,19 @@ mod tests {
         assert_eq!(s.get_or_init("agent_id", || "other".into()).unwrap(), id);
         assert_eq!(s.read_i64("next_seq", 1).unwrap(), 1);
         s.write("next_seq", "42").unwrap();
-        assert_eq!(StateDir::open(&dir).unwrap().read_i64("next_seq", 1).unwrap(), 42);
+        assert_eq!(
+            StateDir::open(&dir)
+                .unwrap()
+                .read_i64("next_seq", 1)
+                .unwrap(),
+            42
+        );
         s.write("next_seq", "x").unwrap();
-        assert!(s.read_i64("next_seq", 1).unwrap_err().to_string().contains("next_seq"));
+        assert!(s
+            .read_i64("next_seq", 1)
+            .unwrap_err()
+            .to_string()
+            .contains("next_seq"));
         fs::remove_dir_all(dir).unwrap();
     }
 }

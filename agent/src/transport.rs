@@ -49,7 +49,12 @@ pub enum Link {
 
 impl Link {
     /// Connects to `endpoint`, giving up after `timeout`.
-    pub async fn connect(transport: TransportArg, endpoint: &str, timeout: Duration, agent_id: &str) -> Result<Link, LinkError> {
+    pub async fn connect(
+        transport: TransportArg,
+        endpoint: &str,
+        timeout: Duration,
+        agent_id: &str,
+    ) -> Result<Link, LinkError> {
         match transport {
             TransportArg::Zmq => {
                 let mut opts = SocketOptions::default();
@@ -58,7 +63,10 @@ impl Link {
                 // ZMTP identities are at most 255 bytes.
                 let short: String = agent_id.chars().take(200).collect();
                 let identity = format!("{short}/{:08x}", rand::random::<u32>());
-                opts.peer_identity(zeromq::util::PeerIdentity::try_from(identity.into_bytes()).map_err(LinkError::Zmq)?);
+                opts.peer_identity(
+                    zeromq::util::PeerIdentity::try_from(identity.into_bytes())
+                        .map_err(LinkError::Zmq)?,
+                );
                 let mut socket = DealerSocket::with_options(opts);
                 socket.connect(endpoint).await?;
                 Ok(Link::Zmq(socket))
@@ -72,10 +80,13 @@ impl Link {
                     .await
                     .map_err(|e| LinkError::Grpc(format!("connect {endpoint}: {e}")))?;
                 let (tx, rx) = mpsc::channel(256);
-                let response = tokio::time::timeout(timeout, IngestClient::new(channel).publish(ReceiverStream::new(rx)))
-                    .await
-                    .map_err(|_| LinkError::Grpc("Publish did not open in time".into()))?
-                    .map_err(|s| LinkError::Grpc(format!("Publish: {s}")))?;
+                let response = tokio::time::timeout(
+                    timeout,
+                    IngestClient::new(channel).publish(ReceiverStream::new(rx)),
+                )
+                .await
+                .map_err(|_| LinkError::Grpc("Publish did not open in time".into()))?
+                .map_err(|s| LinkError::Grpc(format!("Publish: {s}")))?;
                 Ok(Link::Grpc {
                     tx,
                     acks: response.into_inner(),
@@ -103,7 +114,9 @@ impl Link {
         match self {
             Link::Zmq(socket) => {
                 let msg = socket.recv().await?;
-                let part = msg.get(0).ok_or_else(|| LinkError::BadAck("empty message".into()))?;
+                let part = msg
+                    .get(0)
+                    .ok_or_else(|| LinkError::BadAck("empty message".into()))?;
                 pb::Ack::decode(part.as_ref()).map_err(|e| LinkError::BadAck(e.to_string()))
             }
             Link::Grpc { acks, .. } => match acks.message().await {

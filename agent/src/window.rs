@@ -128,7 +128,11 @@ impl WindowAssembler {
     /// Adds one sample time's metric values; returns the previous window if `ts_ms` starts a
     /// new one. Samples stamped before the current window (a clock step back) are clamped
     /// into nothing: they are dropped, because they belong to a window already sent.
-    pub fn push<'a>(&mut self, ts_ms: i64, values: impl IntoIterator<Item = (&'a str, f64)>) -> Option<ClosedWindow> {
+    pub fn push<'a>(
+        &mut self,
+        ts_ms: i64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Option<ClosedWindow> {
         let closed = self.advance(ts_ms);
         if self.current.is_some_and(|cur| ts_ms < cur) {
             return closed;
@@ -285,7 +289,10 @@ mod tests {
         assert!(w.push(14_750, [("cpu_percent", 2.0)]).is_none());
         let closed = w.push(15_000, [("cpu_percent", 3.0)]).unwrap();
         assert_eq!((closed.start, closed.end), (10_000, 15_000));
-        assert_eq!(closed.raw["cpu_percent"], vec![(12_250, 1.0), (14_750, 2.0)]);
+        assert_eq!(
+            closed.raw["cpu_percent"],
+            vec![(12_250, 1.0), (14_750, 2.0)]
+        );
         assert_eq!(window_start(-1, 5000), -5000);
     }
 
@@ -312,7 +319,10 @@ mod tests {
     fn snapshot_has_exact_stats_and_hashed_top_n() {
         let mut w = WindowAssembler::new(300_000, 300, 2);
         for i in 0..300 {
-            w.push(i * 1000, [("cpu_percent", (i % 50) as f64), ("mem", f64::NAN)]);
+            w.push(
+                i * 1000,
+                [("cpu_percent", (i % 50) as f64), ("mem", f64::NAN)],
+            );
         }
         let scan = |rss: u64, name: &str, pid: u32| ProcessSample {
             pid,
@@ -323,21 +333,56 @@ mod tests {
             disk_read_bytes: 5,
             disk_write_bytes: 7,
         };
-        w.push_processes(1000, &[scan(100, "postgres", 1), scan(50, "sshd", 2), scan(10, "cron", 3)]);
+        w.push_processes(
+            1000,
+            &[
+                scan(100, "postgres", 1),
+                scan(50, "sshd", 2),
+                scan(10, "cron", 3),
+            ],
+        );
         w.push_processes(16_000, &[scan(300, "postgres", 1)]);
         let closed = w.close().unwrap();
-        let naming = ProcessNaming { salt: "s".into(), send_names: false };
-        let (snap, q) = build_snapshot(closed, &Downsampler { threshold: 60, ratio: 4 }, &naming);
+        let naming = ProcessNaming {
+            salt: "s".into(),
+            send_names: false,
+        };
+        let (snap, q) = build_snapshot(
+            closed,
+            &Downsampler {
+                threshold: 60,
+                ratio: 4,
+            },
+            &naming,
+        );
         let st = snap.stats["cpu_percent"];
-        assert_eq!((st.count, st.min, st.max, st.first, st.last), (300, 0.0, 49.0, 0.0, 49.0));
+        assert_eq!(
+            (st.count, st.min, st.max, st.first, st.last),
+            (300, 0.0, 49.0, 0.0, 49.0)
+        );
         assert!((st.mean - 24.5).abs() < 1e-12);
         assert_eq!(snap.data["cpu_percent"].len(), 60);
-        assert!(!snap.data.contains_key("mem"), "all-NaN series has no stats and no points");
+        assert!(
+            !snap.data.contains_key("mem"),
+            "all-NaN series has no stats and no points"
+        );
         assert_eq!(q.non_finite, 300);
         assert_eq!(snap.processes.len(), 2);
         assert_eq!(snap.processes[0].rss_bytes, 300);
-        assert_eq!((snap.processes[0].disk_read_bytes, snap.processes[0].name.as_str()), (10, ""));
-        assert_eq!(snap.processes[0].name_hash, hash_process_name("s", "postgres"));
-        assert_ne!(snap.processes[0].name_hash, hash_process_name("other-salt", "postgres"));
+        assert_eq!(
+            (
+                snap.processes[0].disk_read_bytes,
+                snap.processes[0].name.as_str()
+            ),
+            (10, "")
+        );
+        assert_eq!(
+            snap.processes[0].name_hash,
+            hash_process_name("s", "postgres")
+        );
+        assert_ne!(
+            snap.processes[0].name_hash,
+            hash_process_name("other-salt", "postgres")
+        );
     }
 }

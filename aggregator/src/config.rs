@@ -108,8 +108,14 @@ impl ServerConfig {
 
     /// Checks ranges; the error names the key.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!(self.no_zmq && self.no_grpc), "no_zmq and no_grpc: at least one listener must be on");
-        anyhow::ensure!(self.commit_interval >= Duration::from_millis(10), "commit_interval: below 10ms");
+        anyhow::ensure!(
+            !(self.no_zmq && self.no_grpc),
+            "no_zmq and no_grpc: at least one listener must be on"
+        );
+        anyhow::ensure!(
+            self.commit_interval >= Duration::from_millis(10),
+            "commit_interval: below 10ms"
+        );
         anyhow::ensure!(self.commit_rows > 0, "commit_rows: must be >= 1");
         anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes: below 1024");
         if !self.no_grpc {
@@ -118,7 +124,10 @@ impl ServerConfig {
                 .map_err(|e| anyhow::anyhow!("grpc_listen {:?}: {e}", self.grpc_listen))?;
         }
         if let Some(k) = &self.hmac_key_hex {
-            anyhow::ensure!(hex::decode(k).is_ok_and(|k| !k.is_empty()), "hmac_key_hex: must be non-empty hex");
+            anyhow::ensure!(
+                hex::decode(k).is_ok_and(|k| !k.is_empty()),
+                "hmac_key_hex: must be non-empty hex"
+            );
         }
         Ok(())
     }

@@ -61,10 +61,20 @@ impl Counters {
             format!("process_rows={}", self.process_rows.load(Relaxed)),
             format!("files_committed={}", self.files_committed.load(Relaxed)),
             format!("commit_failures={}", self.commit_failures.load(Relaxed)),
-            format!("acks_undeliverable={}", self.acks_undeliverable.load(Relaxed)),
+            format!(
+                "acks_undeliverable={}",
+                self.acks_undeliverable.load(Relaxed)
+            ),
         ];
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        parts.extend(r.iter().map(|(k, n)| format!("rejected_{}={n}", k.as_str_name().trim_start_matches("REJECT_REASON_").to_lowercase())));
+        parts.extend(r.iter().map(|(k, n)| {
+            format!(
+                "rejected_{}={n}",
+                k.as_str_name()
+                    .trim_start_matches("REJECT_REASON_")
+                    .to_lowercase()
+            )
+        }));
         parts.join(" ")
     }
 }

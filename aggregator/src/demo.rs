@@ -35,9 +35,17 @@ pub fn read_table(dir: &Path) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = Vec::new();
     for part in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(part.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(part.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let p = f.path();
-            if p.extension().is_some_and(|e| e == "parquet") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            if p.extension().is_some_and(|e| e == "parquet")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
                 files.push(p);
             }
         }
@@ -60,7 +68,10 @@ fn strings<'a>(b: &'a RecordBatch, col: &str) -> Option<&'a StringArray> {
 pub async fn run(flags: DemoFlags) -> Result<()> {
     let data_dir = match flags.data_dir {
         Some(d) => d,
-        None => std::env::current_dir()?.join(format!("fleetset-demo-{}", fleetset_agent::run::now_ms() / 1000)),
+        None => std::env::current_dir()?.join(format!(
+            "fleetset-demo-{}",
+            fleetset_agent::run::now_ms() / 1000
+        )),
     };
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
@@ -72,7 +83,10 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
     let server = server::start(&cfg).await?;
     let zmq = server.zmq_endpoint.clone().context("zmq listener")?;
     let grpc = format!("http://{}", server.grpc_addr.context("grpc listener")?);
-    println!("fleetset demo: aggregator on {zmq} (ZeroMQ) and {grpc} (gRPC), data in {}", data_dir.display());
+    println!(
+        "fleetset demo: aggregator on {zmq} (ZeroMQ) and {grpc} (gRPC), data in {}",
+        data_dir.display()
+    );
 
     let stop = CancellationToken::new();
     let agent = |name: &str, transport, encoding, endpoint: String| AgentConfig {
@@ -81,7 +95,11 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         aggregator: endpoint,
         transport,
         encoding,
-        source: if flags.synthetic { SourceArg::Synthetic } else { SourceArg::Host },
+        source: if flags.synthetic {
+            SourceArg::Synthetic
+        } else {
+            SourceArg::Host
+        },
         sample_interval: Duration::from_millis(250),
         process_interval: Duration::from_secs(2),
         window: Duration::from_secs(5),
@@ -91,14 +109,27 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         ..Default::default()
     };
     let agents = [
-        agent("demo-zmq-msgpack", TransportArg::Zmq, EncodingArg::Msgpack, zmq),
-        agent("demo-grpc-protobuf", TransportArg::Grpc, EncodingArg::Protobuf, grpc),
+        agent(
+            "demo-zmq-msgpack",
+            TransportArg::Zmq,
+            EncodingArg::Msgpack,
+            zmq,
+        ),
+        agent(
+            "demo-grpc-protobuf",
+            TransportArg::Grpc,
+            EncodingArg::Protobuf,
+            grpc,
+        ),
     ];
     let handles: Vec<_> = agents
         .into_iter()
         .map(|c| tokio::spawn(fleetset_agent::run(c, stop.clone())))
         .collect();
-    println!("running two agents on this host's metrics for {} (Ctrl-C stops early)…", humantime::format_duration(flags.duration));
+    println!(
+        "running two agents on this host's metrics for {} (Ctrl-C stops early)…",
+        humantime::format_duration(flags.duration)
+    );
     tokio::select! {
         _ = tokio::time::sleep(flags.duration) => {}
         _ = tokio::signal::ctrl_c() => println!("stopping early"),
@@ -118,7 +149,10 @@ fn summarize(data_dir: &Path) -> Result<()> {
     let mut per_agent: BTreeMap<String, (usize, usize, u64)> = BTreeMap::new();
     for b in &windows {
         let agents = strings(b, "agent_id").context("windows.agent_id")?;
-        let seqs: &UInt64Array = b.column_by_name("seq").and_then(|c| c.as_any().downcast_ref()).context("windows.seq")?;
+        let seqs: &UInt64Array = b
+            .column_by_name("seq")
+            .and_then(|c| c.as_any().downcast_ref())
+            .context("windows.seq")?;
         for i in 0..b.num_rows() {
             let e = per_agent.entry(agents.value(i).to_string()).or_default();
             e.0 += 1;
@@ -135,22 +169,48 @@ fn summarize(data_dir: &Path) -> Result<()> {
     for table in ["series", "windows", "processes"] {
         println!("  {}/date=…/part-*.parquet", data_dir.join(table).display());
     }
-    println!("\n{:<22} {:>8} {:>10} {:>8}", "agent", "windows", "points", "max seq");
+    println!(
+        "\n{:<22} {:>8} {:>10} {:>8}",
+        "agent", "windows", "points", "max seq"
+    );
     for (agent, (w, p, s)) in &per_agent {
         println!("{agent:<22} {w:>8} {p:>10} {s:>8}");
     }
     if let Some(b) = series.first() {
-        println!("\nseries (first rows):\n{}", arrow::util::pretty::pretty_format_batches(&[b.slice(0, b.num_rows().min(5))])?);
+        println!(
+            "\nseries (first rows):\n{}",
+            arrow::util::pretty::pretty_format_batches(&[b.slice(0, b.num_rows().min(5))])?
+        );
     }
     if let Some(b) = windows.first() {
-        let cols: Vec<usize> = ["agent_id", "seq", "window_start", "cpu_percent__mean", "cpu_percent__max", "memory_used_mb__mean"]
-            .iter()
-            .filter_map(|c| b.schema().index_of(c).ok())
-            .collect();
-        println!("\nwindows (first rows, some of {} columns):\n{}", b.num_columns(), arrow::util::pretty::pretty_format_batches(&[b.project(&cols)?.slice(0, b.num_rows().min(5))])?);
+        let cols: Vec<usize> = [
+            "agent_id",
+            "seq",
+            "window_start",
+            "cpu_percent__mean",
+            "cpu_percent__max",
+            "memory_used_mb__mean",
+        ]
+        .iter()
+        .filter_map(|c| b.schema().index_of(c).ok())
+        .collect();
+        println!(
+            "\nwindows (first rows, some of {} columns):\n{}",
+            b.num_columns(),
+            arrow::util::pretty::pretty_format_batches(&[b
+                .project(&cols)?
+                .slice(0, b.num_rows().min(5))])?
+        );
     }
-    println!("\nRead it with pandas:  pd.read_parquet(\"{}/windows\")", data_dir.display());
+    println!(
+        "\nRead it with pandas:  pd.read_parquet(\"{}/windows\")",
+        data_dir.display()
+    );
     println!("or DuckDB:            SELECT * FROM read_parquet('{}/series/*/*.parquet', hive_partitioning=true, union_by_name=true);", data_dir.display());
-    anyhow::ensure!(per_agent.len() >= 2, "expected windows from both agents, got {:?}", per_agent.keys());
+    anyhow::ensure!(
+        per_agent.len() >= 2,
+        "expected windows from both agents, got {:?}",
+        per_agent.keys()
+    );
     Ok(())
 }

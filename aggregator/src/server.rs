@@ -35,7 +35,8 @@ pub struct Server {
 
 /// Recovers the data directory and starts listening; returns once every listener is bound.
 pub async fn start(cfg: &ServerConfig) -> Result<Server> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let data_dir = cfg.data_dir.clone();
     let recovery = tokio::task::spawn_blocking(move || files::recover(&data_dir)).await??;
     let counters = Arc::new(Counters::default());
@@ -66,18 +67,29 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let mut ingest_tasks = Vec::new();
     let mut zmq_endpoint = None;
     if !cfg.no_zmq {
-        let (endpoint, task) = zmq::start(&cfg.zmq_bind, admission.clone(), counters.clone(), ingest_stop.clone()).await?;
+        let (endpoint, task) = zmq::start(
+            &cfg.zmq_bind,
+            admission.clone(),
+            counters.clone(),
+            ingest_stop.clone(),
+        )
+        .await?;
         zmq_endpoint = Some(endpoint);
         ingest_tasks.push(task);
     }
     let mut grpc_addr = None;
     if !cfg.no_grpc {
         let addr: SocketAddr = cfg.grpc_listen.parse().context("grpc_listen")?;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("grpc listen {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("grpc listen {addr}"))?;
         grpc_addr = Some(listener.local_addr()?);
         // Frames up to twice the limit reach verification (and get a REJECTED OVERSIZE ack);
         // larger messages end the stream with RESOURCE_EXHAUSTED.
-        let max_msg = admission.max_frame_bytes().saturating_mul(2).saturating_add(4096);
+        let max_msg = admission
+            .max_frame_bytes()
+            .saturating_mul(2)
+            .saturating_add(4096);
         let service = IngestServer::new(IngestService {
             admission: admission.clone(),
             shutdown: ingest_stop.clone(),
@@ -100,7 +112,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let log_counters = counters.clone();
     let log_stop = store_stop.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + COUNTER_LOG_INTERVAL, COUNTER_LOG_INTERVAL);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + COUNTER_LOG_INTERVAL,
+            COUNTER_LOG_INTERVAL,
+        );
         loop {
             tokio::select! {
                 _ = log_stop.cancelled() => break,
@@ -141,7 +156,10 @@ impl Server {
             warn!("store task panicked");
         }
         for t in self.ingest_tasks {
-            if tokio::time::timeout(Duration::from_secs(10), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
                 warn!("a listener did not stop in time");
             }
         }

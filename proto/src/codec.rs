@@ -219,7 +219,16 @@ mod tests {
     }
 
     fn process() -> impl Strategy<Value = ProcessRecord> {
-        (any::<u32>(), "[0-9a-f]{16}", any::<u64>(), any::<u64>(), finite(), any::<u64>(), any::<u64>(), "[a-z]{0,8}")
+        (
+            any::<u32>(),
+            "[0-9a-f]{16}",
+            any::<u64>(),
+            any::<u64>(),
+            finite(),
+            any::<u64>(),
+            any::<u64>(),
+            "[a-z]{0,8}",
+        )
             .prop_map(|(pid, name_hash, rss, vm, cpu, r, w, name)| ProcessRecord {
                 pid,
                 name_hash,
@@ -243,33 +252,44 @@ mod tests {
             btree_map("[a-z]{1,8}", "[ -~]{0,12}", 0..4),
             ("[ -~]{0,20}", any::<u32>(), any::<u64>(), any::<u64>()),
         )
-            .prop_map(|(agent_id, start, end, seq, metrics, processes, labels, (os, cpus, mem, interval))| {
-                let mut s = Snapshot {
+            .prop_map(
+                |(
                     agent_id,
                     start,
                     end,
                     seq,
-                    sample_interval_ms: interval,
+                    metrics,
                     processes,
-                    host: HostInfo {
-                        hostname: "h".into(),
-                        os: os.clone(),
-                        kernel: os,
-                        cpu_count: cpus,
-                        memory_total_mb: mem,
-                        agent_version: "0.1.0".into(),
-                        labels,
-                    },
-                    ..Default::default()
-                };
-                for (name, (points, st)) in metrics {
-                    if let Some(st) = st {
-                        s.stats.insert(name.clone(), st);
+                    labels,
+                    (os, cpus, mem, interval),
+                )| {
+                    let mut s = Snapshot {
+                        agent_id,
+                        start,
+                        end,
+                        seq,
+                        sample_interval_ms: interval,
+                        processes,
+                        host: HostInfo {
+                            hostname: "h".into(),
+                            os: os.clone(),
+                            kernel: os,
+                            cpu_count: cpus,
+                            memory_total_mb: mem,
+                            agent_version: "0.1.0".into(),
+                            labels,
+                        },
+                        ..Default::default()
+                    };
+                    for (name, (points, st)) in metrics {
+                        if let Some(st) = st {
+                            s.stats.insert(name.clone(), st);
+                        }
+                        s.data.insert(name, points);
                     }
-                    s.data.insert(name, points);
-                }
-                s
-            })
+                    s
+                },
+            )
     }
 
     proptest! {
@@ -309,9 +329,19 @@ mod tests {
             seq: 7,
             ..Default::default()
         };
-        s.data.insert("cpu_percent".into(), vec![Point { ts_ms: 300_000, value: 45.2 }]);
-        let old: Seed004 = rmp_serde::from_slice(&encode_snapshot(&s, pb::Encoding::Msgpack).unwrap()).unwrap();
-        assert_eq!((old.agent_id.as_str(), old.start, old.end), ("a1", 300_000, 600_000));
+        s.data.insert(
+            "cpu_percent".into(),
+            vec![Point {
+                ts_ms: 300_000,
+                value: 45.2,
+            }],
+        );
+        let old: Seed004 =
+            rmp_serde::from_slice(&encode_snapshot(&s, pb::Encoding::Msgpack).unwrap()).unwrap();
+        assert_eq!(
+            (old.agent_id.as_str(), old.start, old.end),
+            ("a1", 300_000, 600_000)
+        );
         assert_eq!(old.data["cpu_percent"], vec![[300_000.0, 45.2]]);
     }
 
@@ -322,6 +352,9 @@ mod tests {
         }))
         .unwrap();
         let err = decode_snapshot(&bytes, pb::Encoding::Msgpack).unwrap_err();
-        assert!(err.to_string().contains("integer number of milliseconds"), "{err}");
+        assert!(
+            err.to_string().contains("integer number of milliseconds"),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,10 @@ pub enum ConfigError {
 ///
 /// Errors name the file and the offending key; unknown keys are errors when `C` denies them
 /// (`#[serde(deny_unknown_fields)]`).
-pub fn layer<C: DeserializeOwned, F: Serialize>(file: Option<&Path>, flags: &F) -> Result<C, ConfigError> {
+pub fn layer<C: DeserializeOwned, F: Serialize>(
+    file: Option<&Path>,
+    flags: &F,
+) -> Result<C, ConfigError> {
     let path_str = file.map(|p| p.display().to_string());
     let mut table = match file {
         Some(path) => {
@@ -54,10 +57,12 @@ pub fn layer<C: DeserializeOwned, F: Serialize>(file: Option<&Path>, flags: &F) 
         message: e.to_string(),
     })?;
     table.extend(overrides);
-    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-        path: path_str,
-        message: e.to_string(),
-    })
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: path_str,
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -73,7 +78,10 @@ mod tests {
     }
     impl Default for Conf {
         fn default() -> Self {
-            Conf { window: "5m".into(), threshold: 60 }
+            Conf {
+                window: "5m".into(),
+                threshold: 60,
+            }
         }
     }
     #[derive(Serialize)]
@@ -88,12 +96,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
         std::fs::write(&f, "window = \"10s\"\nthreshold = 30\n").unwrap();
-        let c: Conf = layer(Some(&f), &Flags { threshold: Some(90) }).unwrap();
+        let c: Conf = layer(
+            Some(&f),
+            &Flags {
+                threshold: Some(90),
+            },
+        )
+        .unwrap();
         assert_eq!((c.window.as_str(), c.threshold), ("10s", 90));
         let c: Conf = layer(None, &Flags { threshold: None }).unwrap();
         assert_eq!((c.window.as_str(), c.threshold), ("5m", 60));
         std::fs::write(&f, "windw = \"10s\"\n").unwrap();
-        let e = layer::<Conf, _>(Some(&f), &Flags { threshold: None }).unwrap_err().to_string();
+        let e = layer::<Conf, _>(Some(&f), &Flags { threshold: None })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("windw") && e.contains("c.toml"), "{e}");
     }
 }

@@ -175,7 +175,11 @@ pub fn seal(snapshot: &Snapshot, opts: &SealOptions) -> Result<pb::Frame, CodecE
 
 /// Splits a frame into its ZeroMQ message parts `[header (protobuf FrameHeader), payload]`.
 pub fn to_parts(frame: &pb::Frame) -> [Vec<u8>; 2] {
-    let header = frame.header.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+    let header = frame
+        .header
+        .as_ref()
+        .map(Message::encode_to_vec)
+        .unwrap_or_default();
     [header, frame.payload.clone()]
 }
 
@@ -222,7 +226,11 @@ pub fn verify(frame: &pb::Frame, opts: &VerifyOptions) -> Result<Snapshot, Frame
         });
     }
     match (&opts.hmac_key, header.hmac_sha256.is_empty()) {
-        (Some(_), true) => return Err(FrameError::BadSignature("frame is unsigned but a fleet key is set")),
+        (Some(_), true) => {
+            return Err(FrameError::BadSignature(
+                "frame is unsigned but a fleet key is set",
+            ))
+        }
         (Some(key), false) => mac(key, header, &frame.payload)
             .verify_slice(&header.hmac_sha256)
             .map_err(|_| FrameError::BadSignature("HMAC-SHA256 does not match the fleet key"))?,
@@ -236,7 +244,8 @@ pub fn verify(frame: &pb::Frame, opts: &VerifyOptions) -> Result<Snapshot, Frame
             &decompressed
         }
     };
-    let snapshot = decode_snapshot(encoded, encoding).map_err(|e| FrameError::Undecodable(e.to_string()))?;
+    let snapshot =
+        decode_snapshot(encoded, encoding).map_err(|e| FrameError::Undecodable(e.to_string()))?;
     if snapshot.agent_id != header.agent_id
         || snapshot.seq != header.seq
         || snapshot.start != header.window_start_ms
@@ -290,7 +299,12 @@ mod tests {
             seq: 3,
             ..Default::default()
         };
-        let pts = (0..300).map(|i| Point { ts_ms: 300_000 + i * 1000, value: i as f64 }).collect();
+        let pts = (0..300)
+            .map(|i| Point {
+                ts_ms: 300_000 + i * 1000,
+                value: i as f64,
+            })
+            .collect();
         s.data.insert("cpu_percent".into(), pts);
         s
     }
@@ -300,7 +314,11 @@ mod tests {
         for encoding in [Encoding::Msgpack, Encoding::Protobuf] {
             for compression in [Compression::None, Compression::Zstd] {
                 for hmac_key in [None, Some(b"fleet-key".to_vec())] {
-                    v.push(SealOptions { encoding, compression, hmac_key });
+                    v.push(SealOptions {
+                        encoding,
+                        compression,
+                        hmac_key,
+                    });
                 }
             }
         }
@@ -311,7 +329,10 @@ mod tests {
     fn sealed_frames_verify_in_every_combination() {
         for opts in all_opts() {
             let frame = seal(&snapshot(), &opts).unwrap();
-            let v = VerifyOptions { hmac_key: opts.hmac_key.clone(), ..Default::default() };
+            let v = VerifyOptions {
+                hmac_key: opts.hmac_key.clone(),
+                ..Default::default()
+            };
             assert_eq!(verify(&frame, &v).unwrap(), snapshot(), "{opts:?}");
             let [h, p] = to_parts(&frame);
             assert_eq!(from_parts(&h, p).unwrap(), frame);
@@ -321,7 +342,14 @@ mod tests {
     #[test]
     fn each_defect_is_named() {
         let v = VerifyOptions::default();
-        let good = seal(&snapshot(), &SealOptions { encoding: Encoding::Msgpack, ..Default::default() }).unwrap();
+        let good = seal(
+            &snapshot(),
+            &SealOptions {
+                encoding: Encoding::Msgpack,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let reason = |f: &pb::Frame, v: &VerifyOptions| verify(f, v).unwrap_err().reason();
 
         let mut f = good.clone();
@@ -340,7 +368,10 @@ mod tests {
         f.header.as_mut().unwrap().compression = 7;
         assert_eq!(reason(&f, &v), RejectReason::UnknownCompression);
 
-        let small = VerifyOptions { max_frame_bytes: 100, ..Default::default() };
+        let small = VerifyOptions {
+            max_frame_bytes: 100,
+            ..Default::default()
+        };
         assert_eq!(reason(&good, &small), RejectReason::Oversize);
 
         let mut f = good.clone();
@@ -352,19 +383,43 @@ mod tests {
         f.header.as_mut().unwrap().payload_sha256 = sha256(&f.payload).to_vec();
         assert_eq!(reason(&f, &v), RejectReason::Undecodable);
 
-        let keyed = VerifyOptions { hmac_key: Some(b"k".to_vec()), ..Default::default() };
+        let keyed = VerifyOptions {
+            hmac_key: Some(b"k".to_vec()),
+            ..Default::default()
+        };
         assert_eq!(reason(&good, &keyed), RejectReason::BadSignature);
-        let signed = seal(&snapshot(), &SealOptions { hmac_key: Some(b"other".to_vec()), encoding: Encoding::Msgpack, ..Default::default() }).unwrap();
+        let signed = seal(
+            &snapshot(),
+            &SealOptions {
+                hmac_key: Some(b"other".to_vec()),
+                encoding: Encoding::Msgpack,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(reason(&signed, &keyed), RejectReason::BadSignature);
 
-        assert_eq!(from_parts(b"\xff\xff\xff", vec![]).unwrap_err().reason(), RejectReason::MalformedHeader);
+        assert_eq!(
+            from_parts(b"\xff\xff\xff", vec![]).unwrap_err().reason(),
+            RejectReason::MalformedHeader
+        );
     }
 
     #[test]
     fn zip_bombs_are_oversize() {
-        let opts = SealOptions { encoding: Encoding::Msgpack, compression: Compression::Zstd, hmac_key: None };
+        let opts = SealOptions {
+            encoding: Encoding::Msgpack,
+            compression: Compression::Zstd,
+            hmac_key: None,
+        };
         let frame = seal(&snapshot(), &opts).unwrap();
-        let v = VerifyOptions { max_decompressed_bytes: 64, ..Default::default() };
-        assert_eq!(verify(&frame, &v).unwrap_err().reason(), RejectReason::Oversize);
+        let v = VerifyOptions {
+            max_decompressed_bytes: 64,
+            ..Default::default()
+        };
+        assert_eq!(
+            verify(&frame, &v).unwrap_err().reason(),
+            RejectReason::Oversize
+        );
     }
 }

@@ -260,9 +260,21 @@ mod tests {
             end: 1000,
             ..Default::default()
         };
-        s.data.insert("cpu_percent".into(), vec![Point { ts_ms: 1000, value: 1.0 }]);
+        s.data.insert(
+            "cpu_percent".into(),
+            vec![Point {
+                ts_ms: 1000,
+                value: 1.0,
+            }],
+        );
         assert!(s.validate().unwrap_err().contains("outside window"));
-        s.data.insert("cpu_percent".into(), vec![Point { ts_ms: 5, value: f64::NAN }]);
+        s.data.insert(
+            "cpu_percent".into(),
+            vec![Point {
+                ts_ms: 5,
+                value: f64::NAN,
+            }],
+        );
         assert!(s.validate().unwrap_err().contains("non-finite"));
         s.data.clear();
         s.data.insert("CPU".into(), vec![]);

@@ -17,9 +17,16 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -29,7 +36,9 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Creates `fleetset-<tag>-<pid>-<nanos>`.
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let p = std::env::temp_dir().join(format!("fleetset-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -89,14 +98,20 @@ impl Proc {
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
     pub fn signal(&self, signal: &str) -> Result<()> {
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status()?.success();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()?
+            .success();
         anyhow::ensure!(ok, "kill -{signal} {} failed", self.child.id());
         Ok(())
     }
 
     /// Waits up to `timeout` for exit; returns whether it exited successfully.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
-        let status = wait_for("process exit", timeout, || self.child.try_wait().ok().flatten())?;
+        let status = wait_for("process exit", timeout, || {
+            self.child.try_wait().ok().flatten()
+        })?;
         Ok(status.success())
     }
 
@@ -104,7 +119,12 @@ impl Proc {
     pub fn stop(&mut self, timeout: Duration) -> Result<()> {
         self.signal("TERM")?;
         let ok = self.wait(timeout)?;
-        anyhow::ensure!(ok, "{} exited with an error; log:\n{}", self.log.display(), self.log_text());
+        anyhow::ensure!(
+            ok,
+            "{} exited with an error; log:\n{}",
+            self.log.display(),
+            self.log_text()
+        );
         Ok(())
     }
 
@@ -156,19 +176,31 @@ impl Aggregator {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc::spawn(&bin("fleetset-aggregator"), &args, dir.join("aggregator.log"))?;
-        let info: serde_json::Value = wait_for("aggregator ready file", Duration::from_secs(30), || {
-            if let Ok(Some(_)) = proc.child.try_wait() {
-                return Some(serde_json::Value::Null);
-            }
-            serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()
-        })?;
-        anyhow::ensure!(!info.is_null(), "aggregator exited at start:\n{}", proc.log_text());
+        let mut proc = Proc::spawn(
+            &bin("fleetset-aggregator"),
+            &args,
+            dir.join("aggregator.log"),
+        )?;
+        let info: serde_json::Value =
+            wait_for("aggregator ready file", Duration::from_secs(30), || {
+                if let Ok(Some(_)) = proc.child.try_wait() {
+                    return Some(serde_json::Value::Null);
+                }
+                serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()
+            })?;
+        anyhow::ensure!(
+            !info.is_null(),
+            "aggregator exited at start:\n{}",
+            proc.log_text()
+        );
         Ok(Aggregator {
             proc,
             data_dir,
             zmq: info["zmq"].as_str().unwrap_or_default().to_string(),
-            grpc: info["grpc"].as_str().map(|a| format!("http://{a}")).unwrap_or_default(),
+            grpc: info["grpc"]
+                .as_str()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
         })
     }
 }
@@ -204,7 +236,11 @@ pub fn acked_frames(log: &str) -> Vec<Acked> {
 /// fails on any unreadable file.
 pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
     let mut files = Vec::new();
-    for part in std::fs::read_dir(data_dir.join(table)).into_iter().flatten().flatten() {
+    for part in std::fs::read_dir(data_dir.join(table))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         for f in std::fs::read_dir(part.path())?.flatten() {
             files.push(f.path());
         }
@@ -212,8 +248,16 @@ pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
     files.sort();
     let mut out = Vec::new();
     for p in files {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        anyhow::ensure!(name.starts_with("part-") && name.ends_with(".parquet"), "unexpected file in a partition: {}", p.display());
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        anyhow::ensure!(
+            name.starts_with("part-") && name.ends_with(".parquet"),
+            "unexpected file in a partition: {}",
+            p.display()
+        );
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p)?)
             .with_context(|| format!("opening {}", p.display()))?
             .build()?;
@@ -226,22 +270,28 @@ pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
 
 /// Column `name` of `b` as strings.
 pub fn str_col<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref()).unwrap_or_else(|| panic!("utf8 column {name}"))
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref())
+        .unwrap_or_else(|| panic!("utf8 column {name}"))
 }
 
 /// Column `name` of `b` as UTC ms timestamps.
 pub fn ts_col<'a>(b: &'a RecordBatch, name: &str) -> &'a TimestampMillisecondArray {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref()).unwrap_or_else(|| panic!("timestamp column {name}"))
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref())
+        .unwrap_or_else(|| panic!("timestamp column {name}"))
 }
 
 /// Column `name` of `b` as f64, if present.
 pub fn f64_col<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a Float64Array> {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref())
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref())
 }
 
 /// Column `name` of `b` as u64, if present.
 pub fn u64_col<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a UInt64Array> {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref())
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref())
 }
 
 /// Value `i` of an optional f64 column, `None` if absent or null.

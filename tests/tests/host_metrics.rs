@@ -29,12 +29,32 @@ const RANGES: &[(&str, f64, Option<f64>)] = &[
 #[test]
 fn base_metrics_of_this_host_arrive_in_sane_ranges() {
     let dir = TempDir::new("host");
-    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "200ms", "--no-grpc"]).unwrap();
-    let args: Vec<String> = ["run", "--agent-id", "this-host", "--state-dir", dir.path().join("st").to_str().unwrap(), "--aggregator", &agg.zmq,
-        "--window", "1s", "--sample-interval", "100ms", "--process-interval", "400ms"]
-        .iter().map(|s| s.to_string()).collect();
-    let mut agent = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
-    wait_for("3 acked windows", Duration::from_secs(30), || (acked_frames(&agent.log_text()).len() >= 3).then_some(())).unwrap();
+    let mut agg =
+        Aggregator::start(dir.path(), &["--commit-interval", "200ms", "--no-grpc"]).unwrap();
+    let args: Vec<String> = [
+        "run",
+        "--agent-id",
+        "this-host",
+        "--state-dir",
+        dir.path().join("st").to_str().unwrap(),
+        "--aggregator",
+        &agg.zmq,
+        "--window",
+        "1s",
+        "--sample-interval",
+        "100ms",
+        "--process-interval",
+        "400ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    wait_for("3 acked windows", Duration::from_secs(30), || {
+        (acked_frames(&agent.log_text()).len() >= 3).then_some(())
+    })
+    .unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 
@@ -48,7 +68,10 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
                 for stat in ["min", "max", "mean", "first", "last"] {
                     let Some(v) = f64_at(f64_col(b, &format!("{metric}__{stat}")), i) else {
                         // Rates need two samples; the very first window may lack them.
-                        assert!(metric.ends_with("_per_sec") && i == 0, "{metric}__{stat} missing");
+                        assert!(
+                            metric.ends_with("_per_sec") && i == 0,
+                            "{metric}__{stat} missing"
+                        );
                         continue;
                     };
                     assert!(v.is_finite() && v >= lo, "{metric}__{stat} = {v} < {lo}");
@@ -56,7 +79,10 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
                         assert!(v <= hi, "{metric}__{stat} = {v} > {hi}");
                     }
                     if metric.starts_with("memory_") && metric.ends_with("_mb") {
-                        assert!(v <= total_mb, "{metric}__{stat} = {v} MB > total {total_mb} MB");
+                        assert!(
+                            v <= total_mb,
+                            "{metric}__{stat} = {v} MB > total {total_mb} MB"
+                        );
                     }
                     checked += 1;
                 }
@@ -69,17 +95,28 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
     let rows: usize = procs.iter().map(|b| b.num_rows()).sum();
     assert!(rows > 0, "no process records");
     for b in &procs {
-        assert!(b.num_rows() <= 10 * windows.iter().map(|w| w.num_rows()).sum::<usize>(), "top-10 per window");
+        assert!(
+            b.num_rows() <= 10 * windows.iter().map(|w| w.num_rows()).sum::<usize>(),
+            "top-10 per window"
+        );
         let hashes = str_col(b, "name_hash");
         for i in 0..b.num_rows() {
-            assert!(hashes.value(i).len() == 16 && !hashes.value(i).contains("fleetset"), "{}", hashes.value(i));
+            assert!(
+                hashes.value(i).len() == 16 && !hashes.value(i).contains("fleetset"),
+                "{}",
+                hashes.value(i)
+            );
         }
         assert_eq!(b.column_by_name("name").unwrap().null_count(), b.num_rows());
     }
     // The agent's own process name never appears in clear in the processes table.
     for f in walk(&agg.data_dir.join("processes")) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(14).any(|w| w == b"fleetset-agent"), "clear process name in {}", f.display());
+        assert!(
+            !bytes.windows(14).any(|w| w == b"fleetset-agent"),
+            "clear process name in {}",
+            f.display()
+        );
     }
 }
 

@@ -13,28 +13,60 @@ const THRESHOLD: usize = 8;
 fn run_pipeline(transport: &str, encoding: &str) {
     let dir = TempDir::new(&format!("pipeline-{transport}-{encoding}"));
     let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "200ms"]).unwrap();
-    let endpoint = if transport == "zmq" { agg.zmq.clone() } else { agg.grpc.clone() };
+    let endpoint = if transport == "zmq" {
+        agg.zmq.clone()
+    } else {
+        agg.grpc.clone()
+    };
     let agent_id = format!("agent-{transport}-{encoding}");
     let raw = dir.path().join("raw");
     let args: Vec<String> = [
-        "run", "--agent-id", &agent_id, "--state-dir", dir.path().join("state").to_str().unwrap(),
-        "--aggregator", &endpoint, "--transport", transport, "--encoding", encoding,
-        "--source", "synthetic", "--window", "1s", "--sample-interval", "50ms",
-        "--process-interval", "300ms", "--lttb-threshold", &THRESHOLD.to_string(),
-        "--label", "site=test-1", "--raw-dump-dir", raw.to_str().unwrap(),
+        "run",
+        "--agent-id",
+        &agent_id,
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--aggregator",
+        &endpoint,
+        "--transport",
+        transport,
+        "--encoding",
+        encoding,
+        "--source",
+        "synthetic",
+        "--window",
+        "1s",
+        "--sample-interval",
+        "50ms",
+        "--process-interval",
+        "300ms",
+        "--lttb-threshold",
+        &THRESHOLD.to_string(),
+        "--label",
+        "site=test-1",
+        "--raw-dump-dir",
+        raw.to_str().unwrap(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut agent = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
-    wait_for("4 acked windows", Duration::from_secs(30), || (acked_frames(&agent.log_text()).len() >= 4).then_some(())).unwrap();
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    wait_for("4 acked windows", Duration::from_secs(30), || {
+        (acked_frames(&agent.log_text()).len() >= 4).then_some(())
+    })
+    .unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 
     let log = agent.log_text();
     let acked = acked_frames(&log);
     let seqs: Vec<u64> = acked.iter().map(|a| a.seq).collect();
-    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "seq starts at 1, +1 per frame:\n{log}");
+    assert_eq!(
+        seqs,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "seq starts at 1, +1 per frame:\n{log}"
+    );
 
     // Every acked window is in windows/ exactly once, and nothing else is.
     let windows = read_table(&agg.data_dir, "windows").unwrap();
@@ -47,25 +79,49 @@ fn run_pipeline(transport: &str, encoding: &str) {
         }
     }
     let acked_starts: BTreeSet<i64> = acked.iter().map(|a| a.window_start).collect();
-    assert_eq!(stored.keys().copied().collect::<BTreeSet<_>>(), acked_starts);
-    assert!(stored.values().all(|&n| n == 1), "a window stored twice: {stored:?}");
+    assert_eq!(
+        stored.keys().copied().collect::<BTreeSet<_>>(),
+        acked_starts
+    );
+    assert!(
+        stored.values().all(|&n| n == 1),
+        "a window stored twice: {stored:?}"
+    );
 
     // series/: at most THRESHOLD points per metric per window, inside the window, and each
     // point is one of the raw samples with the deterministic source's value.
     let mut points: BTreeMap<(i64, String), Vec<(i64, f64)>> = BTreeMap::new();
     for b in &read_table(&agg.data_dir, "series").unwrap() {
-        let (ws, m, ts) = (ts_col(b, "window_start"), str_col(b, "metric"), ts_col(b, "ts"));
+        let (ws, m, ts) = (
+            ts_col(b, "window_start"),
+            str_col(b, "metric"),
+            ts_col(b, "ts"),
+        );
         let v = f64_col(b, "value").unwrap();
         for i in 0..b.num_rows() {
-            points.entry((ws.value(i), m.value(i).to_string())).or_default().push((ts.value(i), v.value(i)));
+            points
+                .entry((ws.value(i), m.value(i).to_string()))
+                .or_default()
+                .push((ts.value(i), v.value(i)));
         }
     }
     assert!(!points.is_empty());
     for ((start, metric), pts) in &points {
-        assert!(pts.len() <= THRESHOLD, "{metric}@{start}: {} points", pts.len());
+        assert!(
+            pts.len() <= THRESHOLD,
+            "{metric}@{start}: {} points",
+            pts.len()
+        );
         for &(ts, v) in pts {
-            assert!(ts >= *start && ts < start + WINDOW_MS, "{metric}: {ts} outside window {start}");
-            assert_eq!(Some(v), synthetic_value(metric, ts), "{metric}@{ts} is not a raw sample");
+            assert!(
+                ts >= *start && ts < start + WINDOW_MS,
+                "{metric}: {ts} outside window {start}"
+            );
+            assert_eq!(
+                Some(v),
+                synthetic_value(metric, ts),
+                "{metric}@{ts} is not a raw sample"
+            );
         }
     }
 
@@ -75,8 +131,10 @@ fn run_pipeline(transport: &str, encoding: &str) {
         assert_eq!(str_col(b, "label_site").value(0), "test-1");
         for i in 0..b.num_rows() {
             let start = starts.value(i);
-            let dump: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(raw.join(format!("{agent_id}-{start}.json"))).unwrap()).unwrap();
+            let dump: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(raw.join(format!("{agent_id}-{start}.json"))).unwrap(),
+            )
+            .unwrap();
             let series = dump["series"].as_object().unwrap();
             assert!(series.len() >= 18, "base metric set: {:?}", series.keys());
             for (metric, samples) in series {
@@ -93,9 +151,19 @@ fn run_pipeline(transport: &str, encoding: &str) {
                 let want = WindowStats::from_values(&values).unwrap();
                 let got_count = u64_col(b, &format!("{metric}__count")).unwrap().value(i);
                 assert_eq!(got_count, want.count, "{metric}@{start} count");
-                for (stat, w) in [("min", want.min), ("max", want.max), ("mean", want.mean), ("std", want.std), ("first", want.first), ("last", want.last)] {
+                for (stat, w) in [
+                    ("min", want.min),
+                    ("max", want.max),
+                    ("mean", want.mean),
+                    ("std", want.std),
+                    ("first", want.first),
+                    ("last", want.last),
+                ] {
                     let got = f64_at(f64_col(b, &format!("{metric}__{stat}")), i).unwrap();
-                    assert!((got - w).abs() <= 1e-9 * w.abs().max(1.0), "{metric}@{start} {stat}: {got} vs {w}");
+                    assert!(
+                        (got - w).abs() <= 1e-9 * w.abs().max(1.0),
+                        "{metric}@{start} {stat}: {got} vs {w}"
+                    );
                 }
             }
         }
@@ -111,7 +179,11 @@ fn run_pipeline(transport: &str, encoding: &str) {
             assert_eq!(hashes.value(i).len(), 16);
             assert!(hashes.value(i).chars().all(|c| c.is_ascii_hexdigit()));
         }
-        assert_eq!(b.column_by_name("name").unwrap().null_count(), b.num_rows(), "clear names must not leave the host");
+        assert_eq!(
+            b.column_by_name("name").unwrap().null_count(),
+            b.num_rows(),
+            "clear names must not leave the host"
+        );
     }
 }
 

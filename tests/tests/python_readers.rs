@@ -38,15 +38,39 @@ fn demo_store_reads_in_pyarrow_duckdb_and_pandas() {
     let dir = TempDir::new("demo");
     let data = dir.path().join("store");
     let out = Command::new(bin("fleetset-aggregator"))
-        .args(["demo", "--duration", "7s", "--data-dir", data.to_str().unwrap()])
+        .args([
+            "demo",
+            "--duration",
+            "7s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["demo-zmq-msgpack", "demo-grpc-protobuf", "windows", "points", "pd.read_parquet"] {
-        assert!(stdout.contains(needle), "demo summary lacks {needle}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "demo-zmq-msgpack",
+        "demo-grpc-protobuf",
+        "windows",
+        "points",
+        "pd.read_parquet",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "demo summary lacks {needle}:\n{stdout}"
+        );
     }
-    let check = Command::new(&py).arg("-c").arg(READERS).arg(&data).output().unwrap();
+    let check = Command::new(&py)
+        .arg("-c")
+        .arg(READERS)
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "python readers failed:\n{}\n{}",

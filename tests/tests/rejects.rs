@@ -16,11 +16,23 @@ const MAX_FRAME: usize = 64 * 1024;
 
 fn snapshot(agent_id: &str, seq: u64, extra_metric: Option<&str>, points: usize) -> Snapshot {
     let start = 1_700_000_000_000 + seq as i64 * 60_000;
-    let mut s = Snapshot { agent_id: agent_id.into(), seq, start, end: start + 60_000, ..Default::default() };
+    let mut s = Snapshot {
+        agent_id: agent_id.into(),
+        seq,
+        start,
+        end: start + 60_000,
+        ..Default::default()
+    };
     let mut add = |name: &str| {
-        let pts: Vec<Point> = (0..points).map(|i| Point { ts_ms: start + i as i64 * 10, value: i as f64 }).collect();
+        let pts: Vec<Point> = (0..points)
+            .map(|i| Point {
+                ts_ms: start + i as i64 * 10,
+                value: i as f64,
+            })
+            .collect();
         let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-        s.stats.insert(name.into(), WindowStats::from_values(&values).unwrap());
+        s.stats
+            .insert(name.into(), WindowStats::from_values(&values).unwrap());
         s.data.insert(name.into(), pts);
     };
     add("cpu_percent");
@@ -32,7 +44,10 @@ fn snapshot(agent_id: &str, seq: u64, extra_metric: Option<&str>, points: usize)
 
 /// The frames of one scenario, by seq: (frame, expected status, expected reason).
 fn scenario(agent_id: &str, encoding: Encoding) -> Vec<(pb::Frame, AckStatus, RejectReason)> {
-    let opts = SealOptions { encoding, ..Default::default() };
+    let opts = SealOptions {
+        encoding,
+        ..Default::default()
+    };
     let good = |seq, extra| seal(&snapshot(agent_id, seq, extra, 50), &opts).unwrap();
     let mut corrupt = good(2, None);
     let mid = corrupt.payload.len() / 2;
@@ -42,12 +57,24 @@ fn scenario(agent_id: &str, encoding: Encoding) -> Vec<(pb::Frame, AckStatus, Re
     let oversize = seal(&snapshot(agent_id, 4, None, 6000), &opts).unwrap();
     assert!(oversize.payload.len() > MAX_FRAME);
     vec![
-        (good(1, None), AckStatus::Committed, RejectReason::Unspecified),
+        (
+            good(1, None),
+            AckStatus::Committed,
+            RejectReason::Unspecified,
+        ),
         (corrupt, AckStatus::Rejected, RejectReason::ChecksumMismatch),
         (bad_version, AckStatus::Rejected, RejectReason::BadVersion),
         (oversize, AckStatus::Rejected, RejectReason::Oversize),
-        (good(5, Some("late_metric_percent")), AckStatus::Committed, RejectReason::Unspecified),
-        (good(1, None), AckStatus::Duplicate, RejectReason::Unspecified),
+        (
+            good(5, Some("late_metric_percent")),
+            AckStatus::Committed,
+            RejectReason::Unspecified,
+        ),
+        (
+            good(1, None),
+            AckStatus::Duplicate,
+            RejectReason::Unspecified,
+        ),
     ]
 }
 
@@ -59,7 +86,10 @@ fn check(acks: Vec<pb::Ack>, expected: &[(pb::Frame, AckStatus, RejectReason)]) 
     });
     for (frame, status, reason) in expected {
         let seq = frame.header.as_ref().unwrap().seq;
-        let got = by_seq[&seq].iter().find(|a| a.status() == *status).unwrap_or_else(|| panic!("seq {seq}: no {status:?} in {acks:?}"));
+        let got = by_seq[&seq]
+            .iter()
+            .find(|a| a.status() == *status)
+            .unwrap_or_else(|| panic!("seq {seq}: no {status:?} in {acks:?}"));
         assert_eq!(got.reason(), *reason, "seq {seq}: {}", got.detail);
         if *status == AckStatus::Rejected {
             assert!(!got.detail.is_empty(), "a rejection names what was wrong");
@@ -77,20 +107,34 @@ async fn over_zmq(endpoint: &str, frames: &[(pb::Frame, AckStatus, RejectReason)
         m.push_back(Bytes::from(p));
         s.send(m).await.unwrap();
         // One at a time: the duplicate must arrive after the original is committed.
-        let reply = tokio::time::timeout(Duration::from_secs(20), s.recv()).await.expect("ack in time").unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(20), s.recv())
+            .await
+            .expect("ack in time")
+            .unwrap();
         acks.push(pb::Ack::decode(reply.get(0).unwrap().as_ref()).unwrap());
     }
     acks
 }
 
-async fn over_grpc(endpoint: &str, frames: &[(pb::Frame, AckStatus, RejectReason)]) -> Vec<pb::Ack> {
+async fn over_grpc(
+    endpoint: &str,
+    frames: &[(pb::Frame, AckStatus, RejectReason)],
+) -> Vec<pb::Ack> {
     let mut client = IngestClient::connect(endpoint.to_string()).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let mut acks_stream = client.publish(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut acks_stream = client
+        .publish(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let mut acks = Vec::new();
     for (f, _, _) in frames {
         tx.send(f.clone()).await.unwrap();
-        let a = tokio::time::timeout(Duration::from_secs(20), acks_stream.message()).await.expect("ack in time").unwrap().unwrap();
+        let a = tokio::time::timeout(Duration::from_secs(20), acks_stream.message())
+            .await
+            .expect("ack in time")
+            .unwrap()
+            .unwrap();
         acks.push(a);
     }
     acks
@@ -100,13 +144,33 @@ async fn over_grpc(endpoint: &str, frames: &[(pb::Frame, AckStatus, RejectReason
 async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
     let dir = TempDir::new("rejects");
     let max = MAX_FRAME.to_string();
-    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "100ms", "--max-frame-bytes", &max]).unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &["--commit-interval", "100ms", "--max-frame-bytes", &max],
+    )
+    .unwrap();
 
     // A real agent keeps sending over ZeroMQ while we misbehave on both transports.
-    let args: Vec<String> = ["run", "--agent-id", "steady", "--state-dir", dir.path().join("st").to_str().unwrap(), "--aggregator", &agg.zmq,
-        "--source", "synthetic", "--window", "1s", "--sample-interval", "100ms"]
-        .iter().map(|s| s.to_string()).collect();
-    let mut agent = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    let args: Vec<String> = [
+        "run",
+        "--agent-id",
+        "steady",
+        "--state-dir",
+        dir.path().join("st").to_str().unwrap(),
+        "--aggregator",
+        &agg.zmq,
+        "--source",
+        "synthetic",
+        "--window",
+        "1s",
+        "--sample-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
 
     let zmq_frames = scenario("probe-zmq", Encoding::Msgpack);
     check(over_zmq(&agg.zmq, &zmq_frames).await, &zmq_frames);
@@ -114,16 +178,22 @@ async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
     check(over_grpc(&agg.grpc, &grpc_frames).await, &grpc_frames);
 
     let before = acked_frames(&agent.log_text()).len();
-    wait_for("the agent's windows keep being acked", Duration::from_secs(20), || {
-        (acked_frames(&agent.log_text()).len() >= before + 2).then_some(())
-    })
+    wait_for(
+        "the agent's windows keep being acked",
+        Duration::from_secs(20),
+        || (acked_frames(&agent.log_text()).len() >= before + 2).then_some(()),
+    )
     .unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 
     // Counted by reason.
     let log = agg.proc.log_text();
-    for counter in ["rejected_checksum_mismatch=2", "rejected_bad_version=2", "rejected_oversize=2"] {
+    for counter in [
+        "rejected_checksum_mismatch=2",
+        "rejected_bad_version=2",
+        "rejected_oversize=2",
+    ] {
         assert!(log.contains(counter), "{counter} missing from:\n{log}");
     }
 
@@ -144,12 +214,19 @@ async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
         }
         seqs.sort();
         assert_eq!(seqs, vec![1, 5], "{probe}");
-        assert!(late.contains(&Some(49.0)), "{probe}: late metric stats missing: {late:?}");
+        assert!(
+            late.contains(&Some(49.0)),
+            "{probe}: late metric stats missing: {late:?}"
+        );
     }
     let series = read_table(&agg.data_dir, "series").unwrap();
     let late_rows: usize = series
         .iter()
-        .map(|b| (0..b.num_rows()).filter(|&i| str_col(b, "metric").value(i) == "late_metric_percent").count())
+        .map(|b| {
+            (0..b.num_rows())
+                .filter(|&i| str_col(b, "metric").value(i) == "late_metric_percent")
+                .count()
+        })
         .sum();
     assert_eq!(late_rows, 2 * 50);
 }

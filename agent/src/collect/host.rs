@@ -31,7 +31,8 @@ impl HostCollector {
         sys.refresh_cpu_list(CpuRefreshKind::nothing().with_usage());
         sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
         let cpus = sys.cpus().len().max(1) as u32;
-        let disks = Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing().with_io_usage())?;
+        let disks =
+            Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing().with_io_usage())?;
         let networks = Networks::new_with_refreshed_list()?;
         Ok(HostCollector {
             sys,
@@ -50,13 +51,23 @@ fn proc_file(path: &str) -> Option<String> {
 
 /// Open file handles system-wide: first field of /proc/sys/fs/file-nr.
 fn fd_count() -> Option<f64> {
-    proc_file("/proc/sys/fs/file-nr")?.split_whitespace().next()?.parse().ok()
+    proc_file("/proc/sys/fs/file-nr")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Threads system-wide: the total in /proc/loadavg's "running/total" field.
 fn thread_count() -> Option<f64> {
     let loadavg = proc_file("/proc/loadavg")?;
-    loadavg.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// Processes: numeric entries of /proc.
@@ -64,24 +75,37 @@ fn process_count() -> Option<f64> {
     let dir = std::fs::read_dir("/proc").ok()?;
     let n = dir
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        })
         .count();
     Some(n as f64)
 }
 
 impl Collector for HostCollector {
     fn sample(&mut self, _ts_ms: i64, out: &mut Vec<(&'static str, f64)>) {
-        self.sys.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
-        self.sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
+        self.sys
+            .refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
+        self.sys
+            .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
         let cpu = f64::from(self.sys.global_cpu_usage());
         let total = self.sys.total_memory() as f64;
         let used = self.sys.used_memory() as f64;
-        let used_percent = if total > 0.0 { 100.0 * used / total } else { 0.0 };
+        let used_percent = if total > 0.0 {
+            100.0 * used / total
+        } else {
+            0.0
+        };
         out.extend([
             ("cpu_percent", cpu),
             ("memory_used_mb", used / MB),
             ("memory_mb", used / MB),
-            ("memory_available_mb", self.sys.available_memory() as f64 / MB),
+            (
+                "memory_available_mb",
+                self.sys.available_memory() as f64 / MB,
+            ),
             ("memory_used_percent", used_percent),
             ("swap_used_mb", self.sys.used_swap() as f64 / MB),
         ]);
@@ -92,7 +116,10 @@ impl Collector for HostCollector {
                 ("load_avg_5", load.five),
                 ("load_avg_15", load.fifteen),
             ]);
-            out.push(("health_score", health_score(cpu, used_percent, load.one, self.cpus)));
+            out.push((
+                "health_score",
+                health_score(cpu, used_percent, load.one, self.cpus),
+            ));
         }
         for (name, value) in [
             ("process_count", process_count()),
@@ -106,19 +133,28 @@ impl Collector for HostCollector {
 
         let elapsed = self.last_rates.elapsed().as_secs_f64();
         self.last_rates = Instant::now();
-        self.disks.refresh_specifics(false, DiskRefreshKind::nothing().with_io_usage());
+        self.disks
+            .refresh_specifics(false, DiskRefreshKind::nothing().with_io_usage());
         self.networks.refresh(false);
         if elapsed > 0.0 {
             // Several mount points can share one device (bind mounts, overlays): count each once.
             let mut seen = std::collections::HashSet::new();
             let (mut read, mut written) = (0u64, 0u64);
-            for disk in self.disks.iter().filter(|d| seen.insert(d.name().to_os_string())) {
+            for disk in self
+                .disks
+                .iter()
+                .filter(|d| seen.insert(d.name().to_os_string()))
+            {
                 let u = disk.usage();
                 read += u.read_bytes;
                 written += u.written_bytes;
             }
             let (mut rx, mut tx) = (0u64, 0u64);
-            for (_, data) in self.networks.iter().filter(|(name, _)| name.as_os_str() != "lo") {
+            for (_, data) in self
+                .networks
+                .iter()
+                .filter(|(name, _)| name.as_os_str() != "lo")
+            {
                 rx += data.received();
                 tx += data.transmitted();
             }

@@ -35,7 +35,12 @@ pub fn synthetic_value(metric: &str, ts_ms: i64) -> Option<f64> {
         "disk_write_bytes_per_sec" => 2e6 * (1.0 + (s / 5.0).cos()),
         "net_rx_bytes_per_sec" => 5e5 * (1.0 + (s / 2.0).sin()),
         "net_tx_bytes_per_sec" => 2.5e5 * (1.0 + (s / 4.0).cos()),
-        "health_score" => health_score(cpu, 100.0 * used / SYNTHETIC_MEMORY_MB, load1, SYNTHETIC_CPUS),
+        "health_score" => health_score(
+            cpu,
+            100.0 * used / SYNTHETIC_MEMORY_MB,
+            load1,
+            SYNTHETIC_CPUS,
+        ),
         _ => return None,
     })
 }
@@ -64,7 +69,11 @@ pub const SYNTHETIC_METRICS: [&str; 18] = [
 
 impl Collector for SyntheticCollector {
     fn sample(&mut self, ts_ms: i64, out: &mut Vec<(&'static str, f64)>) {
-        out.extend(SYNTHETIC_METRICS.iter().filter_map(|&m| Some((m, synthetic_value(m, ts_ms)?))));
+        out.extend(
+            SYNTHETIC_METRICS
+                .iter()
+                .filter_map(|&m| Some((m, synthetic_value(m, ts_ms)?))),
+        );
     }
 
     fn scan_processes(&mut self, ts_ms: i64, out: &mut Vec<ProcessSample>) {
@@ -72,8 +81,8 @@ impl Collector for SyntheticCollector {
         out.extend((0..12u32).map(|i| ProcessSample {
             pid: 1000 + i,
             name: format!("synthetic-proc-{i}"),
-            rss_bytes: (u64::from(i) + 1) * 10 << 20,
-            virtual_memory_bytes: (u64::from(i) + 1) * 40 << 20,
+            rss_bytes: ((u64::from(i) + 1) * 10) << 20,
+            virtual_memory_bytes: ((u64::from(i) + 1) * 40) << 20,
             cpu_percent: (f64::from(i) * 3.0 + 5.0 * (s / 13.0).sin()).abs(),
             disk_read_bytes: u64::from(i) * 4096,
             disk_write_bytes: u64::from(i) * 8192,

@@ -24,7 +24,10 @@ pub struct IngestService {
 impl Ingest for IngestService {
     type PublishStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send>>;
 
-    async fn publish(&self, request: Request<Streaming<pb::Frame>>) -> Result<Response<Self::PublishStream>, Status> {
+    async fn publish(
+        &self,
+        request: Request<Streaming<pb::Frame>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
         let admission = self.admission.clone();

@@ -65,7 +65,11 @@ const MAX_WARNED: usize = 10_000;
 
 impl Admission {
     /// Admission into `store` with `verify` limits.
-    pub fn new(verify: VerifyOptions, store: mpsc::Sender<Submission>, counters: Arc<Counters>) -> Admission {
+    pub fn new(
+        verify: VerifyOptions,
+        store: mpsc::Sender<Submission>,
+        counters: Arc<Counters>,
+    ) -> Admission {
         Admission {
             verify: Arc::new(verify),
             store,

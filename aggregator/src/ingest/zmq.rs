@@ -61,7 +61,9 @@ pub async fn start(
                 }
             };
             let mut parts = msg.into_vec().into_iter();
-            let Some(identity) = parts.next() else { continue };
+            let Some(identity) = parts.next() else {
+                continue;
+            };
             let reply = AckTo::Zmq {
                 identity,
                 tx: ack_tx.clone(),
@@ -70,7 +72,9 @@ pub async fn start(
             let extra = parts.next().is_some();
             let frame = match (header, payload, extra) {
                 (Some(h), Some(p), false) => from_parts(&h, p.to_vec()),
-                _ => Err(FrameError::MalformedHeader("expected a two-part message [header, payload]".into())),
+                _ => Err(FrameError::MalformedHeader(
+                    "expected a two-part message [header, payload]".into(),
+                )),
             };
             match frame {
                 Ok(frame) => {
@@ -86,7 +90,10 @@ pub async fn start(
         }
         drop(ack_tx);
         // Let the store's final acks drain through the send task.
-        if tokio::time::timeout(Duration::from_secs(5), sender).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .is_err()
+        {
             warn!("zmq ack sender did not finish in time");
         }
     });

@@ -45,7 +45,9 @@ pub fn partition_dir(data_dir: &Path, table: &str, date: &str) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)?.sync_all().with_context(|| format!("fsync {}", dir.display()))
+    File::open(dir)?
+        .sync_all()
+        .with_context(|| format!("fsync {}", dir.display()))
 }
 
 /// Writes `batch` as `part-<batch_id>.parquet` in `dir` through a temporary file; returns the
@@ -92,7 +94,9 @@ pub struct Recovery {
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(parts) = fs::read_dir(dir) else { return out };
+    let Ok(parts) = fs::read_dir(dir) else {
+        return out;
+    };
     for part in parts.flatten() {
         if let Ok(files) = fs::read_dir(part.path()) {
             out.extend(files.flatten().map(|f| f.path()).filter(|p| p.is_file()));
@@ -112,7 +116,11 @@ fn batch_key(path: &Path) -> Option<(String, String)> {
 fn quarantine(data_dir: &Path, path: &Path) -> Result<()> {
     let q = data_dir.join("quarantine");
     fs::create_dir_all(&q)?;
-    let rel = path.strip_prefix(data_dir).unwrap_or(path).to_string_lossy().replace('/', "__");
+    let rel = path
+        .strip_prefix(data_dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('/', "__");
     fs::rename(path, q.join(rel))?;
     Ok(())
 }
@@ -120,13 +128,26 @@ fn quarantine(data_dir: &Path, path: &Path) -> Result<()> {
 /// Reads `(agent_id, seq, window_start)` of every row of a `windows` file.
 fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["agent_id", "seq", "window_start"]);
+    let mask = ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["agent_id", "seq", "window_start"],
+    );
     let mut out = Vec::new();
     for batch in builder.with_projection(mask).build()? {
         let batch = batch?;
-        let col = |name: &str| batch.column_by_name(name).with_context(|| format!("{}: no column {name}", path.display()));
-        let agents = col("agent_id")?.as_any().downcast_ref::<StringArray>().context("agent_id is not utf8")?;
-        let seqs = col("seq")?.as_any().downcast_ref::<UInt64Array>().context("seq is not uint64")?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("{}: no column {name}", path.display()))
+        };
+        let agents = col("agent_id")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("agent_id is not utf8")?;
+        let seqs = col("seq")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .context("seq is not uint64")?;
         let starts = col("window_start")?
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
@@ -146,7 +167,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
     let mut r = Recovery::default();
     let mut committed: HashSet<(String, String)> = HashSet::new();
     for path in list_files(&data_dir.join("windows")) {
-        let Some(key) = batch_key(&path) else { continue };
+        let Some(key) = batch_key(&path) else {
+            continue;
+        };
         match read_window_keys(&path) {
             Ok(rows) => {
                 for (agent, seq, start) in rows {
@@ -165,11 +188,16 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
     }
     for table in TABLES {
         for path in list_files(&data_dir.join(table)) {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with(".tmp-") {
                 fs::remove_file(&path)?;
                 r.temp_files_removed += 1;
-            } else if table != "windows" && batch_key(&path).is_some_and(|k| !committed.contains(&k)) {
+            } else if table != "windows"
+                && batch_key(&path).is_some_and(|k| !committed.contains(&k))
+            {
                 warn!(file = %path.display(), "file of an unfinished commit removed (its frames were never acked)");
                 fs::remove_file(&path)?;
                 r.orphans_removed += 1;

@@ -51,7 +51,9 @@ type Index = HashMap<String, (HashSet<u64>, HashSet<i64>)>;
 
 /// Whether `(agent_id, seq)` or `(agent_id, window start)` is in `index`.
 fn is_known(index: &Index, agent_id: &str, seq: u64, start: i64) -> bool {
-    index.get(agent_id).is_some_and(|(seqs, starts)| seqs.contains(&seq) || starts.contains(&start))
+    index
+        .get(agent_id)
+        .is_some_and(|(seqs, starts)| seqs.contains(&seq) || starts.contains(&start))
 }
 
 fn remember(index: &mut Index, s: &Snapshot) {
@@ -73,11 +75,18 @@ struct Buffer {
 
 /// Writes each date's windows as one batch; returns for each submission whether its batch
 /// committed.
-fn commit_blocking(data_dir: &std::path::Path, subs: &[Submission], counters: &Counters) -> Vec<bool> {
+fn commit_blocking(
+    data_dir: &std::path::Path,
+    subs: &[Submission],
+    counters: &Counters,
+) -> Vec<bool> {
     let now = fleetset_agent::run::now_ms();
     let mut by_date: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in subs.iter().enumerate() {
-        by_date.entry(files::date_of(s.snapshot.start)).or_default().push(i);
+        by_date
+            .entry(files::date_of(s.snapshot.start))
+            .or_default()
+            .push(i);
     }
     let mut ok = vec![false; subs.len()];
     for (date, idx) in by_date {
@@ -88,14 +97,25 @@ fn commit_blocking(data_dir: &std::path::Path, subs: &[Submission], counters: &C
             let series = tables::series_batch(&group)?;
             let processes = tables::processes_batch(&group)?;
             let windows = tables::windows_batch(&group, now)?;
-            let plan = [("series", Some(&series)), ("processes", processes.as_ref()), ("windows", Some(&windows))];
+            let plan = [
+                ("series", Some(&series)),
+                ("processes", processes.as_ref()),
+                ("windows", Some(&windows)),
+            ];
             for (table, batch) in plan {
                 if let Some(batch) = batch {
-                    written.push(files::write_parquet(&files::partition_dir(data_dir, table, &date), &batch_id, batch)?);
+                    written.push(files::write_parquet(
+                        &files::partition_dir(data_dir, table, &date),
+                        &batch_id,
+                        batch,
+                    )?);
                 }
             }
             Counters::add(&counters.series_rows, series.num_rows() as u64);
-            Counters::add(&counters.process_rows, processes.map_or(0, |p| p.num_rows()) as u64);
+            Counters::add(
+                &counters.process_rows,
+                processes.map_or(0, |p| p.num_rows()) as u64,
+            );
             Counters::add(&counters.window_rows, windows.num_rows() as u64);
             Counters::add(&counters.files_committed, written.len() as u64);
             Ok(())
@@ -116,7 +136,13 @@ fn commit_blocking(data_dir: &std::path::Path, subs: &[Submission], counters: &C
 }
 
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
-pub async fn run(cfg: StoreConfig, mut rx: mpsc::Receiver<Submission>, mut index: Index, counters: Arc<Counters>, shutdown: CancellationToken) {
+pub async fn run(
+    cfg: StoreConfig,
+    mut rx: mpsc::Receiver<Submission>,
+    mut index: Index,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) {
     let mut buf = Buffer::default();
     let mut tick = tokio::time::interval(cfg.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,11 +172,15 @@ fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, s: Submission) {
     let snap = &s.snapshot;
     if is_known(index, &snap.agent_id, snap.seq, snap.start) {
         Counters::add(&counters.frames_duplicate, 1);
-        if !s.reply.send(ack(&snap.agent_id, snap.seq, AckStatus::Duplicate)) {
+        if !s
+            .reply
+            .send(ack(&snap.agent_id, snap.seq, AckStatus::Duplicate))
+        {
             Counters::add(&counters.acks_undeliverable, 1);
         }
     } else if is_known(&buf.keys, &snap.agent_id, snap.seq, snap.start) {
-        buf.waiting.push((s.reply, snap.agent_id.clone(), snap.seq, snap.start));
+        buf.waiting
+            .push((s.reply, snap.agent_id.clone(), snap.seq, snap.start));
     } else {
         remember(&mut buf.keys, &s.snapshot);
         buf.rows += s.snapshot.data.values().map(Vec::len).sum::<usize>();
@@ -179,7 +209,11 @@ async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters
         if committed {
             remember(index, &s.snapshot);
             Counters::add(&counters.frames_committed, 1);
-            if !s.reply.send(ack(&s.snapshot.agent_id, s.snapshot.seq, AckStatus::Committed)) {
+            if !s.reply.send(ack(
+                &s.snapshot.agent_id,
+                s.snapshot.seq,
+                AckStatus::Committed,
+            )) {
                 Counters::add(&counters.acks_undeliverable, 1);
             }
         }

@@ -12,7 +12,8 @@
 
 use crate::store::Submission;
 use arrow::array::{
-    ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::error::ArrowError;
@@ -38,8 +39,12 @@ fn field(name: &str, dt: DataType, nullable: bool) -> Field {
 
 /// The `series` batch of `subs` (long format, one row per point).
 pub fn series_batch(subs: &[&Submission]) -> Result<RecordBatch, ArrowError> {
-    let n: usize = subs.iter().map(|s| s.snapshot.data.values().map(Vec::len).sum::<usize>()).sum();
-    let (mut agent, mut wstart, mut metric) = (StringBuilder::new(), ts_builder(n), StringBuilder::new());
+    let n: usize = subs
+        .iter()
+        .map(|s| s.snapshot.data.values().map(Vec::len).sum::<usize>())
+        .sum();
+    let (mut agent, mut wstart, mut metric) =
+        (StringBuilder::new(), ts_builder(n), StringBuilder::new());
     let (mut ts, mut value) = (ts_builder(n), Float64Builder::with_capacity(n));
     for s in subs {
         let snap = &s.snapshot;
@@ -80,9 +85,22 @@ pub fn processes_batch(subs: &[&Submission]) -> Result<Option<RecordBatch>, Arro
         return Ok(None);
     }
     let n = rows.len();
-    let (mut agent, mut wstart, mut pid, mut hash) = (StringBuilder::new(), ts_builder(n), UInt32Builder::new(), StringBuilder::new());
-    let (mut rss, mut vm, mut cpu) = (UInt64Builder::new(), UInt64Builder::new(), Float64Builder::new());
-    let (mut read, mut write, mut name) = (UInt64Builder::new(), UInt64Builder::new(), StringBuilder::new());
+    let (mut agent, mut wstart, mut pid, mut hash) = (
+        StringBuilder::new(),
+        ts_builder(n),
+        UInt32Builder::new(),
+        StringBuilder::new(),
+    );
+    let (mut rss, mut vm, mut cpu) = (
+        UInt64Builder::new(),
+        UInt64Builder::new(),
+        Float64Builder::new(),
+    );
+    let (mut read, mut write, mut name) = (
+        UInt64Builder::new(),
+        UInt64Builder::new(),
+        StringBuilder::new(),
+    );
     for (snap, p) in rows {
         agent.append_value(&snap.agent_id);
         wstart.append_value(snap.start);
@@ -131,7 +149,15 @@ fn encoding_name(e: i32) -> &'static str {
 }
 
 fn stat(st: &WindowStats, i: usize) -> f64 {
-    [st.count as f64, st.min, st.max, st.mean, st.std, st.first, st.last][i]
+    [
+        st.count as f64,
+        st.min,
+        st.max,
+        st.mean,
+        st.std,
+        st.first,
+        st.last,
+    ][i]
 }
 
 /// The `windows` batch of `subs`: fixed columns, `label_<key>` columns, then
@@ -139,8 +165,14 @@ fn stat(st: &WindowStats, i: usize) -> f64 {
 /// the metric). `received_at_ms` is when the aggregator committed the row.
 pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<RecordBatch, ArrowError> {
     let n = subs.len();
-    let labels: BTreeSet<&str> = subs.iter().flat_map(|s| s.snapshot.host.labels.keys().map(String::as_str)).collect();
-    let metrics: BTreeSet<&str> = subs.iter().flat_map(|s| s.snapshot.stats.keys().map(String::as_str)).collect();
+    let labels: BTreeSet<&str> = subs
+        .iter()
+        .flat_map(|s| s.snapshot.host.labels.keys().map(String::as_str))
+        .collect();
+    let metrics: BTreeSet<&str> = subs
+        .iter()
+        .flat_map(|s| s.snapshot.stats.keys().map(String::as_str))
+        .collect();
 
     let mut fields = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -154,7 +186,11 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
         Arc::new(b.finish())
     };
     let u64s = |get: &dyn Fn(&Submission) -> u64| -> ArrayRef {
-        Arc::new(subs.iter().map(|s| get(s)).collect::<arrow::array::UInt64Array>())
+        Arc::new(
+            subs.iter()
+                .map(|s| get(s))
+                .collect::<arrow::array::UInt64Array>(),
+        )
     };
     let stamps = |get: &dyn Fn(&Snapshot) -> i64| -> ArrayRef {
         let mut b = ts_builder(n);
@@ -162,42 +198,86 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
         Arc::new(b.finish())
     };
 
-    push(field("agent_id", DataType::Utf8, false), strings(&|s| Some(&s.agent_id)));
-    push(field("seq", DataType::UInt64, false), u64s(&|s| s.snapshot.seq));
-    push(field("window_start", ts_type(), false), stamps(&|s| s.start));
+    push(
+        field("agent_id", DataType::Utf8, false),
+        strings(&|s| Some(&s.agent_id)),
+    );
+    push(
+        field("seq", DataType::UInt64, false),
+        u64s(&|s| s.snapshot.seq),
+    );
+    push(
+        field("window_start", ts_type(), false),
+        stamps(&|s| s.start),
+    );
     push(field("window_end", ts_type(), false), stamps(&|s| s.end));
-    push(field("received_at", ts_type(), false), stamps(&|_| received_at_ms));
+    push(
+        field("received_at", ts_type(), false),
+        stamps(&|_| received_at_ms),
+    );
     push(field("encoding", DataType::Utf8, false), {
         let mut b = StringBuilder::new();
-        subs.iter().for_each(|s| b.append_value(encoding_name(s.encoding)));
+        subs.iter()
+            .for_each(|s| b.append_value(encoding_name(s.encoding)));
         Arc::new(b.finish())
     });
     push(field("payload_sha256", DataType::Utf8, false), {
         let mut b = StringBuilder::new();
-        subs.iter().for_each(|s| b.append_value(hex::encode(&s.payload_sha256)));
+        subs.iter()
+            .for_each(|s| b.append_value(hex::encode(&s.payload_sha256)));
         Arc::new(b.finish())
     });
-    push(field("sample_interval_ms", DataType::UInt64, false), u64s(&|s| s.snapshot.sample_interval_ms));
-    push(field("hostname", DataType::Utf8, false), strings(&|s| Some(&s.host.hostname)));
-    push(field("os", DataType::Utf8, false), strings(&|s| Some(&s.host.os)));
-    push(field("kernel", DataType::Utf8, false), strings(&|s| Some(&s.host.kernel)));
+    push(
+        field("sample_interval_ms", DataType::UInt64, false),
+        u64s(&|s| s.snapshot.sample_interval_ms),
+    );
+    push(
+        field("hostname", DataType::Utf8, false),
+        strings(&|s| Some(&s.host.hostname)),
+    );
+    push(
+        field("os", DataType::Utf8, false),
+        strings(&|s| Some(&s.host.os)),
+    );
+    push(
+        field("kernel", DataType::Utf8, false),
+        strings(&|s| Some(&s.host.kernel)),
+    );
     push(field("cpu_count", DataType::UInt32, false), {
-        Arc::new(subs.iter().map(|s| s.snapshot.host.cpu_count).collect::<arrow::array::UInt32Array>())
+        Arc::new(
+            subs.iter()
+                .map(|s| s.snapshot.host.cpu_count)
+                .collect::<arrow::array::UInt32Array>(),
+        )
     });
-    push(field("memory_total_mb", DataType::UInt64, false), u64s(&|s| s.snapshot.host.memory_total_mb));
-    push(field("agent_version", DataType::Utf8, false), strings(&|s| Some(&s.host.agent_version)));
+    push(
+        field("memory_total_mb", DataType::UInt64, false),
+        u64s(&|s| s.snapshot.host.memory_total_mb),
+    );
+    push(
+        field("agent_version", DataType::Utf8, false),
+        strings(&|s| Some(&s.host.agent_version)),
+    );
     for key in &labels {
-        push(field(&format!("label_{key}"), DataType::Utf8, true), strings(&|s| s.host.labels.get(*key).map(String::as_str)));
+        push(
+            field(&format!("label_{key}"), DataType::Utf8, true),
+            strings(&|s| s.host.labels.get(*key).map(String::as_str)),
+        );
     }
     for metric in &metrics {
         for (i, stat_name) in STAT_NAMES.iter().enumerate() {
             let name = format!("{metric}__{stat_name}");
             if i == 0 {
-                let a: arrow::array::UInt64Array = subs.iter().map(|s| s.snapshot.stats.get(*metric).map(|st| st.count)).collect();
+                let a: arrow::array::UInt64Array = subs
+                    .iter()
+                    .map(|s| s.snapshot.stats.get(*metric).map(|st| st.count))
+                    .collect();
                 push(field(&name, DataType::UInt64, true), Arc::new(a));
             } else {
                 let mut b = Float64Builder::with_capacity(n);
-                subs.iter().for_each(|s| b.append_option(s.snapshot.stats.get(*metric).map(|st| stat(st, i))));
+                subs.iter().for_each(|s| {
+                    b.append_option(s.snapshot.stats.get(*metric).map(|st| stat(st, i)))
+                });
                 push(field(&name, DataType::Float64, true), Arc::new(b.finish()));
             }
         }
