@@ -357,6 +357,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
+        let c = AgentConfig::load(&RunFlags {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.labels["site"], "eu-1");
+        assert_eq!(c.window, Duration::from_secs(300));
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let flags = RunFlags {
             lttb_threshold: Some(2),

@@ -132,3 +132,46 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_loads_and_flags_override_it() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.toml");
+        let flags = ServeFlags {
+            config: Some(path),
+            commit_rows: Some(7),
+            no_zmq: Some(true),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(&flags).unwrap();
+        assert_eq!(
+            (c.commit_rows, c.no_zmq, c.commit_interval),
+            (7, true, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let flags = ServeFlags {
+            no_zmq: Some(true),
+            no_grpc: Some(true),
+            ..Default::default()
+        };
+        assert!(ServerConfig::load(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("no_grpc"));
+        let flags = ServeFlags {
+            grpc_listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(ServerConfig::load(&flags)
+            .unwrap_err()
+            .to_string()
+            .contains("grpc_listen"));
+    }
+}

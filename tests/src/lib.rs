@@ -156,25 +156,30 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// Starts an aggregator on loopback port 0 with data in `dir/data`, plus `extra` flags.
+    /// Starts an aggregator with data in `dir/data`, on loopback port 0 unless `extra` names
+    /// `--zmq-bind` / `--grpc-listen`, plus the other `extra` flags.
     pub fn start(dir: &Path, extra: &[&str]) -> Result<Aggregator> {
         let data_dir = dir.join("data");
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
-        let mut args: Vec<String> = [
-            "serve",
-            "--data-dir",
-            data_dir.to_str().context("utf8 path")?,
-            "--zmq-bind",
-            "tcp://127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--ready-file",
-            ready.to_str().context("utf8 path")?,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            data_dir.to_str().context("utf8 path")?.into(),
+        ];
+        args.extend([
+            "--ready-file".into(),
+            ready.to_str().context("utf8 path")?.into(),
+        ]);
+        // Loopback, port 0, unless the caller names the address.
+        for (flag, default) in [
+            ("--zmq-bind", "tcp://127.0.0.1:0"),
+            ("--grpc-listen", "127.0.0.1:0"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), default.to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(
             &bin("fleetset-aggregator"),

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Agent footprint, side by side with collectd on the same host in the same run:
+# fleetset-agent (1 s samples, 60 s windows, process scan every 15 s, sending to a local
+# aggregator over ZeroMQ) vs collectd 5 (Interval 1: cpu, memory, swap, load, disk, interface,
+# processes, fhcount, sending over its network plugin). Reports peak RSS (VmHWM) and CPU
+# (utime + stime over wall time) of each, and their ratio.
+#   DURATION  seconds to run (default 120)
+# Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${DURATION:-120}"
+command -v collectd >/dev/null || { echo "collectd not found: apt-get install collectd-core" >&2; exit 1; }
+cargo build --release --bins -q
+target="${CARGO_TARGET_DIR:-target}/release"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 \
+  --grpc-listen 127.0.0.1:0 --ready-file "$work/ready.json" 2>"$work/aggregator.log" &
+for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
+zmq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["zmq"])' "$work/ready.json")"
+
+"$target/fleetset-agent" run --aggregator "$zmq" --state-dir "$work/agent" --window 60s \
+  --sample-interval 1s 2>"$work/agent.log" &
+agent=$!
+
+plugins=/usr/lib/collectd
+cat > "$work/collectd.conf" <<CONF
+Interval 1
+BaseDir "$work"
+PIDFile "$work/collectd.pid"
+PluginDir "$plugins"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin swap
+LoadPlugin load
+LoadPlugin disk
+LoadPlugin interface
+LoadPlugin processes
+LoadPlugin fhcount
+LoadPlugin network
+<Plugin network>
+  Server "127.0.0.1" "25826"
+</Plugin>
+CONF
+collectd -f -C "$work/collectd.conf" >"$work/collectd.log" 2>&1 &
+collectd=$!
+
+sleep "$duration"
+hz=$(getconf CLK_TCK)
+measure() { # pid -> "rss_kb cpu_percent"
+  local pid=$1 hwm ticks
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  echo "$hwm $(python3 -c "print(f'{100*$ticks/$hz/$duration:.3f}')")"
+}
+read -r a_rss a_cpu < <(measure $agent)
+read -r c_rss c_cpu < <(measure $collectd)
+windows=$(grep -c "frame acked" "$work/agent.log" || true)
+printf '%-16s %12s %10s\n' process "peak RSS KiB" "CPU %"
+printf '%-16s %12s %10s\n' fleetset-agent "$a_rss" "$a_cpu"
+printf '%-16s %12s %10s\n' collectd "$c_rss" "$c_cpu"
+python3 -c "print(f'ratio agent/collectd: RSS {$a_rss/$c_rss:.2f}x, CPU {($a_cpu/$c_cpu) if $c_cpu else float(\"nan\"):.2f}x')"
+echo "duration ${duration}s, agent windows acked: $windows"
