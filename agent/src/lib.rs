@@ -8,6 +8,8 @@
 //!
 //! It never links Arrow or Parquet (`cargo tree -p fleetset-agent`).
 
+#![warn(missing_docs)]
+
 pub mod collect;
 pub mod config;
 pub mod counters;

@@ -4,6 +4,8 @@
 //! verifies each one ([`ingest::Admission`]), de-duplicates and commits them to partitioned
 //! Parquet ([`store`]), and acks each frame only once its rows are durable.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod counters;
 pub mod demo;

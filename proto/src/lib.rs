@@ -10,6 +10,8 @@
 //!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
 //! - [`config`]: layering of TOML config files under command-line flags, used by both binaries.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod config;
 pub mod frame;

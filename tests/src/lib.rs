@@ -6,6 +6,8 @@
 //! The binaries must be built first (`cargo build --workspace --bins`, done by
 //! `scripts/test.sh`).
 
+#![warn(missing_docs)]
+
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
