@@ -13,7 +13,7 @@ use crate::counters::Counters;
 use crate::downsample::Downsampler;
 use crate::sender::{self, QueuedFrame, SenderConfig};
 use crate::state::{derive_agent_id, new_salt, StateDir};
-use crate::window::{build_snapshot, window_start, ClosedWindow, ProcessNaming, WindowAssembler};
+use crate::window::{build_snapshot, ClosedWindow, ProcessNaming, WindowAssembler};
 use anyhow::{Context, Result};
 use fleetset_proto::{seal, HostInfo, SealOptions};
 use std::sync::Arc;
@@ -226,10 +226,6 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunRep
                 scan.clear();
                 collector.scan_processes(ts, &mut scan);
                 Counters::add(&counters.process_scans, 1);
-                if window_start(ts, window_ms) > windows.current_start().unwrap_or(i64::MAX) {
-                    // A scan never opens a window by itself; the next sample will.
-                    continue;
-                }
                 let closed = windows.push_processes(ts, &scan);
                 if let Err(e) = send(closed, &mut framer) { break Err(e) }
             }

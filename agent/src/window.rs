@@ -126,8 +126,8 @@ impl WindowAssembler {
     }
 
     /// Adds one sample time's metric values; returns the previous window if `ts_ms` starts a
-    /// new one. Samples stamped before the current window (a clock step back) are clamped
-    /// into nothing: they are dropped, because they belong to a window already sent.
+    /// new one. Samples stamped before the current window (the clock stepped back) are
+    /// dropped: their window was already closed and sent.
     pub fn push<'a>(
         &mut self,
         ts_ms: i64,

@@ -36,6 +36,52 @@ pub enum CodecError {
     UnknownEncoding(i32),
 }
 
+impl From<WindowStats> for pb::WindowStats {
+    fn from(st: WindowStats) -> Self {
+        let WindowStats {
+            count,
+            min,
+            max,
+            mean,
+            std,
+            first,
+            last,
+        } = st;
+        pb::WindowStats {
+            count,
+            min,
+            max,
+            mean,
+            std,
+            first,
+            last,
+        }
+    }
+}
+
+impl From<pb::WindowStats> for WindowStats {
+    fn from(st: pb::WindowStats) -> Self {
+        let pb::WindowStats {
+            count,
+            min,
+            max,
+            mean,
+            std,
+            first,
+            last,
+        } = st;
+        WindowStats {
+            count,
+            min,
+            max,
+            mean,
+            std,
+            first,
+            last,
+        }
+    }
+}
+
 /// Encodes `snapshot` as `encoding` (MessagePack or Protobuf).
 pub fn encode_snapshot(snapshot: &Snapshot, encoding: pb::Encoding) -> Result<Vec<u8>, CodecError> {
     match encoding {
@@ -64,15 +110,7 @@ pub fn to_pb(s: &Snapshot) -> pb::Snapshot {
             name: name.clone(),
             ts_ms: points.iter().map(|p| p.ts_ms).collect(),
             values: points.iter().map(|p| p.value).collect(),
-            stats: s.stats.get(name).map(|st| pb::WindowStats {
-                count: st.count,
-                min: st.min,
-                max: st.max,
-                mean: st.mean,
-                std: st.std,
-                first: st.first,
-                last: st.last,
-            }),
+            stats: s.stats.get(name).copied().map(pb::WindowStats::from),
         })
         .collect();
     pb::Snapshot {
@@ -138,18 +176,7 @@ pub fn from_pb(m: pb::Snapshot) -> Result<Snapshot, CodecError> {
             });
         }
         if let Some(st) = series.stats {
-            out.stats.insert(
-                series.name.clone(),
-                WindowStats {
-                    count: st.count,
-                    min: st.min,
-                    max: st.max,
-                    mean: st.mean,
-                    std: st.std,
-                    first: st.first,
-                    last: st.last,
-                },
-            );
+            out.stats.insert(series.name.clone(), WindowStats::from(st));
         }
         let points = series
             .ts_ms
