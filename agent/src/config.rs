@@ -147,6 +147,18 @@ pub struct RunFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack_timeout: Option<String>,
+    /// Spool directory (default: `<state-dir>/spool`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool bound in bytes; when full the oldest frames are dropped (and counted).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_max_bytes: Option<u64>,
+    /// When spool writes are fsynced: `always` (before sending) or `never`.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_fsync: Option<crate::spool::FsyncPolicy>,
     /// Debugging aid: write each window's raw samples as JSON into this directory.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,8 +230,12 @@ pub struct AgentConfig {
     pub hmac_key_hex: Option<String>,
     /// Frames in flight, at most.
     pub max_in_flight: usize,
-    /// Frames waiting for the link, at most; the oldest is dropped (and counted) beyond it.
-    pub max_queued_frames: usize,
+    /// Spool directory; `None`: `state_dir/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool bound, bytes.
+    pub spool_max_bytes: u64,
+    /// Spool fsync policy.
+    pub spool_fsync: crate::spool::FsyncPolicy,
     /// Ack timeout.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
@@ -248,7 +264,10 @@ impl Default for AgentConfig {
             process_name_salt: None,
             hmac_key_hex: None,
             max_in_flight: 64,
-            max_queued_frames: 1024,
+            spool_dir: None,
+            // ~25 KB per default frame × 288 windows a day ≈ 7 MB/day: 64 MiB holds over a week.
+            spool_max_bytes: 64 << 20,
+            spool_fsync: crate::spool::FsyncPolicy::Always,
             ack_timeout: Duration::from_secs(10),
             raw_dump_dir: None,
         }
@@ -313,10 +332,13 @@ impl AgentConfig {
         if self.lttb_ratio < 2 {
             return bad("lttb_ratio", format!("{} is below 2", self.lttb_ratio));
         }
-        if self.max_in_flight == 0 || self.max_queued_frames == 0 {
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight", "must be >= 1".into());
+        }
+        if self.spool_max_bytes < 4096 {
             return bad(
-                "max_in_flight",
-                "max_in_flight and max_queued_frames must be >= 1".into(),
+                "spool_max_bytes",
+                format!("{} is below 4096", self.spool_max_bytes),
             );
         }
         if let Some(key) = &self.hmac_key_hex {

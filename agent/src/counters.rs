@@ -32,8 +32,14 @@ counters! {
     frames_duplicate,
     /// Frames acked REJECTED (never resent).
     frames_rejected,
-    /// Frames dropped because the send queue was full (oldest first).
-    frames_dropped_queue_full,
+    /// Frames dropped because the spool was full (oldest first).
+    frames_dropped_spool_full,
+    /// Corrupt spool files moved to quarantine at start.
+    spool_quarantined,
+    /// Frames in the spool now (gauge).
+    spool_frames,
+    /// Bytes in the spool now (gauge).
+    spool_bytes,
     /// Frames still unacked when the agent stopped.
     frames_unacked_at_exit,
     /// Links recreated (connect failures, ack timeouts, send errors).

@@ -18,7 +18,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sample this host and publish one frame per window until SIGINT/SIGTERM.
-    Run(RunFlags),
+    Run(Box<RunFlags>),
+    /// Print the counters of the agent using this state directory (written every 5 s).
+    Status {
+        /// The agent's state directory.
+        #[arg(long, default_value = "/var/lib/fleetset-agent")]
+        state_dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -36,6 +42,10 @@ fn main() -> Result<()> {
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 fleetset_agent::run(config, shutdown).await.map(|_| ())
             })
+        }
+        Command::Status { state_dir } => {
+            print!("{}", fleetset_agent::pipeline::read_status(&state_dir)?);
+            Ok(())
         }
     }
 }

@@ -1,35 +1,39 @@
-//! The send loop: a bounded queue of sealed frames, at most `max_in_flight` of them sent and
-//! unacked, one ack per frame, and link recreation with exponential backoff and jitter.
+//! The send loop: frames waiting in the durable spool ([`crate::spool`]) are sent in seq order,
+//! at most `max_in_flight` of them unacked at once, one ack per frame; an acked frame is deleted
+//! from the spool. Only metadata is kept in memory; a frame's bytes are read from the spool when
+//! it is (re)sent.
 //!
 //! A link is recreated (and every unacked frame resent, in `seq` order) when connecting fails,
 //! a send fails, the stream closes, or frames are in flight and no ack arrived for
 //! `ack_timeout` — the ZeroMQ guide's "Lazy Pirate" client-side reliability, needed because
-//! zeromq 0.7's DEALER neither reconnects nor heartbeats. Frames are sent at least once; the
-//! aggregator de-duplicates by `(agent_id, seq)`.
+//! zeromq 0.7's DEALER neither reconnects nor heartbeats. Reconnects back off exponentially
+//! (100 ms to 30 s) with ±25 % jitter. Frames are sent at least once; the aggregator
+//! de-duplicates by `(agent_id, seq)` and `(agent_id, window_start)`.
 //!
 //! The loop ends when the frame channel closes and every frame is acked, or `drain_timeout`
-//! after the channel closed, whichever is first (unacked frames are then counted and logged).
+//! after the channel closed, whichever is first; unacked frames stay in the spool and are sent
+//! by the next start.
 
 use crate::config::TransportArg;
 use crate::counters::Counters;
+use crate::spool::{Spool, Spooled};
 use crate::transport::{Link, LinkError};
 use fleetset_proto::pb::{self, AckStatus};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// A sealed frame waiting to be sent or acked.
-#[derive(Debug, Clone)]
-pub struct QueuedFrame {
-    /// The frame's seq (also in its header).
-    pub seq: u64,
-    /// The frame's window start, Unix ms (for logs).
-    pub window_start: i64,
-    /// The frame.
-    pub frame: pb::Frame,
+/// The spool, shared by the framer (which writes) and the send loop (which reads and deletes).
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Locks the spool; a panic elsewhere while holding it leaves the index usable.
+pub fn lock(spool: &SharedSpool) -> MutexGuard<'_, Spool> {
+    spool
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Settings of the send loop.
@@ -43,12 +47,11 @@ pub struct SenderConfig {
     pub agent_id: String,
     /// Frames sent and unacked, at most.
     pub max_in_flight: usize,
-    /// Frames queued (not yet sent), at most; the oldest is dropped beyond it.
-    pub max_queued: usize,
     /// No ack for this long with frames in flight: recreate the link.
     pub ack_timeout: Duration,
-    /// After the frame channel closes, wait at most this long for the remaining acks.
-    pub drain_timeout: Duration,
+    /// After the frame channel closes, wait at most this long for the remaining acks
+    /// (`None`: until every spooled frame is acked, as `replay` does).
+    pub drain_timeout: Option<Duration>,
 }
 
 /// Reconnect delays: 100 ms doubling to 30 s, each with ±25% jitter so a fleet that lost its
@@ -74,7 +77,7 @@ impl Backoff {
 }
 
 enum Event {
-    Frame(Option<QueuedFrame>),
+    Frame(Option<Spooled>),
     Ack(Result<pb::Ack, LinkError>),
     Tick,
 }
@@ -86,43 +89,38 @@ async fn next_ack(link: &mut Option<Link>) -> Result<pb::Ack, LinkError> {
     }
 }
 
-/// Runs the send loop until `frames` closes and drains (see the module docs).
+/// Runs the send loop until `frames` closes and drains (see the module docs). Starts with
+/// whatever the spool already holds.
 pub async fn run(
     cfg: SenderConfig,
-    mut frames: mpsc::UnboundedReceiver<QueuedFrame>,
+    spool: SharedSpool,
+    mut frames: mpsc::UnboundedReceiver<Spooled>,
     counters: Arc<Counters>,
 ) {
-    let mut queue: VecDeque<QueuedFrame> = VecDeque::new();
-    let mut in_flight: BTreeMap<u64, QueuedFrame> = BTreeMap::new();
+    let mut queue: VecDeque<Spooled> = lock(&spool).pending().into();
+    let mut in_flight: BTreeMap<u64, Spooled> = BTreeMap::new();
     let mut link: Option<Link> = None;
     let mut backoff = Backoff {
         next: Backoff::FIRST,
     };
     let mut connect_at = Instant::now();
     let mut last_progress = Instant::now();
+    let mut draining = false;
     let mut drain_deadline: Option<Instant> = None;
 
     loop {
         let idle = queue.is_empty() && in_flight.is_empty();
-        if let Some(deadline) = drain_deadline {
-            if idle {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let lost = (queue.len() + in_flight.len()) as u64;
-                Counters::add(&counters.frames_unacked_at_exit, lost);
-                let seqs: Vec<u64> = in_flight
-                    .keys()
-                    .chain(queue.iter().map(|f| &f.seq))
-                    .copied()
-                    .collect();
-                warn!(
-                    unacked = lost,
-                    ?seqs,
-                    "stopping with frames the aggregator has not acked"
-                );
-                break;
-            }
+        if draining && idle {
+            break;
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            let left = (queue.len() + in_flight.len()) as u64;
+            Counters::add(&counters.frames_unacked_at_exit, left);
+            warn!(
+                unacked = left,
+                "stopping with unacked frames; they stay in the spool for the next start"
+            );
+            break;
         }
 
         if link.is_none() && !idle && Instant::now() >= connect_at {
@@ -146,10 +144,22 @@ pub async fn run(
         if let Some(l) = link.as_mut() {
             while in_flight.len() < cfg.max_in_flight {
                 let Some(f) = queue.pop_front() else { break };
+                let frame = match lock(&spool).load(f.seq) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => continue, // dropped from a full spool meanwhile
+                    Err(e) => {
+                        warn!(
+                            seq = f.seq,
+                            error = format!("{e:#}"),
+                            "spooled frame unreadable; skipped"
+                        );
+                        continue;
+                    }
+                };
                 if in_flight.is_empty() {
                     last_progress = Instant::now();
                 }
-                match l.send(&f.frame).await {
+                match l.send(&frame).await {
                     Ok(()) => {
                         Counters::add(&counters.frames_sent, 1);
                         in_flight.insert(f.seq, f);
@@ -174,25 +184,16 @@ pub async fn run(
         let wake = drain_deadline.map_or(wake, |d| wake.min(d));
 
         let event = tokio::select! {
-            f = frames.recv(), if drain_deadline.is_none() => Event::Frame(f),
+            f = frames.recv(), if !draining => Event::Frame(f),
             a = next_ack(&mut link) => Event::Ack(a),
             _ = tokio::time::sleep_until(wake) => Event::Tick,
         };
         match event {
-            Event::Frame(Some(f)) => {
-                queue.push_back(f);
-                while queue.len() > cfg.max_queued {
-                    if let Some(old) = queue.pop_front() {
-                        Counters::add(&counters.frames_dropped_queue_full, 1);
-                        warn!(
-                            seq = old.seq,
-                            window_start = old.window_start,
-                            "send queue full: dropped the oldest frame"
-                        );
-                    }
-                }
+            Event::Frame(Some(f)) => queue.push_back(f),
+            Event::Frame(None) => {
+                draining = true;
+                drain_deadline = cfg.drain_timeout.map(|d| Instant::now() + d);
             }
-            Event::Frame(None) => drain_deadline = Some(Instant::now() + cfg.drain_timeout),
             Event::Ack(Ok(ack)) => {
                 if ack.agent_id != cfg.agent_id {
                     warn!(ack_agent = %ack.agent_id, "ack for another agent ignored");
@@ -207,15 +208,25 @@ pub async fn run(
                 };
                 last_progress = Instant::now();
                 let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
-                match status {
-                    AckStatus::Committed => Counters::add(&counters.frames_committed, 1),
-                    AckStatus::Duplicate => Counters::add(&counters.frames_duplicate, 1),
-                    _ => {
-                        Counters::add(&counters.frames_rejected, 1);
-                        warn!(seq = f.seq, window_start = f.window_start, reason = ?ack.reason(), detail = %ack.detail, "frame rejected by the aggregator");
-                        continue;
-                    }
+                let rejected = !matches!(status, AckStatus::Committed | AckStatus::Duplicate);
+                if let Err(e) = lock(&spool).remove(f.seq, rejected) {
+                    warn!(
+                        seq = f.seq,
+                        error = format!("{e:#}"),
+                        "could not delete an acked frame from the spool"
+                    );
                 }
+                if rejected {
+                    Counters::add(&counters.frames_rejected, 1);
+                    warn!(seq = f.seq, window_start = f.window_start, reason = ?ack.reason(), detail = %ack.detail, "frame rejected by the aggregator; kept in spool/rejected/");
+                    continue;
+                }
+                let c = if status == AckStatus::Committed {
+                    &counters.frames_committed
+                } else {
+                    &counters.frames_duplicate
+                };
+                Counters::add(c, 1);
                 info!(seq = f.seq, window_start = f.window_start, status = ?status, "frame acked");
             }
             Event::Ack(Err(e)) => {
@@ -244,13 +255,13 @@ pub async fn run(
 /// of newer frames on the next link.
 fn drop_link(
     link: &mut Option<Link>,
-    in_flight: &mut BTreeMap<u64, QueuedFrame>,
-    queue: &mut VecDeque<QueuedFrame>,
+    in_flight: &mut BTreeMap<u64, Spooled>,
+    queue: &mut VecDeque<Spooled>,
     counters: &Counters,
 ) {
     *link = None;
     Counters::add(&counters.reconnects, 1);
-    let unacked: Vec<QueuedFrame> = std::mem::take(in_flight).into_values().collect();
+    let unacked: Vec<Spooled> = std::mem::take(in_flight).into_values().collect();
     Counters::add(&counters.frames_resent, unacked.len() as u64);
     for f in unacked.into_iter().rev() {
         queue.push_front(f);

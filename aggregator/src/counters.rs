@@ -50,6 +50,17 @@ impl Counters {
         r.iter().find(|(k, _)| *k == reason).map_or(0, |(_, n)| *n)
     }
 
+    /// All counters as `(name, value)`, rejections as `rejected_<reason>`.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.summary()
+            .split(' ')
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            })
+            .collect()
+    }
+
     /// All counters as `name=value …`, rejections as `rejected_<reason>=n`.
     pub fn summary(&self) -> String {
         let mut parts = vec![

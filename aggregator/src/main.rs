@@ -21,12 +21,18 @@ enum Command {
     Serve(ServeFlags),
     /// Run an aggregator and two local agents for a while, then show what was stored.
     Demo(DemoFlags),
+    /// Print the counters of the aggregator using this data directory (written every 5 s).
+    Status {
+        /// The aggregator's data directory.
+        #[arg(long, default_value = "/var/lib/fleetset")]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Status { .. } => "warn",
         Command::Serve(_) => "info",
     };
     init_logging(default_level);
@@ -42,6 +48,10 @@ fn main() -> Result<()> {
                 fleetset_aggregator::server::serve(config, shutdown).await
             }
             Command::Demo(flags) => demo::run(flags).await,
+            Command::Status { data_dir } => {
+                println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
+                Ok(())
+            }
         }
     })
 }

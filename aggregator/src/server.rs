@@ -16,8 +16,34 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often the counters are logged.
-const COUNTER_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the counters go to `DATA_DIR/status.json` (and every 60 s to the log).
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Name of the status file in the data directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// Writes the counters as JSON to `data_dir/status.json` (atomically).
+fn write_status(data_dir: &std::path::Path, counters: &Counters) -> Result<()> {
+    let body = serde_json::json!({
+        "updated_ms": fleetset_agent::run::now_ms(),
+        "counters": counters.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let tmp = data_dir.join(".status.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&body)?)?;
+    std::fs::rename(&tmp, data_dir.join(STATUS_FILE))?;
+    Ok(())
+}
+
+/// The status file of the aggregator using `data_dir`, for `fleetset-aggregator status`.
+pub fn read_status(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join(STATUS_FILE);
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no status at {} (is an aggregator using this data dir?)",
+            path.display()
+        )
+    })
+}
 
 /// A running aggregator.
 pub struct Server {
@@ -27,6 +53,7 @@ pub struct Server {
     pub grpc_addr: Option<SocketAddr>,
     /// Shared counters.
     pub counters: Arc<Counters>,
+    data_dir: std::path::PathBuf,
     ingest_stop: CancellationToken,
     store_stop: CancellationToken,
     ingest_tasks: Vec<JoinHandle<()>>,
@@ -109,17 +136,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     }
     drop(admission);
 
-    let log_counters = counters.clone();
-    let log_stop = store_stop.clone();
+    let (log_counters, log_stop, log_dir) =
+        (counters.clone(), store_stop.clone(), cfg.data_dir.clone());
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + COUNTER_LOG_INTERVAL,
-            COUNTER_LOG_INTERVAL,
-        );
-        loop {
+        let mut tick = tokio::time::interval(STATUS_INTERVAL);
+        for n in 1u64.. {
             tokio::select! {
                 _ = log_stop.cancelled() => break,
-                _ = tick.tick() => info!(counters = %log_counters.summary(), "aggregator counters"),
+                _ = tick.tick() => {
+                    if let Err(e) = write_status(&log_dir, &log_counters) {
+                        warn!(error = format!("{e:#}"), "could not write the status file");
+                    }
+                    if n.is_multiple_of(12) {
+                        info!(counters = %log_counters.summary(), "aggregator counters");
+                    }
+                }
             }
         }
     });
@@ -140,6 +171,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         zmq_endpoint,
         grpc_addr,
         counters,
+        data_dir: cfg.data_dir.clone(),
         ingest_stop,
         store_stop,
         ingest_tasks,
@@ -162,6 +194,9 @@ impl Server {
             {
                 warn!("a listener did not stop in time");
             }
+        }
+        if let Err(e) = write_status(&self.data_dir, &self.counters) {
+            warn!(error = format!("{e:#}"), "could not write the status file");
         }
         info!(counters = %self.counters.summary(), "aggregator stopped");
     }

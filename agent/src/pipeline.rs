@@ -1,0 +1,256 @@
+//! The part of the agent shared by `run` (live sampling) and `replay` (CSV files): closed
+//! windows → snapshot (stats + MinMax-LTTB) → sealed frame → durable spool → send loop, plus the
+//! persisted `seq` / last window and the status file.
+//!
+//! Order of durability for each window: the frame is written to the spool (fsynced), then
+//! `next_seq` and `last_window` are persisted, then the send loop is told. After a crash at any
+//! point, the next start resumes `seq` after the highest spooled or persisted value and never
+//! frames a window it already spooled; the aggregator drops any duplicate window by
+//! `(agent_id, window_start)`.
+
+use crate::config::AgentConfig;
+use crate::counters::Counters;
+use crate::downsample::Downsampler;
+use crate::sender::{self, lock, SenderConfig, SharedSpool};
+use crate::spool::{Spool, Spooled};
+use crate::state::{new_salt, StateDir};
+use crate::window::{build_snapshot, ClosedWindow, ProcessNaming};
+use anyhow::{Context, Result};
+use fleetset_proto::{seal, HostInfo, SealOptions};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// How often counters go to the status file (and every 60 s to the log).
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Name of the status file in the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// A running pipeline for one agent id.
+pub struct Pipeline {
+    agent_id: String,
+    host: HostInfo,
+    sample_interval_ms: u64,
+    downsampler: Downsampler,
+    naming: ProcessNaming,
+    seal: SealOptions,
+    state: StateDir,
+    next_seq: u64,
+    last_window: i64,
+    raw_dump_dir: Option<PathBuf>,
+    spool: SharedSpool,
+    tx: mpsc::UnboundedSender<Spooled>,
+    sender: JoinHandle<()>,
+    status: JoinHandle<()>,
+    /// The pipeline's counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Writes the counters as JSON to `state_dir/status.json` (atomically).
+fn write_status(state: &StateDir, agent_id: &str, counters: &Counters) -> Result<()> {
+    let body = serde_json::json!({
+        "agent_id": agent_id,
+        "updated_ms": crate::run::now_ms(),
+        "counters": counters.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    state.write(STATUS_FILE, &serde_json::to_string_pretty(&body)?)
+}
+
+/// The status file of the agent using `state_dir`, with its age, for `fleetset-agent status`.
+pub fn read_status(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join(STATUS_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no status at {} (is an agent using this state dir?)",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let age_ms = crate::run::now_ms() - v["updated_ms"].as_i64().unwrap_or(0);
+    Ok(format!(
+        "{text}\nupdated {:.1} s ago\n",
+        age_ms as f64 / 1000.0
+    ))
+}
+
+impl Pipeline {
+    /// Opens the state directory and spool, and starts the send loop (which first resends what
+    /// the spool holds). `drain_timeout`: see [`SenderConfig::drain_timeout`].
+    pub fn start(
+        cfg: &AgentConfig,
+        agent_id: String,
+        host: HostInfo,
+        drain_timeout: Option<Duration>,
+    ) -> Result<Pipeline> {
+        let state = StateDir::open(&cfg.state_dir)?;
+        let salt = match &cfg.process_name_salt {
+            Some(s) => s.clone(),
+            None => state.get_or_init("salt", new_salt)?,
+        };
+        let counters = Arc::new(Counters::default());
+        let spool_dir = cfg
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| cfg.state_dir.join("spool"));
+        let spool = Spool::open(
+            &spool_dir,
+            cfg.spool_max_bytes,
+            cfg.spool_fsync,
+            counters.clone(),
+        )?;
+        let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
+        let next_seq = (state.read_i64("next_seq", 1)?.max(1) as u64).max(spooled_seq + 1);
+        let last_window = state.read_i64("last_window", i64::MIN)?.max(spooled_window);
+        let spool = Arc::new(Mutex::new(spool));
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = tokio::spawn(sender::run(
+            SenderConfig {
+                transport: cfg.transport,
+                endpoint: cfg.aggregator.clone(),
+                agent_id: agent_id.clone(),
+                max_in_flight: cfg.max_in_flight,
+                ack_timeout: cfg.ack_timeout,
+                drain_timeout,
+            },
+            spool.clone(),
+            rx,
+            counters.clone(),
+        ));
+        let status = {
+            let (state, agent_id, counters) = (state.clone(), agent_id.clone(), counters.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATUS_INTERVAL);
+                let mut n = 0u64;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = write_status(&state, &agent_id, &counters) {
+                        warn!(error = format!("{e:#}"), "could not write the status file");
+                    }
+                    n += 1;
+                    if n.is_multiple_of(12) {
+                        info!(counters = %counters.summary(), "agent counters");
+                    }
+                }
+            })
+        };
+        info!(%agent_id, aggregator = %cfg.aggregator, transport = ?cfg.transport, encoding = ?cfg.encoding,
+            next_seq, spool = %spool_dir.display(), "agent pipeline started");
+        Ok(Pipeline {
+            agent_id,
+            host,
+            sample_interval_ms: cfg.sample_interval.as_millis() as u64,
+            downsampler: Downsampler {
+                threshold: cfg.lttb_threshold,
+                ratio: cfg.lttb_ratio,
+            },
+            naming: ProcessNaming {
+                salt,
+                send_names: cfg.send_process_names,
+            },
+            seal: SealOptions {
+                encoding: cfg.encoding.into(),
+                compression: cfg.compression.into(),
+                hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
+            },
+            state,
+            next_seq,
+            last_window,
+            raw_dump_dir: cfg.raw_dump_dir.clone(),
+            spool,
+            tx,
+            sender,
+            status,
+            counters,
+        })
+    }
+
+    /// Sets the raw sample interval recorded in snapshots (replay: the file's median step).
+    pub fn set_sample_interval_ms(&mut self, ms: u64) {
+        self.sample_interval_ms = ms;
+    }
+
+    /// Frames spooled and not yet acked.
+    pub fn spooled(&self) -> usize {
+        lock(&self.spool).pending().len()
+    }
+
+    /// Frames, spools and queues one closed window. Windows at or before the last one already
+    /// framed (after a restart) are skipped and logged. Errors: spool or state writes failed
+    /// (e.g. a full disk); nothing was queued then.
+    pub fn submit(&mut self, closed: ClosedWindow) -> Result<bool> {
+        if closed.start <= self.last_window {
+            warn!(
+                window_start = closed.start,
+                "window already framed before a restart; skipped"
+            );
+            return Ok(false);
+        }
+        if let Some(dir) = &self.raw_dump_dir {
+            dump_raw(dir, &self.agent_id, &closed)?;
+        }
+        let (mut snap, quality) = build_snapshot(closed, &self.downsampler, &self.naming);
+        Counters::add(&self.counters.samples_non_finite, quality.non_finite as u64);
+        Counters::add(
+            &self.counters.samples_repeated_ts,
+            quality.repeated_ts as u64,
+        );
+        snap.agent_id.clone_from(&self.agent_id);
+        snap.seq = self.next_seq;
+        snap.host = self.host.clone();
+        snap.sample_interval_ms = self.sample_interval_ms;
+        let frame = seal(&snap, &self.seal).context("sealing a snapshot")?;
+        lock(&self.spool)
+            .push(snap.seq, snap.start, &frame)
+            .context("spooling a frame")?;
+        self.state.write("next_seq", &(snap.seq + 1).to_string())?;
+        self.state.write("last_window", &snap.start.to_string())?;
+        self.next_seq += 1;
+        self.last_window = snap.start;
+        Counters::add(&self.counters.windows, 1);
+        info!(
+            seq = snap.seq,
+            window_start = snap.start,
+            metrics = snap.data.len(),
+            bytes = frame.payload.len(),
+            "window closed"
+        );
+        // The send loop outlives every submit; if it died, the frame stays spooled for next start.
+        let _ = self.tx.send(Spooled {
+            seq: snap.seq,
+            window_start: snap.start,
+            bytes: 0,
+        });
+        Ok(true)
+    }
+
+    /// Closes the frame channel, waits for the send loop to drain, writes the final status.
+    pub async fn finish(self) -> Vec<(&'static str, u64)> {
+        drop(self.tx);
+        if self.sender.await.is_err() {
+            warn!("send loop panicked");
+        }
+        self.status.abort();
+        if let Err(e) = write_status(&self.state, &self.agent_id, &self.counters) {
+            warn!(error = format!("{e:#}"), "could not write the status file");
+        }
+        info!(counters = %self.counters.summary(), "agent stopped");
+        self.counters.snapshot()
+    }
+}
+
+/// Writes a window's raw samples to `DIR/<agent_id>-<start>.json` as
+/// `{"start": ms, "end": ms, "series": {metric: [[ts_ms, value|null], …]}}`.
+fn dump_raw(dir: &std::path::Path, agent_id: &str, closed: &ClosedWindow) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let body =
+        serde_json::json!({ "start": closed.start, "end": closed.end, "series": closed.raw });
+    let path = dir.join(format!("{agent_id}-{}.json", closed.start));
+    std::fs::write(&path, serde_json::to_vec(&body)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
