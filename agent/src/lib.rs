@@ -16,6 +16,7 @@ pub mod counters;
 pub mod downsample;
 pub mod pipeline;
 pub mod process;
+pub mod replay;
 pub mod run;
 pub mod sender;
 pub mod spool;

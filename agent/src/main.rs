@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Sample this host and publish one frame per window until SIGINT/SIGTERM.
     Run(Box<RunFlags>),
+    /// Replay CSV files of timestamped measurements through the normal pipeline, then exit.
+    Replay(Box<fleetset_agent::replay::ReplayFlags>),
     /// Print the counters of the agent using this state directory (written every 5 s).
     Status {
         /// The agent's state directory.
@@ -41,6 +43,18 @@ fn main() -> Result<()> {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 fleetset_agent::run(config, shutdown).await.map(|_| ())
+            })
+        }
+        Command::Replay(flags) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                let report = fleetset_agent::replay::replay(*flags, shutdown).await?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
             })
         }
         Command::Status { state_dir } => {

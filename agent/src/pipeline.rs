@@ -106,6 +106,7 @@ impl Pipeline {
         let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
         let next_seq = (state.read_i64("next_seq", 1)?.max(1) as u64).max(spooled_seq + 1);
         let last_window = state.read_i64("last_window", i64::MIN)?.max(spooled_window);
+        let already_spooled = spool.pending();
         let spool = Arc::new(Mutex::new(spool));
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -119,6 +120,7 @@ impl Pipeline {
                 drain_timeout,
             },
             spool.clone(),
+            already_spooled,
             rx,
             counters.clone(),
         ));

@@ -90,14 +90,16 @@ async fn next_ack(link: &mut Option<Link>) -> Result<pb::Ack, LinkError> {
 }
 
 /// Runs the send loop until `frames` closes and drains (see the module docs). Starts with
-/// whatever the spool already holds.
+/// `already_spooled` (the spool's content when it was opened, listed before any new frame was
+/// added, so no frame is queued twice), then takes new frames from `frames`.
 pub async fn run(
     cfg: SenderConfig,
     spool: SharedSpool,
+    already_spooled: Vec<Spooled>,
     mut frames: mpsc::UnboundedReceiver<Spooled>,
     counters: Arc<Counters>,
 ) {
-    let mut queue: VecDeque<Spooled> = lock(&spool).pending().into();
+    let mut queue: VecDeque<Spooled> = already_spooled.into();
     let mut in_flight: BTreeMap<u64, Spooled> = BTreeMap::new();
     let mut link: Option<Link> = None;
     let mut backoff = Backoff {
