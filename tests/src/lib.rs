@@ -312,3 +312,70 @@ pub fn python() -> PathBuf {
         "FLEETSET_PYTHON is not set: run the tests with scripts/test.sh, which creates the virtualenv with pyarrow, DuckDB and pandas",
     ))
 }
+
+/// Counters of the agent using `state_dir`, from its status file (`None` before the first write).
+pub fn agent_counters(state_dir: &Path) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("status.json")).ok()?).ok()?;
+    Some(v["counters"].clone())
+}
+
+/// A loopback TCP port that was free a moment ago (for an aggregator that starts later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Writes a CSV `timestamp,cpu,mem` with `windows` windows of `window_s` seconds starting at
+/// `start_s` (Unix s), `rows_per_window` rows each; values are a pure function of the row.
+pub fn write_csv(
+    path: &Path,
+    start_s: i64,
+    windows: usize,
+    window_s: i64,
+    rows_per_window: usize,
+) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "timestamp,cpu,mem")?;
+    let step = window_s / rows_per_window as i64;
+    for w in 0..windows as i64 {
+        for r in 0..rows_per_window as i64 {
+            let t = start_s + w * window_s + r * step;
+            writeln!(f, "{t},{},{}", (t % 97) as f64 * 0.5, 1000 + (t % 13))?;
+        }
+    }
+    Ok(())
+}
+
+/// `(window_start ms, seq)` of every row of `windows/` for `agent_id`.
+pub fn stored_windows(data_dir: &Path, agent_id: &str) -> Result<Vec<(i64, u64)>> {
+    let mut out = Vec::new();
+    for b in read_table(data_dir, "windows")? {
+        let (agents, starts) = (str_col(&b, "agent_id"), ts_col(&b, "window_start"));
+        let seqs = u64_col(&b, "seq").context("seq column")?;
+        for i in 0..b.num_rows() {
+            if agents.value(i) == agent_id {
+                out.push((starts.value(i), seqs.value(i)));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*) for fault timing; the seed is
+/// printed by the tests so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1)
+    }
+}

@@ -1,0 +1,340 @@
+//! SPEC.md's delivery guarantee on real processes: every window an agent produced is in the
+//! store exactly once through aggregator SIGKILLs, agent SIGKILLs, outages, a full spool and a
+//! corrupted spool — with the replay source as the load generator.
+
+use fleetset_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000 - 1_700_000_000 % 3600; // a whole hour, Unix s
+
+fn replay_args(
+    csv: &Path,
+    state: &Path,
+    agent_id: &str,
+    endpoint: &str,
+    transport: &str,
+    window: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "replay",
+        csv.to_str().unwrap(),
+        "--agent-id",
+        agent_id,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--aggregator",
+        endpoint,
+        "--transport",
+        transport,
+        "--window",
+        window,
+        "--ack-timeout",
+        "1s",
+        "--lttb-threshold",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("fault timing seed: {s}");
+    s
+}
+
+/// Every expected window exactly once, nothing else.
+fn assert_exactly_once(stored: &[(i64, u64)], expected: impl Iterator<Item = i64>) {
+    let starts: Vec<i64> = stored.iter().map(|s| s.0).collect();
+    let want: Vec<i64> = expected.collect();
+    let dups = starts.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(dups, 0, "duplicated windows");
+    assert_eq!(
+        starts.len(),
+        want.len(),
+        "stored {} windows, expected {}",
+        starts.len(),
+        want.len()
+    );
+    assert_eq!(starts, want);
+}
+
+fn aggregator_kills(transport: &str) {
+    const WINDOWS: usize = 10_000;
+    let dir = TempDir::new(&format!("kill-{transport}"));
+    let csv = dir.path().join("load.csv");
+    write_csv(&csv, T0, WINDOWS, 60, 2).unwrap();
+    let agg = Aggregator::start(dir.path(), &["--commit-interval", "50ms"]).unwrap();
+    let (zmq_bind, grpc_listen) = (
+        agg.zmq.clone(),
+        agg.grpc.trim_start_matches("http://").to_string(),
+    );
+    let endpoint = if transport == "zmq" {
+        agg.zmq.clone()
+    } else {
+        agg.grpc.clone()
+    };
+    let args = replay_args(
+        &csv,
+        &dir.path().join("st"),
+        "loadgen",
+        &endpoint,
+        transport,
+        "1m",
+        &[],
+    );
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+
+    let mut rng = Rng(seed());
+    let mut agg = Some(agg);
+    for kill in 0..12 {
+        std::thread::sleep(Duration::from_millis(rng.range(150, 900)));
+        if let Some(a) = agg.take() {
+            a.proc.signal("KILL").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
+        agg = Some(
+            Aggregator::start(
+                dir.path(),
+                &[
+                    "--commit-interval",
+                    "50ms",
+                    "--zmq-bind",
+                    &zmq_bind,
+                    "--grpc-listen",
+                    &grpc_listen,
+                ],
+            )
+            .unwrap(),
+        );
+        eprintln!(
+            "kill {kill} done; acked so far: {}",
+            acked_frames(&agent.log_text()).len()
+        );
+    }
+    assert!(
+        agent.wait(Duration::from_secs(300)).unwrap(),
+        "replay failed:\n{}",
+        agent.log_text()
+    );
+    let mut agg = agg.unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+
+    let stored = stored_windows(&agg.data_dir, "loadgen").unwrap();
+    assert_exactly_once(&stored, (0..WINDOWS as i64).map(|w| (T0 + w * 60) * 1000));
+    // Every file under the data directory is readable Parquet, by us (above) and by pyarrow.
+    let check = std::process::Command::new(python())
+        .args(["-c", "import sys,glob,pyarrow.parquet as pq\nfs=glob.glob(sys.argv[1]+'/**/*.parquet',recursive=True)\nn=sum(pq.read_table(f).num_rows for f in fs)\nprint(len(fs),n)"])
+        .arg(&agg.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "pyarrow could not read a file: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let agg_log = agg.proc.log_text();
+    assert!(
+        !agg_log.contains("unreadable windows file quarantined"),
+        "{agg_log}"
+    );
+}
+
+#[test]
+fn zmq_replay_survives_aggregator_sigkills() {
+    aggregator_kills("zmq");
+}
+
+#[test]
+fn grpc_replay_survives_aggregator_sigkills() {
+    aggregator_kills("grpc");
+}
+
+#[test]
+fn agent_sigkills_lose_and_duplicate_nothing() {
+    const WINDOWS: usize = 2000;
+    let dir = TempDir::new("agent-kill");
+    let csv = dir.path().join("load.csv");
+    write_csv(&csv, T0, WINDOWS, 60, 3).unwrap();
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "50ms"]).unwrap();
+    let state = dir.path().join("st");
+    let args = replay_args(
+        &csv,
+        &state,
+        "crashy",
+        &agg.zmq,
+        "zmq",
+        "1m",
+        &["--rate", "500"],
+    );
+    let mut rng = Rng(seed());
+    for round in 0..5 {
+        let agent = Proc::spawn(
+            &bin("fleetset-agent"),
+            &args,
+            dir.path().join(format!("agent{round}.log")),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(300, 900)));
+        agent.signal("KILL").unwrap();
+        drop(agent);
+    }
+    let mut last = Proc::spawn(
+        &bin("fleetset-agent"),
+        &args,
+        dir.path().join("agent-final.log"),
+    )
+    .unwrap();
+    assert!(
+        last.wait(Duration::from_secs(120)).unwrap(),
+        "{}",
+        last.log_text()
+    );
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+
+    let stored = stored_windows(&agg.data_dir, "crashy").unwrap();
+    assert_exactly_once(&stored, (0..WINDOWS as i64).map(|w| (T0 + w * 60) * 1000));
+    // seq continued across the crashes: one seq per window, 1..=N, in window order.
+    let seqs: Vec<u64> = stored.iter().map(|s| s.1).collect();
+    assert_eq!(seqs, (1..=WINDOWS as u64).collect::<Vec<_>>());
+}
+
+/// A day of 5-minute windows (288) accumulates in the spool while no aggregator runs; with a
+/// `spool_max` the oldest are dropped. Returns (stored windows, dropped counter).
+fn outage(tag: &str, spool_max: Option<&str>) -> (Vec<(i64, u64)>, u64) {
+    let dir = TempDir::new(tag);
+    let csv = dir.path().join("day.csv");
+    write_csv(&csv, T0, 288, 300, 5).unwrap();
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let state = dir.path().join("st");
+    let extra: Vec<&str> = spool_max
+        .map(|m| vec!["--spool-max-bytes", m])
+        .unwrap_or_default();
+    let args = replay_args(&csv, &state, "outage", &endpoint, "zmq", "5m", &extra);
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    wait_for(
+        "a day of frames in the spool",
+        Duration::from_secs(60),
+        || {
+            agent_counters(&state)
+                .filter(|c| c["windows"] == 288)
+                .map(|_| ())
+        },
+    )
+    .unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "50ms",
+            "--zmq-bind",
+            &endpoint,
+            "--no-grpc",
+        ],
+    )
+    .unwrap();
+    assert!(
+        agent.wait(Duration::from_secs(120)).unwrap(),
+        "{}",
+        agent.log_text()
+    );
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let dropped = agent_counters(&state).unwrap()["frames_dropped_spool_full"]
+        .as_u64()
+        .unwrap();
+    (stored_windows(&agg.data_dir, "outage").unwrap(), dropped)
+}
+
+#[test]
+fn a_day_long_outage_delivers_everything_after() {
+    let (stored, dropped) = outage("outage", None);
+    assert_eq!(dropped, 0);
+    assert_exactly_once(&stored, (0..288).map(|w| (T0 + w * 300) * 1000));
+}
+
+#[test]
+fn a_full_spool_drops_exactly_the_oldest_and_counts_them() {
+    let (stored, dropped) = outage("outage-small", Some("40000"));
+    assert!(dropped > 0 && dropped < 288, "dropped {dropped}");
+    assert_exactly_once(
+        &stored,
+        (dropped as i64..288).map(|w| (T0 + w * 300) * 1000),
+    );
+}
+
+#[test]
+fn corrupt_spool_files_are_quarantined_and_the_rest_flows() {
+    let dir = TempDir::new("corrupt");
+    let csv = dir.path().join("c.csv");
+    write_csv(&csv, T0, 50, 60, 4).unwrap();
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let state = dir.path().join("st");
+    let args = replay_args(&csv, &state, "corrupt", &endpoint, "zmq", "1m", &[]);
+    let agent = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent1.log")).unwrap();
+    wait_for("50 frames spooled", Duration::from_secs(30), || {
+        agent_counters(&state)
+            .filter(|c| c["spool_frames"] == 50)
+            .map(|_| ())
+    })
+    .unwrap();
+    agent.signal("KILL").unwrap();
+    drop(agent);
+
+    // Truncate seq 7's file, flip one byte in the middle of seq 23's.
+    let spool = state.join("spool");
+    let f7 = spool.join(format!("{:020}.frame", 7));
+    let len = std::fs::metadata(&f7).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f7)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let f23 = spool.join(format!("{:020}.frame", 23));
+    let mut bytes = std::fs::read(&f23).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&f23, bytes).unwrap();
+
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "50ms",
+            "--zmq-bind",
+            &endpoint,
+            "--no-grpc",
+        ],
+    )
+    .unwrap();
+    let mut agent =
+        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent2.log")).unwrap();
+    assert!(
+        agent.wait(Duration::from_secs(60)).unwrap(),
+        "{}",
+        agent.log_text()
+    );
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    assert_eq!(agent_counters(&state).unwrap()["spool_quarantined"], 2);
+    assert_eq!(
+        std::fs::read_dir(spool.join("quarantine")).unwrap().count(),
+        2
+    );
+    let stored = stored_windows(&agg.data_dir, "corrupt").unwrap();
+    let want = (0..50i64)
+        .filter(|w| *w != 6 && *w != 22)
+        .map(|w| (T0 + w * 60) * 1000);
+    assert_exactly_once(&stored, want);
+}
