@@ -1,0 +1,98 @@
+//! Every Numenta Anomaly Benchmark file in `shared/data/nab/` replays with no error, and the
+//! store's exact window stats equal those pandas computes independently from the CSV, for every
+//! window (1-hour windows on the file's own time axis).
+
+use fleetset_tests::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const CHECK: &str = r#"
+import sys, glob, os, pandas as pd, pyarrow.dataset as ds
+nab, data = sys.argv[1], sys.argv[2]
+w = ds.dataset(data + "/windows", format="parquet", partitioning="hive").to_table(
+    columns=["agent_id", "window_start", "value__count", "value__min", "value__max", "value__mean"]).to_pandas()
+checked = 0
+for path in sorted(glob.glob(nab + "/*.csv")):
+    agent = "nab-" + os.path.basename(path)[:-4].replace("_", "-")
+    df = pd.read_csv(path)
+    df["window_start"] = pd.to_datetime(df["timestamp"], utc=True).dt.floor("1h")
+    want = df.groupby("window_start")["value"].agg(["count", "min", "max", "mean"])
+    got = w[w.agent_id == agent].copy()
+    got["window_start"] = got["window_start"].astype("datetime64[ns, UTC]")
+    got = got.set_index("window_start").sort_index()
+    assert len(got) == len(want), (agent, len(got), len(want))
+    assert (got.index == want.index.astype("datetime64[ns, UTC]")).all(), agent
+    assert (got["value__count"].values == want["count"].values).all(), agent
+    assert (got["value__min"].values == want["min"].values).all(), agent
+    assert (got["value__max"].values == want["max"].values).all(), agent
+    rel = ((got["value__mean"].values - want["mean"].values) / want["mean"].abs().clip(lower=1).values)
+    assert abs(rel).max() < 1e-12, (agent, abs(rel).max())
+    checked += len(want)
+print("OK", checked)
+"#;
+
+#[test]
+fn every_nab_file_replays_and_its_window_stats_match_pandas() {
+    let nab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/nab");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
+        .expect("shared/data/nab beside the repository")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "NAB files: {files:?}");
+    let dir = TempDir::new("nab");
+    let mut agg =
+        Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--no-grpc"]).unwrap();
+    for f in &files {
+        let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
+        let args: Vec<String> = [
+            "replay",
+            f.to_str().unwrap(),
+            "--agent-id",
+            &format!("nab-{stem}"),
+            "--state-dir",
+            dir.path().join(&stem).to_str().unwrap(),
+            "--aggregator",
+            &agg.zmq,
+            "--window",
+            "1h",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut p = Proc::spawn(
+            &bin("fleetset-agent"),
+            &args,
+            dir.path().join(format!("{stem}.log")),
+        )
+        .unwrap();
+        assert!(
+            p.wait(Duration::from_secs(120)).unwrap(),
+            "replay of {} failed:\n{}",
+            f.display(),
+            p.log_text()
+        );
+        let log = p.log_text();
+        assert!(
+            log.contains("frames_rejected=0") && !log.contains(" ERROR "),
+            "{log}"
+        );
+    }
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(CHECK)
+        .arg(&nab)
+        .arg(&agg.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+}
