@@ -35,31 +35,33 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(flags) => {
             let config = AgentConfig::load(&flags)?;
-            // One thread: the agent's work is a few ms per second; this keeps RSS and CPU small.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
+            until_signal(|shutdown| async move {
                 fleetset_agent::run(config, shutdown).await.map(|_| ())
             })
         }
-        Command::Replay(flags) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
-                let report = fleetset_agent::replay::replay(*flags, shutdown).await?;
-                println!("{}", serde_json::to_string(&report)?);
-                Ok(())
-            })
-        }
+        Command::Replay(flags) => until_signal(|shutdown| async move {
+            let report = fleetset_agent::replay::replay(*flags, shutdown).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
         Command::Status { state_dir } => {
             print!("{}", fleetset_agent::pipeline::read_status(&state_dir)?);
             Ok(())
         }
     }
+}
+
+/// Runs `job` on a single-threaded runtime (the agent's work is a few ms per second; one thread
+/// keeps RSS and CPU small), handing it a token that SIGINT/SIGTERM cancel.
+fn until_signal<F: std::future::Future<Output = Result<()>>>(
+    job: impl FnOnce(CancellationToken) -> F,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        job(shutdown).await
+    })
 }
