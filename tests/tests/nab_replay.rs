@@ -33,9 +33,18 @@ print("OK", checked)
 
 #[test]
 fn every_nab_file_replays_and_its_window_stats_match_pandas() {
-    let nab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/nab");
+    // CI and developers have the workplace's shared/ beside the repository.
+    let shared = std::env::var_os("FLEETSET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let nab = shared.join("data/nab");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
-        .expect("shared/data/nab beside the repository")
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (set FLEETSET_SHARED_DIR to the shared/ folder)",
+                nab.display()
+            )
+        })
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "csv"))
