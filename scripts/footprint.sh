@@ -15,7 +15,7 @@ target="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 \
+"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
   --grpc-listen 127.0.0.1:0 --ready-file "$work/ready.json" 2>"$work/aggregator.log" &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 zmq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["zmq"])' "$work/ready.json")"

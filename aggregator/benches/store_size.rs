@@ -132,8 +132,12 @@ fn main() -> anyhow::Result<()> {
                 .insert("site".into(), format!("site-{}", h % 4));
             subs.push(Submission {
                 snapshot: snap,
-                encoding: 1,
-                payload_sha256: vec![0xab; 32],
+                header: fleetset_proto::pb::FrameHeader {
+                    encoding: 1,
+                    payload_sha256: vec![0xab; 32],
+                    ..Default::default()
+                },
+                payload: Default::default(),
                 reply: reply.clone(),
             });
         }

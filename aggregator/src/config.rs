@@ -25,6 +25,22 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<String>,
+    /// ZeroMQ PUB bind address for live consumers, e.g. tcp://0.0.0.0:5556.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zmq_pub: Option<String>,
+    /// Turn the ZeroMQ PUB socket off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_zmq_pub: Option<bool>,
+    /// Live windows buffered for subscribers; a subscriber further behind skips the oldest.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_queue: Option<usize>,
+    /// What a gRPC subscriber that falls behind gets: `lag` (a Lag message, then on) or `disconnect`.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriber_overflow: Option<crate::live::grpc::Overflow>,
     /// Turn the ZeroMQ listener off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +79,14 @@ pub struct ServerConfig {
     pub grpc_listen: String,
     /// ZeroMQ listener off.
     pub no_zmq: bool,
+    /// ZeroMQ PUB bind address.
+    pub zmq_pub: String,
+    /// ZeroMQ PUB off.
+    pub no_zmq_pub: bool,
+    /// Live queue, windows.
+    pub live_queue: usize,
+    /// Slow gRPC subscriber policy.
+    pub subscriber_overflow: crate::live::grpc::Overflow,
     /// gRPC listener off.
     pub no_grpc: bool,
     /// Commit interval.
@@ -87,6 +111,10 @@ impl Default for ServerConfig {
             zmq_bind: "tcp://0.0.0.0:5555".into(),
             grpc_listen: "0.0.0.0:50051".into(),
             no_zmq: false,
+            zmq_pub: "tcp://0.0.0.0:5556".into(),
+            no_zmq_pub: false,
+            live_queue: 1024,
+            subscriber_overflow: crate::live::grpc::Overflow::Lag,
             no_grpc: false,
             commit_interval: Duration::from_secs(5),
             commit_rows: 500_000,
@@ -117,6 +145,7 @@ impl ServerConfig {
             "commit_interval: below 10ms"
         );
         anyhow::ensure!(self.commit_rows > 0, "commit_rows: must be >= 1");
+        anyhow::ensure!(self.live_queue > 0, "live_queue: must be >= 1");
         anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes: below 1024");
         if !self.no_grpc {
             self.grpc_listen

@@ -77,6 +77,7 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         data_dir: data_dir.clone(),
         zmq_bind: "tcp://127.0.0.1:0".into(),
         grpc_listen: "127.0.0.1:0".into(),
+        zmq_pub: "tcp://127.0.0.1:0".into(),
         commit_interval: Duration::from_secs(1),
         ..Default::default()
     };

@@ -2,7 +2,8 @@
 //!
 //! Receives frames from agents over ZeroMQ ([`ingest::zmq`]) and gRPC ([`ingest::grpc`]),
 //! verifies each one ([`ingest::Admission`]), de-duplicates and commits them to partitioned
-//! Parquet ([`store`]), and acks each frame only once its rows are durable.
+//! Parquet ([`store`]), and acks each frame only once its rows are durable. Accepted windows go
+//! live at once to gRPC subscribers and a ZeroMQ PUB socket ([`live`]).
 
 #![warn(missing_docs)]
 
@@ -10,5 +11,6 @@ pub mod config;
 pub mod counters;
 pub mod demo;
 pub mod ingest;
+pub mod live;
 pub mod server;
 pub mod store;

@@ -5,9 +5,11 @@
 use crate::config::ServerConfig;
 use crate::counters::Counters;
 use crate::ingest::{grpc::IngestService, zmq, Admission};
+use crate::live::{grpc::LiveService, zmq_pub, Hub};
 use crate::store::{self, files, StoreConfig};
 use anyhow::{Context, Result};
 use fleetset_proto::pb::ingest_server::IngestServer;
+use fleetset_proto::pb::live_server::LiveServer;
 use fleetset_proto::VerifyOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,8 +51,10 @@ pub fn read_status(data_dir: &std::path::Path) -> Result<String> {
 pub struct Server {
     /// The bound ZeroMQ endpoint (port resolved), if ZeroMQ is on.
     pub zmq_endpoint: Option<String>,
-    /// The bound gRPC address, if gRPC is on.
+    /// The bound gRPC address (ingest and live Subscribe), if gRPC is on.
     pub grpc_addr: Option<SocketAddr>,
+    /// The bound ZeroMQ PUB endpoint for live consumers, if on.
+    pub zmq_pub_endpoint: Option<String>,
     /// Shared counters.
     pub counters: Arc<Counters>,
     data_dir: std::path::PathBuf,
@@ -68,6 +72,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let recovery = tokio::task::spawn_blocking(move || files::recover(&data_dir)).await??;
     let counters = Arc::new(Counters::default());
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
+    let hub = Hub::new(cfg.live_queue);
     let store_stop = CancellationToken::new();
     let ingest_stop = CancellationToken::new();
     let store_task = tokio::spawn(store::run(
@@ -78,6 +83,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         },
         store_rx,
         recovery.index,
+        hub.clone(),
         counters.clone(),
         store_stop.clone(),
     ));
@@ -104,6 +110,12 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         zmq_endpoint = Some(endpoint);
         ingest_tasks.push(task);
     }
+    let mut zmq_pub_endpoint = None;
+    if !cfg.no_zmq_pub {
+        let (endpoint, task) = zmq_pub::start(&cfg.zmq_pub, &hub, ingest_stop.clone()).await?;
+        zmq_pub_endpoint = Some(endpoint);
+        ingest_tasks.push(task);
+    }
     let mut grpc_addr = None;
     if !cfg.no_grpc {
         let addr: SocketAddr = cfg.grpc_listen.parse().context("grpc_listen")?;
@@ -122,12 +134,18 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             shutdown: ingest_stop.clone(),
         })
         .max_decoding_message_size(max_msg);
+        let live = LiveServer::new(LiveService {
+            hub: hub.clone(),
+            overflow: cfg.subscriber_overflow,
+            shutdown: ingest_stop.clone(),
+        });
         let stop = ingest_stop.clone();
         ingest_tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service)
+                .add_service(live)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
             if let Err(e) = server.await {
                 warn!(error = %e, "grpc server ended");
@@ -155,11 +173,12 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         }
     });
 
-    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, grpc = ?grpc_addr, "aggregator listening");
+    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, "aggregator listening");
     if let Some(path) = &cfg.ready_file {
         let body = serde_json::json!({
             "zmq": zmq_endpoint,
             "grpc": grpc_addr.map(|a| a.to_string()),
+            "zmq_pub": zmq_pub_endpoint,
             "data_dir": cfg.data_dir,
             "pid": std::process::id(),
         });
@@ -170,6 +189,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     Ok(Server {
         zmq_endpoint,
         grpc_addr,
+        zmq_pub_endpoint,
         counters,
         data_dir: cfg.data_dir.clone(),
         ingest_stop,

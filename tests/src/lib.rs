@@ -153,6 +153,8 @@ pub struct Aggregator {
     pub data_dir: PathBuf,
     /// Bound ZeroMQ endpoint, `tcp://127.0.0.1:PORT` (empty when turned off).
     pub zmq: String,
+    /// Bound ZeroMQ PUB endpoint for live consumers (empty when turned off).
+    pub zmq_pub: String,
     /// Bound gRPC endpoint, `http://127.0.0.1:PORT` (empty when turned off).
     pub grpc: String,
 }
@@ -177,6 +179,7 @@ impl Aggregator {
         for (flag, default) in [
             ("--zmq-bind", "tcp://127.0.0.1:0"),
             ("--grpc-listen", "127.0.0.1:0"),
+            ("--zmq-pub", "tcp://127.0.0.1:0"),
         ] {
             if !extra.contains(&flag) {
                 args.extend([flag.to_string(), default.to_string()]);
@@ -204,6 +207,7 @@ impl Aggregator {
             proc,
             data_dir,
             zmq: info["zmq"].as_str().unwrap_or_default().to_string(),
+            zmq_pub: info["zmq_pub"].as_str().unwrap_or_default().to_string(),
             grpc: info["grpc"]
                 .as_str()
                 .map(|a| format!("http://{a}"))

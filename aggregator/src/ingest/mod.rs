@@ -116,8 +116,8 @@ impl Admission {
                 self.store
                     .send(Submission {
                         snapshot,
-                        encoding: header.encoding,
-                        payload_sha256: header.payload_sha256,
+                        header,
+                        payload: Bytes::from(frame.payload),
                         reply,
                     })
                     .await

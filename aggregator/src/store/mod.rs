@@ -4,6 +4,8 @@
 //! `(agent_id, seq)` or `(agent_id, window_start)`), including duplicates that arrive while the
 //! original is still buffered (their ack waits for the same commit).
 //!
+//! A newly accepted window is also published to live consumers ([`crate::live`]) at once.
+//!
 //! If a commit fails (e.g. a full disk), its frames are not acked and are dropped from the
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
@@ -12,6 +14,7 @@ pub mod tables;
 
 use crate::counters::Counters;
 use crate::ingest::{ack, AckTo};
+use crate::live::{Hub, LiveWindow};
 use anyhow::Result;
 use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
@@ -28,10 +31,10 @@ use tracing::{error, info};
 pub struct Submission {
     /// The decoded, validated snapshot.
     pub snapshot: Snapshot,
-    /// The frame's payload encoding (`Encoding` as i32).
-    pub encoding: i32,
-    /// SHA-256 of the frame's payload, from its verified header.
-    pub payload_sha256: Vec<u8>,
+    /// The verified frame header (encoding, payload SHA-256, …).
+    pub header: fleetset_proto::pb::FrameHeader,
+    /// The payload as the agent sent it (handed to live consumers, then dropped).
+    pub payload: bytes::Bytes,
     /// Where the ack goes.
     pub reply: AckTo,
 }
@@ -140,6 +143,7 @@ pub async fn run(
     cfg: StoreConfig,
     mut rx: mpsc::Receiver<Submission>,
     mut index: Index,
+    hub: Hub,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
@@ -151,7 +155,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             s = rx.recv() => match s {
                 Some(s) => {
-                    admit(&mut buf, &index, &counters, s);
+                    admit(&mut buf, &index, &hub, &counters, s);
                     if buf.rows >= cfg.commit_rows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
                     }
@@ -162,13 +166,13 @@ pub async fn run(
         }
     }
     while let Ok(s) = rx.try_recv() {
-        admit(&mut buf, &index, &counters, s);
+        admit(&mut buf, &index, &hub, &counters, s);
     }
     commit(&cfg, &mut buf, &mut index, &counters).await;
     info!(counters = %counters.summary(), "store stopped");
 }
 
-fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, s: Submission) {
+fn admit(buf: &mut Buffer, index: &Index, hub: &Hub, counters: &Counters, mut s: Submission) {
     let snap = &s.snapshot;
     if is_known(index, &snap.agent_id, snap.seq, snap.start) {
         Counters::add(&counters.frames_duplicate, 1);
@@ -184,6 +188,16 @@ fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, s: Submission) {
     } else {
         remember(&mut buf.keys, &s.snapshot);
         buf.rows += s.snapshot.data.values().map(Vec::len).sum::<usize>();
+        // Live consumers get the window now, not after the commit; the payload is not needed
+        // for the commit, so it moves to them.
+        let payload = std::mem::take(&mut s.payload);
+        if hub.has_subscribers() {
+            hub.publish(LiveWindow {
+                snapshot: s.snapshot.clone(),
+                header: s.header.clone(),
+                payload,
+            });
+        }
         buf.subs.push(s);
     }
 }

@@ -218,13 +218,13 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
     push(field("encoding", DataType::Utf8, false), {
         let mut b = StringBuilder::new();
         subs.iter()
-            .for_each(|s| b.append_value(encoding_name(s.encoding)));
+            .for_each(|s| b.append_value(encoding_name(s.header.encoding)));
         Arc::new(b.finish())
     });
     push(field("payload_sha256", DataType::Utf8, false), {
         let mut b = StringBuilder::new();
         subs.iter()
-            .for_each(|s| b.append_value(hex::encode(&s.payload_sha256)));
+            .for_each(|s| b.append_value(hex::encode(&s.header.payload_sha256)));
         Arc::new(b.finish())
     });
     push(

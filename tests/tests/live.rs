@@ -1,0 +1,248 @@
+//! Live consumers on real processes: gRPC `Live/Subscribe` with agent, label and metric filters,
+//! the ZeroMQ PUB socket with per-agent topics, and a subscriber that never reads.
+
+use bytes::Bytes;
+use fleetset_proto::frame::sha256;
+use fleetset_proto::pb::{self, live_client::LiveClient, subscribe_response::Event};
+use fleetset_proto::{decode_snapshot, Encoding};
+use fleetset_tests::*;
+use prost::Message;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use zeromq::{Socket, SocketRecv, SubSocket};
+
+fn agent(dir: &std::path::Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
+    let args: Vec<String> = [
+        "run",
+        "--agent-id",
+        id,
+        "--state-dir",
+        dir.join(id).to_str().unwrap(),
+        "--aggregator",
+        endpoint,
+        "--source",
+        "synthetic",
+        "--window",
+        window,
+        "--sample-interval",
+        "50ms",
+        "--label",
+        &format!("site={site}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log"))).unwrap()
+}
+
+async fn subscribe(
+    grpc: &str,
+    req: pb::SubscribeRequest,
+) -> tonic::Streaming<pb::SubscribeResponse> {
+    LiveClient::connect(grpc.to_string())
+        .await
+        .unwrap()
+        .subscribe(req)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next_window(s: &mut tonic::Streaming<pb::SubscribeResponse>) -> pb::SubscribeResponse {
+    tokio::time::timeout(Duration::from_secs(20), s.message())
+        .await
+        .expect("a window in time")
+        .unwrap()
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_subscribers_get_exactly_their_windows_and_zmq_topics_filter_by_agent() {
+    let dir = TempDir::new("live");
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "5s"]).unwrap();
+    let mut by_agent = subscribe(
+        &agg.grpc,
+        pb::SubscribeRequest {
+            agent_ids: vec!["a1".into()],
+            metrics: vec!["cpu_percent".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut by_label = subscribe(
+        &agg.grpc,
+        pb::SubscribeRequest {
+            labels: [("site".to_string(), "us-1".to_string())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut sub = SubSocket::new();
+    sub.connect(&agg.zmq_pub).await.unwrap();
+    sub.subscribe("snapshot.a2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the SUB's subscription reach the PUB
+
+    let mut a1 = agent(dir.path(), "a1", "eu-1", &agg.zmq, "500ms");
+    let mut a2 = agent(dir.path(), "a2", "us-1", &agg.zmq, "500ms");
+
+    // Live means before the commit: the commit interval is 5 s, windows arrive every 0.5 s.
+    let first = next_window(&mut by_agent).await;
+    let mut got_a1 = BTreeSet::new();
+    for msg in std::iter::once(first) {
+        let Some(Event::Snapshot(s)) = msg.event else {
+            panic!("{msg:?}")
+        };
+        got_a1.insert(s.start);
+    }
+    while got_a1.len() < 4 {
+        let msg = next_window(&mut by_agent).await;
+        let Some(Event::Snapshot(s)) = msg.event else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(s.agent_id, "a1");
+        assert_eq!(
+            s.series.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            vec!["cpu_percent"],
+            "metric filter"
+        );
+        assert!(
+            msg.frame_payload.is_empty(),
+            "a filtered snapshot carries no raw payload"
+        );
+        assert_eq!(msg.payload_sha256.len(), 32);
+        got_a1.insert(s.start);
+    }
+    assert!(
+        read_table(&agg.data_dir, "windows").unwrap().is_empty(),
+        "windows arrived live before any commit"
+    );
+
+    let mut got_a2 = BTreeSet::new();
+    while got_a2.len() < 4 {
+        let msg = next_window(&mut by_label).await;
+        let Some(Event::Snapshot(s)) = msg.event else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(s.agent_id, "a2", "label filter");
+        assert_eq!(
+            sha256(&msg.frame_payload).to_vec(),
+            msg.payload_sha256,
+            "payload verifies against its SHA-256"
+        );
+        let decoded = decode_snapshot(
+            &msg.frame_payload,
+            Encoding::try_from(msg.encoding).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            fleetset_proto::codec::to_pb(&decoded),
+            s,
+            "payload and snapshot agree"
+        );
+        got_a2.insert(s.start);
+    }
+
+    let mut zmq_seen = 0;
+    while zmq_seen < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+            .await
+            .expect("a PUB message in time")
+            .unwrap();
+        let parts: Vec<Bytes> = m.into_vec();
+        assert_eq!(parts.len(), 3, "[topic, header, payload]");
+        assert_eq!(parts[0].as_ref(), b"snapshot.a2", "topic filter");
+        let header = pb::FrameHeader::decode(parts[1].as_ref()).unwrap();
+        assert_eq!(header.agent_id, "a2");
+        assert_eq!(sha256(&parts[2]).to_vec(), header.payload_sha256);
+        let snap =
+            decode_snapshot(&parts[2], Encoding::try_from(header.encoding).unwrap()).unwrap();
+        assert_eq!((snap.agent_id.as_str(), snap.seq), ("a2", header.seq));
+        zmq_seen += 1;
+    }
+
+    a1.stop(Duration::from_secs(20)).unwrap();
+    a2.stop(Duration::from_secs(20)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    // Everything delivered live was then stored.
+    let stored: BTreeSet<(String, i64)> = read_table(&agg.data_dir, "windows")
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(|i| {
+                    (
+                        str_col(b, "agent_id").value(i).to_string(),
+                        ts_col(b, "window_start").value(i),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for start in &got_a1 {
+        assert!(stored.contains(&("a1".to_string(), *start)));
+    }
+    for start in &got_a2 {
+        assert!(stored.contains(&("a2".to_string(), *start)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed() {
+    let dir = TempDir::new("slow");
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &["--commit-interval", "100ms", "--live-queue", "4"],
+    )
+    .unwrap();
+    // The slow one: a small HTTP/2 receive window (as a slow reader's would be), never polled
+    // until the end. A ZeroMQ SUB that never reads, too.
+    let channel = tonic::transport::Endpoint::from_shared(agg.grpc.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = LiveClient::new(channel)
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stalled_sub = SubSocket::new();
+    stalled_sub.connect(&agg.zmq_pub).await.unwrap();
+    stalled_sub.subscribe("").await.unwrap();
+    let mut fast = subscribe(&agg.grpc, pb::SubscribeRequest::default()).await;
+    let mut a = agent(dir.path(), "busy", "eu-1", &agg.zmq, "200ms");
+
+    let mut fast_seen = BTreeSet::new();
+    while fast_seen.len() < 40 {
+        let msg = next_window(&mut fast).await;
+        match msg.event {
+            Some(Event::Snapshot(s)) => assert!(fast_seen.insert(s.seq), "no repeats"),
+            other => panic!("the fast subscriber lagged: {other:?}"),
+        }
+    }
+    let seqs: Vec<u64> = fast_seen.iter().copied().collect();
+    assert_eq!(
+        seqs,
+        (seqs[0]..seqs[0] + 40).collect::<Vec<_>>(),
+        "the fast subscriber missed nothing"
+    );
+    let acked = acked_frames(&a.log_text()).len();
+    assert!(
+        acked >= 30,
+        "ingest kept acking while a subscriber stalled: {acked}"
+    );
+
+    // The slow subscriber, read at last, is told how many windows it skipped.
+    let mut lagged = 0;
+    for _ in 0..1000 {
+        if let Some(Event::Lag(l)) = next_window(&mut slow).await.event {
+            lagged = l.skipped_windows;
+            break;
+        }
+    }
+    assert!(lagged > 0, "no Lag message");
+    a.stop(Duration::from_secs(20)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    drop(stalled_sub);
+}
