@@ -139,6 +139,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             overflow: cfg.subscriber_overflow,
             shutdown: ingest_stop.clone(),
         });
+        // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<IngestServer<IngestService>>().await;
+        health.set_serving::<LiveServer<LiveService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fleetset_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("gRPC reflection service")?;
         let stop = ingest_stop.clone();
         ingest_tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -146,6 +155,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
                 .tcp_nodelay(true)
                 .add_service(service)
                 .add_service(live)
+                .add_service(health_service)
+                .add_service(reflection)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
             if let Err(e) = server.await {
                 warn!(error = %e, "grpc server ended");

@@ -23,6 +23,10 @@ pub mod pb {
     tonic::include_proto!("fleetset.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `fleetset/v1/fleetset.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/fleetset_descriptor.bin"));
+
 pub use codec::{decode_snapshot, encode_snapshot, CodecError};
 pub use frame::{seal, verify, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
 pub use model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
