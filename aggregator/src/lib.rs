@@ -14,3 +14,4 @@ pub mod ingest;
 pub mod live;
 pub mod server;
 pub mod store;
+pub mod tail;

@@ -21,6 +21,8 @@ enum Command {
     Serve(ServeFlags),
     /// Run an aggregator and two local agents for a while, then show what was stored.
     Demo(DemoFlags),
+    /// Print live windows as they arrive (gRPC Live/Subscribe), optionally filtered.
+    Tail(fleetset_aggregator::tail::TailFlags),
     /// Print the counters of the aggregator using this data directory (written every 5 s).
     Status {
         /// The aggregator's data directory.
@@ -32,7 +34,7 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) | Command::Status { .. } => "warn",
+        Command::Demo(_) | Command::Status { .. } | Command::Tail(_) => "warn",
         Command::Serve(_) => "info",
     };
     init_logging(default_level);
@@ -48,6 +50,7 @@ fn main() -> Result<()> {
                 fleetset_aggregator::server::serve(config, shutdown).await
             }
             Command::Demo(flags) => demo::run(flags).await,
+            Command::Tail(flags) => fleetset_aggregator::tail::run(flags).await,
             Command::Status { data_dir } => {
                 println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
                 Ok(())

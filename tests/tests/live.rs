@@ -246,3 +246,43 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     drop(stalled_sub);
 }
+
+#[test]
+fn tail_prints_live_windows_of_the_selected_agent() {
+    let dir = TempDir::new("tail");
+    let mut agg = Aggregator::start(dir.path(), &[]).unwrap();
+    let mut quiet = agent(dir.path(), "other", "eu-1", &agg.zmq, "300ms");
+    let mut a = agent(dir.path(), "watched", "eu-1", &agg.zmq, "300ms");
+    let out = std::process::Command::new(bin("fleetset-aggregator"))
+        .args([
+            "tail",
+            "--endpoint",
+            &agg.grpc,
+            "--agent",
+            "watched",
+            "--metric",
+            "cpu_percent",
+            "--count",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for l in lines {
+        assert!(
+            l.starts_with("watched seq=") && l.contains(" cpu_percent="),
+            "{l}"
+        );
+        assert!(!l.contains("fd_count"), "metric filter: {l}");
+    }
+    a.stop(std::time::Duration::from_secs(20)).unwrap();
+    quiet.stop(std::time::Duration::from_secs(20)).unwrap();
+    agg.proc.stop(std::time::Duration::from_secs(20)).unwrap();
+}
