@@ -21,6 +21,9 @@ pub struct TailFlags {
     /// Only agents with this label `key=value` (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// First replay stored windows from this long ago (e.g. 10m, 2h), then go live.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
     /// Stop after this many windows (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
@@ -63,6 +66,9 @@ pub async fn run(flags: TailFlags) -> Result<()> {
         agent_ids: flags.agents,
         labels: flags.labels.into_iter().collect(),
         metrics: flags.metrics,
+        since_ms: flags
+            .since
+            .map_or(0, |d| fleetset_agent::run::now_ms() - d.as_millis() as i64),
     };
     let mut stream = client
         .subscribe(request)

@@ -286,3 +286,56 @@ fn tail_prints_live_windows_of_the_selected_agent() {
     quiet.stop(std::time::Duration::from_secs(20)).unwrap();
     agg.proc.stop(std::time::Duration::from_secs(20)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_since_subscription_gets_history_then_live_with_no_gap_and_no_duplicate() {
+    let dir = TempDir::new("since");
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "200ms"]).unwrap();
+    let mut a = agent(dir.path(), "hist", "eu-1", &agg.zmq, "300ms");
+    wait_for("6 stored windows", Duration::from_secs(30), || {
+        (acked_frames(&a.log_text()).len() >= 6).then_some(())
+    })
+    .unwrap();
+
+    let mut s = subscribe(
+        &agg.grpc,
+        pb::SubscribeRequest {
+            agent_ids: vec!["hist".into()],
+            since_ms: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut seqs, mut flags): (Vec<u64>, Vec<bool>) = (Vec::new(), Vec::new());
+    while flags.iter().filter(|h| !**h).count() < 5 {
+        let msg = next_window(&mut s).await;
+        let Some(Event::Snapshot(snap)) = msg.event else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(snap.agent_id, "hist");
+        assert_eq!(msg.payload_sha256.len(), 32);
+        if msg.historical {
+            assert!(
+                snap.series
+                    .iter()
+                    .any(|m| m.name == "cpu_percent" && !m.ts_ms.is_empty() && m.stats.is_some()),
+                "history carries points and stats"
+            );
+        }
+        seqs.push(snap.seq);
+        flags.push(msg.historical);
+    }
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate: {seqs:?} {flags:?}"
+    );
+    let first_live = flags.iter().position(|h| !h).unwrap();
+    assert!(first_live >= 6, "history first: {flags:?}");
+    assert!(
+        flags[first_live..].iter().all(|h| !h),
+        "then only live: {flags:?}"
+    );
+    a.stop(Duration::from_secs(20)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}

@@ -4,9 +4,15 @@
 //! than the ring, it is sent a `Lag` message with the number of windows skipped and continues
 //! (`--subscriber-overflow lag`, the default), or its stream ends with RESOURCE_EXHAUSTED
 //! (`disconnect`). Either way ingest and other subscribers never wait for it.
+//!
+//! With `since_ms`, the stream first replays stored windows ([`super::history`]) and then goes
+//! live, with no gap and no duplicate at the seam: the live subscription starts first; history is
+//! read only after a commit that started after it (so every window admitted before the live
+//! subscription is in Parquet); live windows already sent as history are skipped.
 
 use super::{Filter, Hub, LiveWindow};
 use fleetset_proto::pb::{self, live_server::Live, subscribe_response::Event};
+use std::collections::HashSet;
 use std::pin::Pin;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,6 +50,61 @@ pub struct LiveService {
     pub overflow: Overflow,
     /// Ends open streams on shutdown.
     pub shutdown: CancellationToken,
+    /// The store, for `since` history.
+    pub data_dir: std::path::PathBuf,
+    /// The store's commit generation (see `store::run`).
+    pub commits: tokio::sync::watch::Receiver<u64>,
+}
+
+fn history_response(
+    (snapshot, sha, encoding): super::history::StoredWindow,
+) -> pb::SubscribeResponse {
+    let encoding = match encoding.as_str() {
+        "protobuf" => pb::Encoding::Protobuf,
+        _ => pb::Encoding::Msgpack,
+    };
+    pb::SubscribeResponse {
+        event: Some(Event::Snapshot(fleetset_proto::codec::to_pb(&snapshot))),
+        payload_sha256: sha,
+        encoding: encoding as i32,
+        frame_payload: Vec::new(),
+        historical: true,
+    }
+}
+
+/// Sends the stored windows since `since_ms`; returns the keys sent, or `None` if the client left
+/// or the store could not be read (the client then gets an error status).
+async fn send_history(
+    svc: (std::path::PathBuf, tokio::sync::watch::Receiver<u64>),
+    since_ms: i64,
+    filter: &Filter,
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) -> Option<HashSet<(String, i64)>> {
+    let (data_dir, mut commits) = svc;
+    let start = *commits.borrow_and_update();
+    if commits.wait_for(|g| *g >= start + 2).await.is_err() {
+        return None; // the store stopped
+    }
+    let f = filter.clone();
+    let history =
+        match tokio::task::spawn_blocking(move || super::history::read(&data_dir, since_ms, &f))
+            .await
+        {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                let _ = tx
+                    .send(Err(Status::internal(format!("reading history: {e:#}"))))
+                    .await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+    let mut sent = HashSet::with_capacity(history.len());
+    for w in history {
+        sent.insert((w.0.agent_id.clone(), w.0.start));
+        tx.send(Ok(history_response(w))).await.ok()?;
+    }
+    Some(sent)
 }
 
 /// The response message for one window under `filter`.
@@ -58,6 +119,7 @@ pub fn response(w: &LiveWindow, filter: &Filter) -> pb::SubscribeResponse {
         } else {
             w.payload.to_vec()
         },
+        historical: false,
     }
 }
 
@@ -71,17 +133,31 @@ impl Live for LiveService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let filter = Filter::from_request(request.get_ref());
+        let since_ms = request.get_ref().since_ms;
+        // Live first, so nothing published while history is read is missed.
         let mut rx = self.hub.subscribe();
+        let store = (self.data_dir.clone(), self.commits.clone());
         let (tx, out) = mpsc::channel::<Result<pb::SubscribeResponse, Status>>(16);
         let (overflow, shutdown) = (self.overflow, self.shutdown.clone());
         info!(?filter, "subscriber connected");
         tokio::spawn(async move {
+            let sent = if since_ms > 0 {
+                match send_history(store, since_ms, &filter, &tx).await {
+                    Some(sent) => sent,
+                    None => return,
+                }
+            } else {
+                HashSet::new()
+            };
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     n = rx.recv() => n,
                 };
                 let msg = match next {
+                    Ok(w) if sent.contains(&(w.snapshot.agent_id.clone(), w.snapshot.start)) => {
+                        continue
+                    }
                     Ok(w) if filter.matches(&w.snapshot) => Ok(response(&w, &filter)),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(n)) if overflow == Overflow::Lag => {

@@ -11,6 +11,7 @@
 //! are published again; consumers de-duplicate by `(agent_id, seq)` or the payload SHA-256.
 
 pub mod grpc;
+pub mod history;
 pub mod zmq_pub;
 
 use bytes::Bytes;
@@ -128,6 +129,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 metrics: metrics.iter().map(|m| m.to_string()).collect(),
+                ..Default::default()
             })
         };
         assert!(f(&[], &[], &[]).matches(&s));

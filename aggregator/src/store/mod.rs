@@ -139,11 +139,16 @@ fn commit_blocking(
 }
 
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
+///
+/// `commits` is bumped after every commit attempt (every `commit_interval`, even with nothing to
+/// write): a window admitted before a value `g` was read is in Parquet once `commits` reaches
+/// `g + 2` (or its commit failed and the agent resends it).
 pub async fn run(
     cfg: StoreConfig,
     mut rx: mpsc::Receiver<Submission>,
     mut index: Index,
     hub: Hub,
+    commits: tokio::sync::watch::Sender<u64>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
@@ -162,7 +167,10 @@ pub async fn run(
                 }
                 None => break,
             },
-            _ = tick.tick() => commit(&cfg, &mut buf, &mut index, &counters).await,
+            _ = tick.tick() => {
+                commit(&cfg, &mut buf, &mut index, &counters).await;
+                commits.send_modify(|g| *g += 1);
+            }
         }
     }
     while let Ok(s) = rx.try_recv() {
