@@ -138,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 payload: Default::default(),
+                received_at_us: 0,
                 reply: reply.clone(),
             });
         }

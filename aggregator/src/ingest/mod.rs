@@ -41,6 +41,13 @@ impl AckTo {
     }
 }
 
+/// Now as Unix microseconds.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Builds an ack.
 pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
     pb::Ack {
@@ -109,6 +116,7 @@ impl Admission {
     /// Verifies `frame` and passes it to the store, or rejects it. Waits when the store is
     /// busy (backpressure to the transport); returns false once the store has stopped.
     pub async fn admit(&self, frame: pb::Frame, reply: AckTo) -> bool {
+        let received_at_us = now_us();
         Counters::add(&self.counters.frames_received, 1);
         match verify(&frame, &self.verify) {
             Ok(snapshot) => {
@@ -118,6 +126,7 @@ impl Admission {
                         snapshot,
                         header,
                         payload: Bytes::from(frame.payload),
+                        received_at_us,
                         reply,
                     })
                     .await

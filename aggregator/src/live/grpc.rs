@@ -69,6 +69,7 @@ fn history_response(
         encoding: encoding as i32,
         frame_payload: Vec::new(),
         historical: true,
+        received_at_us: 0,
     }
 }
 
@@ -120,6 +121,7 @@ pub fn response(w: &LiveWindow, filter: &Filter) -> pb::SubscribeResponse {
             w.payload.to_vec()
         },
         historical: false,
+        received_at_us: w.received_at_us,
     }
 }
 

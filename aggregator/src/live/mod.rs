@@ -29,6 +29,8 @@ pub struct LiveWindow {
     pub header: pb::FrameHeader,
     /// The frame payload exactly as the agent sent it.
     pub payload: Bytes,
+    /// When the aggregator received the frame, Unix µs.
+    pub received_at_us: i64,
 }
 
 /// The live fan-out point (cheap to clone).
@@ -149,6 +151,7 @@ mod tests {
                 snapshot: Snapshot::default(),
                 header: Default::default(),
                 payload: Bytes::new(),
+                received_at_us: 0,
             });
         }
         assert!(matches!(

@@ -35,6 +35,8 @@ pub struct Submission {
     pub header: fleetset_proto::pb::FrameHeader,
     /// The payload as the agent sent it (handed to live consumers, then dropped).
     pub payload: bytes::Bytes,
+    /// When the frame was received, Unix µs.
+    pub received_at_us: i64,
     /// Where the ack goes.
     pub reply: AckTo,
 }
@@ -204,6 +206,7 @@ fn admit(buf: &mut Buffer, index: &Index, hub: &Hub, counters: &Counters, mut s:
                 snapshot: s.snapshot.clone(),
                 header: s.header.clone(),
                 payload,
+                received_at_us: s.received_at_us,
             });
         }
         buf.subs.push(s);
