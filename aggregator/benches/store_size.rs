@@ -137,8 +137,6 @@ fn main() -> anyhow::Result<()> {
                     payload_sha256: vec![0xab; 32],
                     ..Default::default()
                 },
-                payload: Default::default(),
-                received_at_us: 0,
                 reply: reply.clone(),
             });
         }

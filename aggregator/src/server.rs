@@ -73,7 +73,6 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let counters = Arc::new(Counters::default());
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live_queue);
-    let (commits_tx, commits_rx) = tokio::sync::watch::channel(0u64);
     let store_stop = CancellationToken::new();
     let ingest_stop = CancellationToken::new();
     let store_task = tokio::spawn(store::run(
@@ -84,8 +83,6 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         },
         store_rx,
         recovery.index,
-        hub.clone(),
-        commits_tx,
         counters.clone(),
         store_stop.clone(),
     ));
@@ -95,7 +92,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
         },
-        store_tx,
+        store_tx.clone(),
+        hub.clone(),
         counters.clone(),
     );
 
@@ -141,7 +139,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             overflow: cfg.subscriber_overflow,
             shutdown: ingest_stop.clone(),
             data_dir: cfg.data_dir.clone(),
-            commits: commits_rx.clone(),
+            store: store_tx.clone(),
         });
         // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
         let (health, health_service) = tonic_health::server::health_reporter();

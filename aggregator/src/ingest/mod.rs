@@ -2,13 +2,15 @@
 //! ([`grpc`]) both hand every frame to [`Admission::admit`], which verifies it
 //! (`fleetset_proto::verify`) and either rejects it at once — ack REJECTED with the reason,
 //! counted by reason, logged at warn once per agent and reason — or passes the decoded snapshot
-//! to the store, which acks it after the commit that holds its rows.
+//! to the store, which acks it after the commit that holds its rows, and publishes it to live
+//! consumers right away ([`crate::live::Hub`], which drops recent repeats).
 
 pub mod grpc;
 pub mod zmq;
 
 use crate::counters::Counters;
-use crate::store::Submission;
+use crate::live::{Hub, LiveWindow};
+use crate::store::{StoreMsg, Submission};
 use bytes::Bytes;
 use fleetset_proto::pb::{self, AckStatus};
 use fleetset_proto::{verify, FrameError, VerifyOptions};
@@ -62,7 +64,8 @@ pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
 #[derive(Clone)]
 pub struct Admission {
     verify: Arc<VerifyOptions>,
-    store: mpsc::Sender<Submission>,
+    store: mpsc::Sender<StoreMsg>,
+    hub: Hub,
     counters: Arc<Counters>,
     warned: Arc<Mutex<HashSet<(String, i32)>>>,
 }
@@ -74,12 +77,14 @@ impl Admission {
     /// Admission into `store` with `verify` limits.
     pub fn new(
         verify: VerifyOptions,
-        store: mpsc::Sender<Submission>,
+        store: mpsc::Sender<StoreMsg>,
+        hub: Hub,
         counters: Arc<Counters>,
     ) -> Admission {
         Admission {
             verify: Arc::new(verify),
             store,
+            hub,
             counters,
             warned: Arc::default(),
         }
@@ -121,16 +126,27 @@ impl Admission {
         match verify(&frame, &self.verify) {
             Ok(snapshot) => {
                 let header = frame.header.unwrap_or_default();
-                self.store
-                    .send(Submission {
+                // Built before the hand-off (which moves the snapshot), published after it, so a
+                // `since` barrier sent after a subscription starts orders correctly (see live::grpc).
+                let live = self.hub.has_subscribers().then(|| LiveWindow {
+                    snapshot: snapshot.clone(),
+                    header: header.clone(),
+                    payload: Bytes::from(frame.payload),
+                    received_at_us,
+                });
+                let stored = self
+                    .store
+                    .send(StoreMsg::Window(Box::new(Submission {
                         snapshot,
                         header,
-                        payload: Bytes::from(frame.payload),
-                        received_at_us,
                         reply,
-                    })
+                    })))
                     .await
-                    .is_ok()
+                    .is_ok();
+                if let Some(w) = live.filter(|_| stored) {
+                    self.hub.publish(w);
+                }
+                stored
             }
             Err(err) => {
                 self.reject(frame.header.as_ref(), &err, &reply);

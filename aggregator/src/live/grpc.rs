@@ -6,11 +6,14 @@
 //! (`disconnect`). Either way ingest and other subscribers never wait for it.
 //!
 //! With `since_ms`, the stream first replays stored windows ([`super::history`]) and then goes
-//! live, with no gap and no duplicate at the seam: the live subscription starts first; history is
-//! read only after a commit that started after it (so every window admitted before the live
-//! subscription is in Parquet); live windows already sent as history are skipped.
+//! live, with no gap and no duplicate at the seam: the live subscription starts first; then a
+//! barrier goes through the store's channel and history is read once it is answered. Admission
+//! hands a window to the store before publishing it, so a window handed over before the barrier
+//! is in Parquet, and one handed over after it is published after the subscription started;
+//! live windows already sent as history are skipped.
 
 use super::{Filter, Hub, LiveWindow};
+use crate::store::StoreMsg;
 use fleetset_proto::pb::{self, live_server::Live, subscribe_response::Event};
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -50,10 +53,10 @@ pub struct LiveService {
     pub overflow: Overflow,
     /// Ends open streams on shutdown.
     pub shutdown: CancellationToken,
-    /// The store, for `since` history.
+    /// The store's data directory, for `since` history.
     pub data_dir: std::path::PathBuf,
-    /// The store's commit generation (see `store::run`).
-    pub commits: tokio::sync::watch::Receiver<u64>,
+    /// The store's channel, for the `since` barrier.
+    pub store: mpsc::Sender<StoreMsg>,
 }
 
 fn history_response(
@@ -76,15 +79,19 @@ fn history_response(
 /// Sends the stored windows since `since_ms`; returns the keys sent, or `None` if the client left
 /// or the store could not be read (the client then gets an error status).
 async fn send_history(
-    svc: (std::path::PathBuf, tokio::sync::watch::Receiver<u64>),
+    (data_dir, store): (std::path::PathBuf, mpsc::Sender<StoreMsg>),
     since_ms: i64,
     filter: &Filter,
     tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
 ) -> Option<HashSet<(String, i64)>> {
-    let (data_dir, mut commits) = svc;
-    let start = *commits.borrow_and_update();
-    if commits.wait_for(|g| *g >= start + 2).await.is_err() {
-        return None; // the store stopped
+    // Every window handed to the store before this barrier is committed when it is answered;
+    // every window handed over after it was published after our live subscription started.
+    let (done, committed) = tokio::sync::oneshot::channel();
+    if store.send(StoreMsg::Barrier(done)).await.is_err() || committed.await.is_err() {
+        let _ = tx
+            .send(Err(Status::unavailable("the store is stopping")))
+            .await;
+        return None;
     }
     let f = filter.clone();
     let history =
@@ -138,7 +145,7 @@ impl Live for LiveService {
         let since_ms = request.get_ref().since_ms;
         // Live first, so nothing published while history is read is missed.
         let mut rx = self.hub.subscribe();
-        let store = (self.data_dir.clone(), self.commits.clone());
+        let store = (self.data_dir.clone(), self.store.clone());
         let (tx, out) = mpsc::channel::<Result<pb::SubscribeResponse, Status>>(16);
         let (overflow, shutdown) = (self.overflow, self.shutdown.clone());
         info!(?filter, "subscriber connected");

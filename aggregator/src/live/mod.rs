@@ -1,14 +1,17 @@
-//! Live fan-out: every window the store accepts (verified, and not a duplicate of a stored or
-//! buffered window) is published at once — before its Parquet commit — to gRPC subscribers
-//! ([`grpc`]) and the ZeroMQ PUB socket ([`zmq_pub`]).
+//! Live fan-out: every verified window is published as soon as it is handed to the store —
+//! before its Parquet commit, and without waiting for one — to gRPC subscribers ([`grpc`]) and
+//! the ZeroMQ PUB socket ([`zmq_pub`]). The hub drops a window whose `(agent_id, window_start)`
+//! it published recently (the last [`RECENT_KEYS`] windows), so an agent's ordinary resends do
+//! not repeat in the live stream.
 //!
 //! The [`Hub`] is a `tokio::sync::broadcast` ring of `queue` windows shared by all receivers:
 //! publishing never waits for a subscriber, and memory is bounded by the ring (plus each
 //! subscriber's small outgoing queue). A receiver that falls more than `queue` windows behind
 //! skips the oldest and learns how many it skipped.
 //!
-//! Delivery is at-least-once: after an aggregator crash an agent resends unacked windows, which
-//! are published again; consumers de-duplicate by `(agent_id, seq)` or the payload SHA-256.
+//! Delivery is at-least-once: after an aggregator restart (or for a resend older than the recent
+//! set) a window may be published again; consumers de-duplicate by `(agent_id, seq)` or the
+//! payload SHA-256.
 
 pub mod grpc;
 pub mod history;
@@ -17,7 +20,8 @@ pub mod zmq_pub;
 use bytes::Bytes;
 use fleetset_proto::pb;
 use fleetset_proto::Snapshot;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// One accepted window as it travels to live consumers.
@@ -33,10 +37,20 @@ pub struct LiveWindow {
     pub received_at_us: i64,
 }
 
+/// How many recently published `(agent_id, window_start)` keys the hub remembers.
+pub const RECENT_KEYS: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<(String, i64)>,
+    keys: HashSet<(String, i64)>,
+}
+
 /// The live fan-out point (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<LiveWindow>>,
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl Hub {
@@ -44,6 +58,7 @@ impl Hub {
     pub fn new(queue: usize) -> Hub {
         Hub {
             tx: broadcast::channel(queue.max(1)).0,
+            recent: Arc::default(),
         }
     }
 
@@ -52,8 +67,22 @@ impl Hub {
         self.tx.receiver_count() > 0
     }
 
-    /// Publishes a window to every current subscriber; never waits.
+    /// Publishes a window to every current subscriber, unless it was published recently;
+    /// never waits.
     pub fn publish(&self, w: LiveWindow) {
+        let key = (w.snapshot.agent_id.clone(), w.snapshot.start);
+        {
+            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if !r.keys.insert(key.clone()) {
+                return;
+            }
+            r.order.push_back(key);
+            if r.order.len() > RECENT_KEYS {
+                if let Some(old) = r.order.pop_front() {
+                    r.keys.remove(&old);
+                }
+            }
+        }
         let _ = self.tx.send(Arc::new(w));
     }
 
@@ -146,9 +175,12 @@ mod tests {
     async fn a_slow_receiver_lags_without_blocking_the_publisher() {
         let hub = Hub::new(4);
         let mut slow = hub.subscribe();
-        for _ in 0..10 {
+        for start in 0..10 {
             hub.publish(LiveWindow {
-                snapshot: Snapshot::default(),
+                snapshot: Snapshot {
+                    start,
+                    ..Default::default()
+                },
                 header: Default::default(),
                 payload: Bytes::new(),
                 received_at_us: 0,
@@ -159,5 +191,17 @@ mod tests {
             Err(broadcast::error::RecvError::Lagged(6))
         ));
         assert!(slow.recv().await.is_ok());
+        // A repeat of a recent window is not published again.
+        let mut fresh = hub.subscribe();
+        hub.publish(LiveWindow {
+            snapshot: Snapshot {
+                start: 3,
+                ..Default::default()
+            },
+            header: Default::default(),
+            payload: Bytes::new(),
+            received_at_us: 0,
+        });
+        assert!(fresh.try_recv().is_err());
     }
 }

@@ -4,8 +4,6 @@
 //! `(agent_id, seq)` or `(agent_id, window_start)`), including duplicates that arrive while the
 //! original is still buffered (their ack waits for the same commit).
 //!
-//! A newly accepted window is also published to live consumers ([`crate::live`]) at once.
-//!
 //! If a commit fails (e.g. a full disk), its frames are not acked and are dropped from the
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
@@ -14,7 +12,7 @@ pub mod tables;
 
 use crate::counters::Counters;
 use crate::ingest::{ack, AckTo};
-use crate::live::{Hub, LiveWindow};
+
 use anyhow::Result;
 use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
@@ -33,10 +31,6 @@ pub struct Submission {
     pub snapshot: Snapshot,
     /// The verified frame header (encoding, payload SHA-256, …).
     pub header: fleetset_proto::pb::FrameHeader,
-    /// The payload as the agent sent it (handed to live consumers, then dropped).
-    pub payload: bytes::Bytes,
-    /// When the frame was received, Unix µs.
-    pub received_at_us: i64,
     /// Where the ack goes.
     pub reply: AckTo,
 }
@@ -75,6 +69,8 @@ struct Buffer {
     /// Duplicates of buffered windows `(reply, agent_id, seq, start)`: acked DUPLICATE once
     /// the original is committed.
     waiting: Vec<(AckTo, String, u64, i64)>,
+    /// Barriers to answer after the next commit.
+    barriers: Vec<tokio::sync::oneshot::Sender<()>>,
     rows: usize,
 }
 
@@ -140,17 +136,21 @@ fn commit_blocking(
     ok
 }
 
+/// What the store's channel carries.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// A verified window to store.
+    Window(Box<Submission>),
+    /// Answered once every window sent before it is committed (or its commit failed, and the
+    /// agent will resend it): the seam of `since` subscriptions.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
-///
-/// `commits` is bumped after every commit attempt (every `commit_interval`, even with nothing to
-/// write): a window admitted before a value `g` was read is in Parquet once `commits` reaches
-/// `g + 2` (or its commit failed and the agent resends it).
 pub async fn run(
     cfg: StoreConfig,
-    mut rx: mpsc::Receiver<Submission>,
+    mut rx: mpsc::Receiver<StoreMsg>,
     mut index: Index,
-    hub: Hub,
-    commits: tokio::sync::watch::Sender<u64>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
@@ -160,29 +160,33 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            s = rx.recv() => match s {
-                Some(s) => {
-                    admit(&mut buf, &index, &hub, &counters, s);
+            m = rx.recv() => match m {
+                Some(m) => {
+                    admit(&mut buf, &index, &counters, m);
                     if buf.rows >= cfg.commit_rows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => {
-                commit(&cfg, &mut buf, &mut index, &counters).await;
-                commits.send_modify(|g| *g += 1);
-            }
+            _ = tick.tick() => commit(&cfg, &mut buf, &mut index, &counters).await,
         }
     }
-    while let Ok(s) = rx.try_recv() {
-        admit(&mut buf, &index, &hub, &counters, s);
+    while let Ok(m) = rx.try_recv() {
+        admit(&mut buf, &index, &counters, m);
     }
     commit(&cfg, &mut buf, &mut index, &counters).await;
     info!(counters = %counters.summary(), "store stopped");
 }
 
-fn admit(buf: &mut Buffer, index: &Index, hub: &Hub, counters: &Counters, mut s: Submission) {
+fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, m: StoreMsg) {
+    let s = match m {
+        StoreMsg::Window(s) => *s,
+        StoreMsg::Barrier(tx) => {
+            buf.barriers.push(tx);
+            return;
+        }
+    };
     let snap = &s.snapshot;
     if is_known(index, &snap.agent_id, snap.seq, snap.start) {
         Counters::add(&counters.frames_duplicate, 1);
@@ -198,27 +202,24 @@ fn admit(buf: &mut Buffer, index: &Index, hub: &Hub, counters: &Counters, mut s:
     } else {
         remember(&mut buf.keys, &s.snapshot);
         buf.rows += s.snapshot.data.values().map(Vec::len).sum::<usize>();
-        // Live consumers get the window now, not after the commit; the payload is not needed
-        // for the commit, so it moves to them.
-        let payload = std::mem::take(&mut s.payload);
-        if hub.has_subscribers() {
-            hub.publish(LiveWindow {
-                snapshot: s.snapshot.clone(),
-                header: s.header.clone(),
-                payload,
-                received_at_us: s.received_at_us,
-            });
-        }
         buf.subs.push(s);
+    }
+}
+
+/// Answers `since` barriers (a subscriber that left is no error).
+fn answer(barriers: Vec<tokio::sync::oneshot::Sender<()>>) {
+    for b in barriers {
+        let _ = b.send(());
     }
 }
 
 async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters: &Arc<Counters>) {
     let taken = std::mem::take(buf);
     if taken.subs.is_empty() && taken.waiting.is_empty() {
+        answer(taken.barriers);
         return;
     }
-    let (subs, waiting) = (taken.subs, taken.waiting);
+    let (subs, waiting, barriers) = (taken.subs, taken.waiting, taken.barriers);
     let data_dir = cfg.data_dir.clone();
     let c = counters.clone();
     let joined = tokio::task::spawn_blocking(move || {
@@ -253,4 +254,5 @@ async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters
             }
         }
     }
+    answer(barriers);
 }
