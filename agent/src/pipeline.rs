@@ -4,9 +4,9 @@
 //!
 //! Order of durability for each window: the frame is written to the spool (fsynced), then
 //! `next_seq` and `last_window` are persisted, then the send loop is told. After a crash at any
-//! point, the next start resumes `seq` after the highest spooled or persisted value and never
-//! frames a window it already spooled; the aggregator drops any duplicate window by
-//! `(agent_id, window_start)`.
+//! point, the next start resumes `seq` after the highest spooled or persisted value, persists
+//! that before sending anything, and never frames a window it already spooled; the aggregator
+//! drops any duplicate window by `(agent_id, window_start)` regardless.
 
 use crate::config::AgentConfig;
 use crate::counters::Counters;
@@ -106,6 +106,12 @@ impl Pipeline {
         let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
         let next_seq = (state.read_i64("next_seq", 1)?.max(1) as u64).max(spooled_seq + 1);
         let last_window = state.read_i64("last_window", i64::MIN)?.max(spooled_window);
+        // Persist what the spool taught us before any spooled frame can be acked and deleted:
+        // otherwise a crash after that would leave stale state and reframe a sent window.
+        state.write("next_seq", &next_seq.to_string())?;
+        if last_window > i64::MIN {
+            state.write("last_window", &last_window.to_string())?;
+        }
         let already_spooled = spool.pending();
         let spool = Arc::new(Mutex::new(spool));
 
