@@ -15,30 +15,7 @@ fn survive_restart(transport: &str) {
     } else {
         grpc.clone()
     };
-    let args: Vec<String> = [
-        "run",
-        "--agent-id",
-        "restarts",
-        "--state-dir",
-        dir.path().join("st").to_str().unwrap(),
-        "--aggregator",
-        &endpoint,
-        "--transport",
-        transport,
-        "--source",
-        "synthetic",
-        "--window",
-        "500ms",
-        "--sample-interval",
-        "50ms",
-        "--ack-timeout",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut agent =
-        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    let mut agent = live_agent(dir.path(), "restarts", &endpoint, transport);
     wait_for("2 acked windows", Duration::from_secs(30), || {
         (acked_frames(&agent.log_text()).len() >= 2).then_some(())
     })
@@ -88,6 +65,33 @@ fn survive_restart(transport: &str) {
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "{log}");
 }
 
+/// A synthetic agent with 500 ms windows and a 1 s ack timeout, logging to `dir/agent.log`.
+fn live_agent(dir: &std::path::Path, agent_id: &str, endpoint: &str, transport: &str) -> Proc {
+    let args: Vec<String> = [
+        "run",
+        "--agent-id",
+        agent_id,
+        "--state-dir",
+        dir.join("st").to_str().unwrap(),
+        "--aggregator",
+        endpoint,
+        "--transport",
+        transport,
+        "--source",
+        "synthetic",
+        "--window",
+        "500ms",
+        "--sample-interval",
+        "50ms",
+        "--ack-timeout",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(&bin("fleetset-agent"), &args, dir.join("agent.log")).unwrap()
+}
+
 /// Every window the agent logged as acked is stored exactly once, and nothing else is.
 fn check_exactly_once(acked: &[Acked], stored: &[(i64, u64)]) {
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
@@ -130,30 +134,7 @@ fn survive_silence(transport: &str) {
     } else {
         agg.grpc.clone()
     };
-    let args: Vec<String> = [
-        "run",
-        "--agent-id",
-        "silence",
-        "--state-dir",
-        dir.path().join("st").to_str().unwrap(),
-        "--aggregator",
-        &endpoint,
-        "--transport",
-        transport,
-        "--source",
-        "synthetic",
-        "--window",
-        "500ms",
-        "--sample-interval",
-        "50ms",
-        "--ack-timeout",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut agent =
-        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+    let mut agent = live_agent(dir.path(), "silence", &endpoint, transport);
     wait_for("2 acked windows", Duration::from_secs(30), || {
         (acked_frames(&agent.log_text()).len() >= 2).then_some(())
     })
