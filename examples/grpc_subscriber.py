@@ -7,6 +7,7 @@ unfiltered window's SHA-256 against the payload the agent sent, and prints one J
 window (or per Lag message).
 
     python3 examples/grpc_subscriber.py --endpoint 127.0.0.1:50051 --label site=eu-1 --count 10
+    python3 examples/grpc_subscriber.py --agent web-1 --since-seconds 3600   # last hour, then live
 """
 import argparse
 import hashlib
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 import grpc
 from grpc_tools import protoc
@@ -38,12 +40,15 @@ def main():
     ap.add_argument("--agent", action="append", default=[])
     ap.add_argument("--label", action="append", default=[], help="key=value")
     ap.add_argument("--metric", action="append", default=[])
+    ap.add_argument("--since-seconds", type=float, default=0,
+                    help="first replay stored windows from this many seconds ago, then go live")
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
     pb, pb_grpc = generated_modules()
     stub = pb_grpc.LiveStub(grpc.insecure_channel(args.endpoint))
-    request = pb.SubscribeRequest(agent_ids=args.agent, metrics=args.metric,
+    since_ms = int((time.time() - args.since_seconds) * 1000) if args.since_seconds else 0
+    request = pb.SubscribeRequest(agent_ids=args.agent, metrics=args.metric, since_ms=since_ms,
                                   labels=dict(l.split("=", 1) for l in args.label))
     seen = 0
     for msg in stub.Subscribe(request, timeout=args.timeout):
@@ -53,7 +58,7 @@ def main():
         s = msg.snapshot
         line = {"agent_id": s.agent_id, "seq": s.seq, "start": s.start, "end": s.end,
                 "metrics": sorted(m.name for m in s.series),
-                "labels": dict(s.host.labels)}
+                "labels": dict(s.host.labels), "historical": msg.historical}
         if msg.frame_payload:
             line["sha256_ok"] = hashlib.sha256(msg.frame_payload).digest() == msg.payload_sha256
         print(json.dumps(line), flush=True)
