@@ -383,3 +383,30 @@ impl Rng {
         lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1)
     }
 }
+
+/// A `fleetset-agent run` on the deterministic synthetic source (50 ms samples, `window`
+/// windows, label `site=<site>`), state in `dir/<id>`, log in `dir/<id>.log`.
+pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
+    let args: Vec<String> = [
+        "run",
+        "--agent-id",
+        id,
+        "--state-dir",
+        dir.join(id).to_str().unwrap_or_default(),
+        "--aggregator",
+        endpoint,
+        "--source",
+        "synthetic",
+        "--window",
+        window,
+        "--sample-interval",
+        "50ms",
+        "--label",
+        &format!("site={site}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log")))
+        .expect("spawn fleetset-agent")
+}

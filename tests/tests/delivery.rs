@@ -42,6 +42,21 @@ fn replay_args(
     a
 }
 
+/// An aggregator (ZeroMQ only, 50 ms commits) on a fixed endpoint an agent already targets.
+fn aggregator_at(dir: &Path, endpoint: &str) -> Aggregator {
+    Aggregator::start(
+        dir,
+        &[
+            "--commit-interval",
+            "50ms",
+            "--zmq-bind",
+            endpoint,
+            "--no-grpc",
+        ],
+    )
+    .unwrap()
+}
+
 fn seed() -> u64 {
     let s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -233,17 +248,7 @@ fn outage(tag: &str, spool_max: Option<&str>) -> (Vec<(i64, u64)>, u64) {
         },
     )
     .unwrap();
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--commit-interval",
-            "50ms",
-            "--zmq-bind",
-            &endpoint,
-            "--no-grpc",
-        ],
-    )
-    .unwrap();
+    let mut agg = aggregator_at(dir.path(), &endpoint);
     assert!(
         agent.wait(Duration::from_secs(120)).unwrap(),
         "{}",
@@ -308,17 +313,7 @@ fn corrupt_spool_files_are_quarantined_and_the_rest_flows() {
     bytes[mid] ^= 0x04;
     std::fs::write(&f23, bytes).unwrap();
 
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--commit-interval",
-            "50ms",
-            "--zmq-bind",
-            &endpoint,
-            "--no-grpc",
-        ],
-    )
-    .unwrap();
+    let mut agg = aggregator_at(dir.path(), &endpoint);
     let mut agent =
         Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent2.log")).unwrap();
     assert!(

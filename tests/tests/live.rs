@@ -11,30 +11,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use zeromq::{Socket, SocketRecv, SubSocket};
 
-fn agent(dir: &std::path::Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
-    let args: Vec<String> = [
-        "run",
-        "--agent-id",
-        id,
-        "--state-dir",
-        dir.join(id).to_str().unwrap(),
-        "--aggregator",
-        endpoint,
-        "--source",
-        "synthetic",
-        "--window",
-        window,
-        "--sample-interval",
-        "50ms",
-        "--label",
-        &format!("site={site}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log"))).unwrap()
-}
-
 async fn subscribe(
     grpc: &str,
     req: pb::SubscribeRequest,
@@ -82,8 +58,8 @@ async fn grpc_subscribers_get_exactly_their_windows_and_zmq_topics_filter_by_age
     sub.subscribe("snapshot.a2").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // let the SUB's subscription reach the PUB
 
-    let mut a1 = agent(dir.path(), "a1", "eu-1", &agg.zmq, "500ms");
-    let mut a2 = agent(dir.path(), "a2", "us-1", &agg.zmq, "500ms");
+    let mut a1 = synthetic_agent(dir.path(), "a1", "eu-1", &agg.zmq, "500ms");
+    let mut a2 = synthetic_agent(dir.path(), "a2", "us-1", &agg.zmq, "500ms");
 
     // Live means before the commit: the commit interval is 5 s, windows arrive every 0.5 s.
     let first = next_window(&mut by_agent).await;
@@ -211,7 +187,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
     stalled_sub.connect(&agg.zmq_pub).await.unwrap();
     stalled_sub.subscribe("").await.unwrap();
     let mut fast = subscribe(&agg.grpc, pb::SubscribeRequest::default()).await;
-    let mut a = agent(dir.path(), "busy", "eu-1", &agg.zmq, "200ms");
+    let mut a = synthetic_agent(dir.path(), "busy", "eu-1", &agg.zmq, "200ms");
 
     let mut fast_seen = BTreeSet::new();
     while fast_seen.len() < 40 {
@@ -251,8 +227,8 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
 fn tail_prints_live_windows_of_the_selected_agent() {
     let dir = TempDir::new("tail");
     let mut agg = Aggregator::start(dir.path(), &[]).unwrap();
-    let mut quiet = agent(dir.path(), "other", "eu-1", &agg.zmq, "300ms");
-    let mut a = agent(dir.path(), "watched", "eu-1", &agg.zmq, "300ms");
+    let mut quiet = synthetic_agent(dir.path(), "other", "eu-1", &agg.zmq, "300ms");
+    let mut a = synthetic_agent(dir.path(), "watched", "eu-1", &agg.zmq, "300ms");
     let out = std::process::Command::new(bin("fleetset-aggregator"))
         .args([
             "tail",
@@ -291,7 +267,7 @@ fn tail_prints_live_windows_of_the_selected_agent() {
 async fn a_since_subscription_gets_history_then_live_with_no_gap_and_no_duplicate() {
     let dir = TempDir::new("since");
     let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "200ms"]).unwrap();
-    let mut a = agent(dir.path(), "hist", "eu-1", &agg.zmq, "300ms");
+    let mut a = synthetic_agent(dir.path(), "hist", "eu-1", &agg.zmq, "300ms");
     wait_for("6 stored windows", Duration::from_secs(30), || {
         (acked_frames(&a.log_text()).len() >= 6).then_some(())
     })

@@ -39,34 +39,7 @@ fn consecutive(lines: &[serde_json::Value]) -> bool {
 fn grpcio_and_pyzmq_clients_get_exactly_their_windows() {
     let dir = TempDir::new("pyclients");
     let mut agg = Aggregator::start(dir.path(), &[]).unwrap();
-    let spawn = |id: &str, site: &str| {
-        let args: Vec<String> = [
-            "run",
-            "--agent-id",
-            id,
-            "--state-dir",
-            dir.path().join(id).to_str().unwrap(),
-            "--aggregator",
-            &agg.zmq,
-            "--source",
-            "synthetic",
-            "--window",
-            "300ms",
-            "--sample-interval",
-            "50ms",
-            "--label",
-            &format!("site={site}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>();
-        Proc::spawn(
-            &bin("fleetset-agent"),
-            &args,
-            dir.path().join(format!("{id}.log")),
-        )
-        .unwrap()
-    };
+    let spawn = |id: &str, site: &str| synthetic_agent(dir.path(), id, site, &agg.zmq, "300ms");
     let mut a1 = spawn("a1", "eu-1");
     let mut a2 = spawn("a2", "us-1");
     let grpc = agg.grpc.trim_start_matches("http://").to_string();
