@@ -10,6 +10,7 @@
 pub mod config;
 pub mod counters;
 pub mod demo;
+pub mod export;
 pub mod ingest;
 pub mod live;
 pub mod server;

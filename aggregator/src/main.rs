@@ -21,6 +21,8 @@ enum Command {
     Serve(ServeFlags),
     /// Run an aggregator and two local agents for a while, then show what was stored.
     Demo(DemoFlags),
+    /// Export the store (CSV, JSON Lines, Parquet, Arrow, SQLite) or build a training set.
+    Export(Box<fleetset_aggregator::export::ExportFlags>),
     /// Print live windows as they arrive (gRPC Live/Subscribe), optionally filtered.
     Tail(fleetset_aggregator::tail::TailFlags),
     /// Print the counters of the aggregator using this data directory (written every 5 s).
@@ -34,10 +36,13 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) | Command::Status { .. } | Command::Tail(_) => "warn",
+        Command::Demo(_) | Command::Status { .. } | Command::Tail(_) | Command::Export(_) => "warn",
         Command::Serve(_) => "info",
     };
     init_logging(default_level);
+    if let Command::Export(flags) = &cli.command {
+        return fleetset_aggregator::export::run(flags);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
             }
             Command::Demo(flags) => demo::run(flags).await,
             Command::Tail(flags) => fleetset_aggregator::tail::run(flags).await,
+            Command::Export(_) => unreachable!("export runs without the async runtime"),
             Command::Status { data_dir } => {
                 println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
                 Ok(())

@@ -6,7 +6,7 @@
 //! values); their `payload_sha256` is the one the frame arrived with.
 
 use super::Filter;
-use crate::store::files::{date_of, TABLES};
+use crate::store::files::committed_files;
 use crate::store::tables::STAT_NAMES;
 use anyhow::{Context, Result};
 use arrow::array::{
@@ -15,38 +15,10 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use fleetset_proto::{Point, Snapshot, WindowStats};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A stored window: its snapshot, payload SHA-256 and encoding name.
 pub type StoredWindow = (Snapshot, Vec<u8>, String);
-
-/// Committed files of `table` in partitions whose date is on or after `since`'s.
-fn files_since(data_dir: &Path, table: &str, since_ms: i64) -> Vec<PathBuf> {
-    debug_assert!(TABLES.contains(&table));
-    let from = format!("date={}", date_of(since_ms));
-    let mut out = Vec::new();
-    for part in std::fs::read_dir(data_dir.join(table))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if part.file_name().to_string_lossy().as_ref() < from.as_str() {
-            continue;
-        }
-        for f in std::fs::read_dir(part.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with("part-") && name.ends_with(".parquet") {
-                out.push(f.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn batches(path: &Path) -> Result<Vec<RecordBatch>> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
@@ -130,7 +102,7 @@ fn window_row(b: &RecordBatch, i: usize) -> Option<(Snapshot, Vec<u8>, String)> 
 /// projected), sorted by (window_start, agent_id, seq).
 pub fn read(data_dir: &Path, since_ms: i64, filter: &Filter) -> Result<Vec<StoredWindow>> {
     let mut wanted: HashMap<(String, i64), StoredWindow> = HashMap::new();
-    for path in files_since(data_dir, "windows", since_ms) {
+    for path in committed_files(data_dir, "windows", Some(since_ms), None) {
         for b in batches(&path)? {
             for i in 0..b.num_rows() {
                 let Some((s, sha, enc)) = window_row(&b, i) else {
@@ -145,7 +117,7 @@ pub fn read(data_dir: &Path, since_ms: i64, filter: &Filter) -> Result<Vec<Store
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    for path in files_since(data_dir, "series", since_ms) {
+    for path in committed_files(data_dir, "series", Some(since_ms), None) {
         for b in batches(&path)? {
             let (Some(agents), Some(starts), Some(metrics), Some(ts), Some(values)) = (
                 col::<StringArray>(&b, "agent_id"),

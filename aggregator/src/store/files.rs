@@ -14,7 +14,7 @@
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, StringArray, TimestampMillisecondArray, UInt64Array};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -55,11 +55,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// zstd level 3 with page statistics; timestamp columns delta-encoded (DELTA_BINARY_PACKED:
 /// regular sample times cost a few bits each) and float columns BYTE_STREAM_SPLIT (which lets
 /// zstd find the repeated exponent and high mantissa bytes of slowly varying metrics).
-fn writer_properties(batch: &RecordBatch) -> Result<WriterProperties> {
+/// Shared by the store and Parquet exports.
+pub fn writer_properties(schema: &Schema) -> Result<WriterProperties> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page);
-    for field in batch.schema().fields() {
+    for field in schema.fields() {
         let col = ColumnPath::from(field.name().as_str());
         match field.data_type() {
             DataType::Timestamp(..) => {
@@ -84,7 +85,7 @@ pub fn write_parquet(dir: &Path, batch_id: &str, batch: &RecordBatch) -> Result<
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{batch_id}.parquet"));
     let path = dir.join(format!("part-{batch_id}.parquet"));
-    let props = writer_properties(batch)?;
+    let props = writer_properties(&batch.schema())?;
     let write = || -> Result<()> {
         let file = File::create(&tmp)?;
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
@@ -127,6 +128,31 @@ fn list_files(dir: &Path) -> Vec<PathBuf> {
             out.extend(files.flatten().map(|f| f.path()).filter(|p| p.is_file()));
         }
     }
+    out
+}
+
+/// Committed Parquet files (`part-*.parquet`, no temp files) of `table` in partitions whose
+/// date lies in `[date_of(from_ms), date_of(to_ms)]` (either bound optional; `to_ms` exclusive,
+/// so its own date counts only when it is not midnight), sorted by path (date, then commit time).
+pub fn committed_files(
+    data_dir: &Path,
+    table: &str,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+) -> Vec<PathBuf> {
+    debug_assert!(TABLES.contains(&table));
+    let from = from_ms.map(|ms| format!("date={}", date_of(ms)));
+    let to = to_ms.map(|ms| format!("date={}", date_of(ms - 1)));
+    let mut out: Vec<PathBuf> = list_files(&data_dir.join(table))
+        .into_iter()
+        .filter(|p| {
+            let Some((part, _)) = batch_key(p) else {
+                return false;
+            };
+            from.as_ref().is_none_or(|f| part >= *f) && to.as_ref().is_none_or(|t| part <= *t)
+        })
+        .collect();
+    out.sort();
     out
 }
 

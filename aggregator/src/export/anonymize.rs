@@ -1,0 +1,269 @@
+//! Anonymization of exports, on by default (seed 000's `Anonymizer`: hashed identifiers,
+//! stripped paths, generalized time, k-anonymity for process records).
+//!
+//! - Identifier columns — `agent_id`, `hostname`, `name` (clear process names, when agents send
+//!   them) and `name_hash` — become `HMAC-SHA256(salt, value)` truncated to 64 bits, as 16 hex
+//!   digits: stable across exports with the same salt (so exports join), irreversible without
+//!   it. The salt comes from `--salt` / `FLEETSET_EXPORT_SALT` (hex), else from the file
+//!   `--salt-file` (default `<data_dir>/export.salt`, 32 random bytes created on first use, mode
+//!   0600). It is never written to any output.
+//! - Every other string value has its paths stripped: a whitespace-separated token containing
+//!   `/` or `\` keeps only its last component (`/home/alice/run.sh` → `run.sh`).
+//! - `--generalize-time hour|day` floors every timestamp column to the hour or day (UTC).
+//! - `--k-anonymity K` keeps a process record only if its process (name hash) is seen on at
+//!   least K distinct agents in the export; the others are dropped and counted.
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, ArrayRef, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use clap::{Args, ValueEnum};
+use hmac::{KeyInit, Mac};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Columns whose values are identifiers, exported as salted hashes.
+pub const HASHED_COLUMNS: [&str; 4] = ["agent_id", "hostname", "name", "name_hash"];
+
+/// Granularity of `--generalize-time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeGrain {
+    /// Floor to the hour (UTC).
+    Hour,
+    /// Floor to the day (UTC).
+    Day,
+}
+
+impl TimeGrain {
+    /// The grain in ms.
+    pub fn ms(self) -> i64 {
+        match self {
+            TimeGrain::Hour => 3_600_000,
+            TimeGrain::Day => 86_400_000,
+        }
+    }
+}
+
+/// Anonymization flags of `export`.
+#[derive(Debug, Args)]
+pub struct AnonymizeFlags {
+    /// Export identifiers, names and paths in clear (anonymization is the default).
+    #[arg(long)]
+    pub no_anonymize: bool,
+    /// Hash salt as hex (at least 16 bytes); overrides --salt-file.
+    #[arg(long, env = "FLEETSET_EXPORT_SALT", hide_env_values = true)]
+    pub salt: Option<String>,
+    /// File holding the hash salt (created with 32 random bytes if missing).
+    /// Default: <data_dir>/export.salt.
+    #[arg(long)]
+    pub salt_file: Option<PathBuf>,
+    /// Floor every timestamp to this grain.
+    #[arg(long, value_enum)]
+    pub generalize_time: Option<TimeGrain>,
+    /// Keep process records only for processes seen on at least K agents.
+    #[arg(long, value_name = "K")]
+    pub k_anonymity: Option<usize>,
+}
+
+/// Applies the anonymization rules above to record batches.
+pub struct Anonymizer {
+    salt: Vec<u8>,
+    /// `--generalize-time`.
+    pub grain: Option<TimeGrain>,
+    /// `--k-anonymity`.
+    pub k: Option<usize>,
+}
+
+impl std::fmt::Debug for Anonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Anonymizer")
+            .field("salt", &"<secret>")
+            .field("grain", &self.grain)
+            .field("k", &self.k)
+            .finish()
+    }
+}
+
+fn load_salt(flags: &AnonymizeFlags, data_dir: &Path) -> Result<Vec<u8>> {
+    if let Some(hex_salt) = &flags.salt {
+        let salt = hex::decode(hex_salt.trim()).context("--salt is not hex")?;
+        if salt.len() < 16 {
+            bail!("--salt has {} bytes; use at least 16", salt.len());
+        }
+        return Ok(salt);
+    }
+    let path = flags
+        .salt_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("export.salt"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let salt = hex::decode(text.trim())
+                .with_context(|| format!("salt file {} is not hex", path.display()))?;
+            if salt.len() < 16 {
+                bail!("salt file {} holds fewer than 16 bytes", path.display());
+            }
+            Ok(salt)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let salt: [u8; 32] = rand::random();
+            write_private(&path, &hex::encode(salt))
+                .with_context(|| format!("creating salt file {}", path.display()))?;
+            Ok(salt.to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading salt file {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// `s` with every whitespace-separated token that contains `/` or `\` cut to its last path
+/// component.
+pub fn strip_paths(s: &str) -> Cow<'_, str> {
+    if !s.contains(['/', '\\']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while !rest.is_empty() {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let token = &rest[..end];
+        out.push_str(token.rsplit(['/', '\\']).next().unwrap_or(token));
+        rest = &rest[end..];
+    }
+    Cow::Owned(out)
+}
+
+impl Anonymizer {
+    /// The anonymizer of `flags`; `None` with `--no-anonymize`. Errors: a bad salt.
+    pub fn from_flags(flags: &AnonymizeFlags, data_dir: &Path) -> Result<Option<Anonymizer>> {
+        if flags.no_anonymize {
+            if flags.generalize_time.is_some() || flags.k_anonymity.is_some() {
+                bail!(
+                    "--generalize-time and --k-anonymity need anonymization; drop --no-anonymize"
+                );
+            }
+            return Ok(None);
+        }
+        if flags.k_anonymity == Some(0) {
+            bail!("--k-anonymity must be at least 1");
+        }
+        Ok(Some(Anonymizer {
+            salt: load_salt(flags, data_dir)?,
+            grain: flags.generalize_time,
+            k: flags.k_anonymity,
+        }))
+    }
+
+    /// An anonymizer with this salt and no generalization (tests, benchmarks).
+    pub fn with_salt(salt: &[u8]) -> Anonymizer {
+        Anonymizer {
+            salt: salt.to_vec(),
+            grain: None,
+            k: None,
+        }
+    }
+
+    /// The salted 64-bit hash of an identifier, as 16 lower-case hex digits.
+    pub fn hash(&self, value: &str) -> String {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.salt)
+            .expect("HMAC accepts keys of any length");
+        mac.update(value.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// A timestamp (Unix ms) floored to the configured grain.
+    pub fn generalize_ms(&self, ms: i64) -> i64 {
+        self.grain.map_or(ms, |g| ms.div_euclid(g.ms()) * g.ms())
+    }
+
+    /// `batch` anonymized column by column (schema unchanged).
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, col)| match f.data_type() {
+                DataType::Utf8 => {
+                    let strings = col
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("Utf8 column is a StringArray");
+                    if HASHED_COLUMNS.contains(&f.name().as_str()) {
+                        self.hash_strings(strings)
+                    } else {
+                        strip_strings(strings)
+                    }
+                }
+                DataType::Timestamp(TimeUnit::Millisecond, tz) if self.grain.is_some() => {
+                    let ts = col
+                        .as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .expect("ms timestamp column");
+                    let out: TimestampMillisecondArray = ts
+                        .iter()
+                        .map(|v| v.map(|v| self.generalize_ms(v)))
+                        .collect();
+                    Arc::new(out.with_timezone_opt(tz.clone())) as ArrayRef
+                }
+                _ => col.clone(),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(schema, cols)?)
+    }
+
+    fn hash_strings(&self, a: &StringArray) -> ArrayRef {
+        let mut cache: HashMap<&str, String> = HashMap::new();
+        let out: StringArray = a
+            .iter()
+            .map(|v| v.map(|v| cache.entry(v).or_insert_with(|| self.hash(v)).clone()))
+            .collect();
+        Arc::new(out)
+    }
+}
+
+fn strip_strings(a: &StringArray) -> ArrayRef {
+    if !a.iter().flatten().any(|v| v.contains(['/', '\\'])) {
+        return Arc::new(a.clone());
+    }
+    let out: StringArray = a.iter().map(|v| v.map(strip_paths)).collect();
+    Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_stripped_token_by_token() {
+        assert_eq!(strip_paths("/usr/bin/python3 -m app"), "python3 -m app");
+        assert_eq!(strip_paths(r"C:\Users\bob\a.exe"), "a.exe");
+        assert_eq!(strip_paths("eu-1"), "eu-1");
+        assert_eq!(strip_paths("dir/"), "");
+    }
+
+    #[test]
+    fn hashes_are_salted_stable_and_short() {
+        let a = Anonymizer::with_salt(b"0123456789abcdef");
+        let b = Anonymizer::with_salt(b"fedcba9876543210");
+        assert_eq!(a.hash("web-1"), a.hash("web-1"));
+        assert_ne!(a.hash("web-1"), b.hash("web-1"));
+        assert_eq!(a.hash("web-1").len(), 16);
+    }
+}

@@ -1,0 +1,175 @@
+//! `fleetset-aggregator export`: the store's tables as CSV, JSON Lines, Parquet, Arrow IPC or
+//! SQLite ([`plain`]), and labelled, split, sharded training sets with a manifest
+//! ([`training`]) — anonymized by default ([`anonymize`]). The CLI and formats follow seed 000
+//! (ADR-010, "Data Export & Training Pipeline"); validation and cleaning follow seed 001
+//! ("Data Quality Checks").
+//!
+//! Data flow: [`scan`] (committed Parquet files of one table, date-pruned, rows filtered by time,
+//! agent and metric, conformed to one schema) → [`anonymize`] → [`sink`] (one output file,
+//! written to a temporary name and renamed into place when complete).
+
+pub mod anonymize;
+pub mod plain;
+pub mod scan;
+pub mod sink;
+pub mod training;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// A table of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Table {
+    /// One row per downsampled point (`agent_id, window_start, metric, ts, value`).
+    Series,
+    /// One row per (agent, window): header, host attributes, labels, exact statistics.
+    Windows,
+    /// Top-N process records per window.
+    Processes,
+}
+
+impl Table {
+    /// Directory name of the table in the data directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Series => "series",
+            Table::Windows => "windows",
+            Table::Processes => "processes",
+        }
+    }
+}
+
+/// Which rows of the store an export reads.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Inclusive lower bound on `window_start`, Unix ms UTC.
+    pub from_ms: Option<i64>,
+    /// Exclusive upper bound on `window_start`, Unix ms UTC.
+    pub to_ms: Option<i64>,
+    /// Only these agent ids (as stored, before anonymization); empty = all.
+    pub agents: Vec<String>,
+    /// Only these metrics (series rows; windows statistics columns); empty = all.
+    pub metrics: Vec<String>,
+}
+
+/// Flags of `fleetset-aggregator export`.
+#[derive(Debug, Args)]
+pub struct ExportFlags {
+    /// The aggregator's data directory (the store to read).
+    #[arg(long, default_value = "/var/lib/fleetset")]
+    pub data_dir: PathBuf,
+    /// Output file (plain export) or directory (`--training`).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Replace an existing output instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Output format of a plain export.
+    #[arg(long, value_enum, default_value_t = sink::Format::Parquet)]
+    pub format: sink::Format,
+    /// Table of a plain export.
+    #[arg(long, value_enum, default_value_t = Table::Series)]
+    pub table: Table,
+    /// Only windows that started in the last N hours.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub hours: Option<f64>,
+    /// Only windows starting at or after this time (RFC 3339, or `YYYY-MM-DD[ HH:MM:SS]` UTC).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Only windows starting before this time (same formats as `--from`).
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<i64>,
+    /// Only these agent ids (comma-separated, as the agents send them).
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Only these metrics (comma-separated): series rows, windows statistics columns, features.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Anonymization (on by default).
+    #[command(flatten)]
+    pub anonymize: anonymize::AnonymizeFlags,
+    /// Build a training set in `--output` instead of a plain export.
+    #[arg(long)]
+    pub training: bool,
+    /// Training-set options (with `--training`).
+    #[command(flatten)]
+    pub train: training::TrainingFlags,
+}
+
+impl ExportFlags {
+    /// The rows selected by the time, agent and metric flags (`now_ms` for `--hours`).
+    pub fn selection(&self, now_ms: i64) -> Selection {
+        let from_ms = match self.hours {
+            Some(h) => Some(now_ms - (h * 3_600_000.0) as i64),
+            None => self.from,
+        };
+        Selection {
+            from_ms,
+            to_ms: self.to,
+            agents: self.agents.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Parses an export time bound: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]`, `YYYY-MM-DDTHH:MM:SS[.f]`
+/// or `YYYY-MM-DD` (UTC) → Unix ms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("time {s:?} is not RFC 3339, YYYY-MM-DD HH:MM:SS[.f] or YYYY-MM-DD (UTC)")
+        })
+}
+
+/// Runs `export`: a training set with `--training`, else a plain export.
+pub fn run(flags: &ExportFlags) -> Result<()> {
+    if !flags.data_dir.join("windows").is_dir() {
+        bail!(
+            "{} holds no store (no windows/ directory); pass the aggregator's --data-dir",
+            flags.data_dir.display()
+        );
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let selection = flags.selection(now_ms);
+    let anonymizer = anonymize::Anonymizer::from_flags(&flags.anonymize, &flags.data_dir)?;
+    if flags.training {
+        training::run(flags, &selection, anonymizer.as_ref())
+    } else {
+        plain::run(flags, &selection, anonymizer.as_ref())
+    }
+}
+
+/// Refuses an existing `output` unless `overwrite`; removes it when allowed.
+pub fn prepare_output(output: &Path, overwrite: bool) -> Result<()> {
+    if output.exists() {
+        if !overwrite {
+            bail!(
+                "{} already exists; choose another --output or pass --overwrite",
+                output.display()
+            );
+        }
+        let removed = if output.is_dir() {
+            std::fs::remove_dir_all(output)
+        } else {
+            std::fs::remove_file(output)
+        };
+        removed.with_context(|| format!("removing {}", output.display()))?;
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Feature columns of a training set, one row per (agent, window), from the exact window
+//! statistics (not from the downsampled points, so they are exact):
+//!
+//! - `<metric>__{mean,min,max,std,first,last}`: the window's exact statistics;
+//! - `<metric>__trend`: least-squares slope of the window's stored (MinMax-LTTB) points, in the
+//!   metric's unit per minute (null with fewer than two points);
+//! - `<metric>__mean_lag<k>` for k = 1..`--lags`: the mean of the same agent's window k windows
+//!   earlier (null when that window is missing);
+//! - `cpu_count`, `memory_total_mb`: host attributes;
+//! - `time_of_day` (hour 0–23, UTC) and `day_of_week` (0 = Monday, UTC) of the window start;
+//! - `minutes_since_last_window`: minutes from the end of the agent's previous window to the
+//!   start of this one (0 when contiguous, null for the agent's first window).
+
+use super::Rows;
+use crate::export::scan::{column, stat_column_metric};
+use crate::store::tables::STAT_NAMES;
+use anyhow::Result;
+use arrow::array::{
+    Array, Float64Array, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
+};
+use arrow::record_batch::RecordBatch;
+use chrono::{Datelike, Timelike};
+use std::collections::{BTreeSet, HashMap};
+
+/// Statistics used as features (all of [`STAT_NAMES`] but `count`).
+pub const FEATURE_STATS: [&str; 6] = ["mean", "min", "max", "std", "first", "last"];
+
+/// One feature column.
+#[derive(Debug, Clone)]
+pub struct Feature {
+    /// Column name.
+    pub name: String,
+    /// Unit, e.g. `percent`, `MB`, `bytes/s`, `percent/min`.
+    pub unit: String,
+    /// What it is computed from.
+    pub source: String,
+    /// Whether the column is an integer (Int32) rather than a Float64.
+    pub integer: bool,
+    /// One value per row of [`Rows`].
+    pub values: Vec<Option<f64>>,
+}
+
+/// The unit of a metric, from the naming convention of README "Metric names".
+pub fn unit_of(metric: &str) -> &'static str {
+    if metric.ends_with("_percent") {
+        "percent"
+    } else if metric.ends_with("_mb") || metric == "memory_mb" {
+        "MB"
+    } else if metric.ends_with("_bytes_per_sec") {
+        "bytes/s"
+    } else if metric.ends_with("_bytes") {
+        "bytes"
+    } else if metric.ends_with("_count") {
+        "count"
+    } else if metric.starts_with("load_avg") {
+        "runnable tasks"
+    } else if metric == "health_score" {
+        "score (0-100)"
+    } else {
+        "unit of the source series"
+    }
+}
+
+/// The metrics with statistics columns in `windows`, restricted to `selected` when not empty.
+pub fn metrics_of(windows: &RecordBatch, selected: &[String]) -> Vec<String> {
+    let all: BTreeSet<&str> = windows
+        .schema_ref()
+        .fields()
+        .iter()
+        .filter_map(|f| stat_column_metric(f.name()))
+        .collect();
+    all.into_iter()
+        .filter(|m| selected.is_empty() || selected.iter().any(|s| s == m))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A numeric windows column as `f64`s (UInt64, UInt32 or Float64); all null when absent.
+pub fn numbers(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let n = b.num_rows();
+    if let Some(c) = column::<Float64Array>(b, name) {
+        return (0..n).map(|i| c.is_valid(i).then(|| c.value(i))).collect();
+    }
+    if let Some(c) = column::<UInt64Array>(b, name) {
+        return (0..n)
+            .map(|i| c.is_valid(i).then(|| c.value(i) as f64))
+            .collect();
+    }
+    if let Some(c) = column::<UInt32Array>(b, name) {
+        return (0..n)
+            .map(|i| c.is_valid(i).then(|| c.value(i).into()))
+            .collect();
+    }
+    vec![None; n]
+}
+
+/// Running sums of a least-squares fit of value on time (minutes from the window start).
+#[derive(Debug, Default, Clone, Copy)]
+struct Fit {
+    n: f64,
+    t: f64,
+    x: f64,
+    tt: f64,
+    tx: f64,
+}
+
+impl Fit {
+    fn add(&mut self, t: f64, x: f64) {
+        self.n += 1.0;
+        self.t += t;
+        self.x += x;
+        self.tt += t * t;
+        self.tx += t * x;
+    }
+
+    fn slope(&self) -> Option<f64> {
+        let den = self.n * self.tt - self.t * self.t;
+        (self.n >= 2.0 && den.abs() > f64::EPSILON)
+            .then(|| (self.n * self.tx - self.t * self.x) / den)
+    }
+}
+
+/// Slopes per (row, metric), from the `series` batches of the selected windows.
+#[derive(Debug, Default)]
+pub struct Trends {
+    fits: HashMap<(usize, usize), Fit>,
+}
+
+impl Trends {
+    /// Accumulates one `series` batch; points of windows or metrics not in `rows`/`metrics`
+    /// are ignored.
+    pub fn add_series(&mut self, rows: &Rows, metrics: &[String], b: &RecordBatch) -> Result<()> {
+        let metric_index: HashMap<&str, usize> = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        let (Some(agent), Some(wstart), Some(metric), Some(ts), Some(value)) = (
+            column::<StringArray>(b, "agent_id"),
+            column::<TimestampMillisecondArray>(b, "window_start"),
+            column::<StringArray>(b, "metric"),
+            column::<TimestampMillisecondArray>(b, "ts"),
+            column::<Float64Array>(b, "value"),
+        ) else {
+            anyhow::bail!("a series file lacks agent_id, window_start, metric, ts or value");
+        };
+        for i in 0..b.num_rows() {
+            let Some(&m) = metric_index.get(metric.value(i)) else {
+                continue;
+            };
+            let Some(row) = rows.find(agent.value(i), wstart.value(i)) else {
+                continue;
+            };
+            let t = (ts.value(i) - wstart.value(i)) as f64 / 60_000.0;
+            self.fits
+                .entry((row, m))
+                .or_default()
+                .add(t, value.value(i));
+        }
+        Ok(())
+    }
+
+    fn slope(&self, row: usize, metric: usize) -> Option<f64> {
+        self.fits.get(&(row, metric)).and_then(Fit::slope)
+    }
+}
+
+/// The feature columns of `rows` (see the module documentation), in output order.
+pub fn build(rows: &Rows, metrics: &[String], trends: &Trends, lags: usize) -> Vec<Feature> {
+    let b = &rows.batch;
+    let n = b.num_rows();
+    let mut out = Vec::new();
+    for (mi, m) in metrics.iter().enumerate() {
+        let unit = unit_of(m);
+        for stat in FEATURE_STATS {
+            debug_assert!(STAT_NAMES.contains(&stat));
+            let name = format!("{m}__{stat}");
+            out.push(Feature {
+                values: numbers(b, &name),
+                source: format!("exact {stat} of {m} over the window"),
+                unit: unit.to_string(),
+                integer: false,
+                name,
+            });
+        }
+        out.push(Feature {
+            name: format!("{m}__trend"),
+            unit: format!("{unit}/min"),
+            source: format!("least-squares slope of the window's stored {m} points"),
+            integer: false,
+            values: (0..n).map(|i| trends.slope(i, mi)).collect(),
+        });
+    }
+    for k in 1..=lags {
+        for m in metrics {
+            let mean = numbers(b, &format!("{m}__mean"));
+            out.push(Feature {
+                name: format!("{m}__mean_lag{k}"),
+                unit: unit_of(m).to_string(),
+                source: format!("{m}__mean of the agent's window {k} window(s) earlier"),
+                integer: false,
+                values: (0..n)
+                    .map(|i| rows.back(i, k).and_then(|j| mean[j]))
+                    .collect(),
+            });
+        }
+    }
+    for (name, unit) in [("cpu_count", "count"), ("memory_total_mb", "MB")] {
+        out.push(Feature {
+            name: name.into(),
+            unit: unit.into(),
+            source: "host attribute".into(),
+            integer: false,
+            values: numbers(b, name),
+        });
+    }
+    let when = |i: usize| chrono::DateTime::from_timestamp_millis(rows.start[i]);
+    out.push(Feature {
+        name: "time_of_day".into(),
+        unit: "hour (0-23, UTC)".into(),
+        source: "window start".into(),
+        integer: true,
+        values: (0..n).map(|i| when(i).map(|t| t.hour() as f64)).collect(),
+    });
+    out.push(Feature {
+        name: "day_of_week".into(),
+        unit: "day (0 = Monday, UTC)".into(),
+        source: "window start".into(),
+        integer: true,
+        values: (0..n)
+            .map(|i| when(i).map(|t| t.weekday().num_days_from_monday() as f64))
+            .collect(),
+    });
+    out.push(Feature {
+        name: "minutes_since_last_window".into(),
+        unit: "min".into(),
+        source: "end of the agent's previous window to this window's start".into(),
+        integer: false,
+        values: (0..n)
+            .map(|i| {
+                rows.previous(i)
+                    .map(|j| (rows.start[i] - rows.end[j]) as f64 / 60_000.0)
+            })
+            .collect(),
+    });
+    out
+}

@@ -1,0 +1,570 @@
+//! `export --training`: a labelled, validated, time-split, sharded training set with a
+//! manifest, from the store's windows (and series, for trends).
+//!
+//! Output in `--output DIR` (written to `DIR.tmp-…` and renamed into place when complete):
+//! - `train.parquet`, `test.parquet`: every split row, in time order;
+//! - `shards/site=<site>/agent=<agent>/{train,test}.parquet`: the same rows, one shard per site
+//!   (operator label `site`, `unknown` when absent) and per agent, for federated clients;
+//! - `manifest.json`: see [`manifest`].
+//!
+//! Columns (a contract, README "Training sets"): `agent_id` (salted hash unless
+//! `--no-anonymize`), `window_start`, `window_end` (timestamp ms UTC), `seq`, `payload_sha256`
+//! (lineage: the frame each row came from), the operator labels `label_<key>`, the features of
+//! [`features`], `is_outlier`, and the target: `label` (class name) and `label_id` (Int32).
+
+pub mod features;
+pub mod labels;
+pub mod manifest;
+pub mod split;
+pub mod validate;
+
+use super::anonymize::Anonymizer;
+use super::scan::{column, read_all, Scan};
+use super::{prepare_output, ExportFlags, Selection, Table};
+use crate::store::files::writer_properties;
+use anyhow::{bail, Context, Result};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, StringArray,
+    TimestampMillisecondArray, UInt32Array,
+};
+use arrow::compute::{lexsort_to_indices, take, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use clap::Args;
+use labels::LabelRule;
+use parquet::arrow::ArrowWriter;
+use split::Part;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Training-set flags of `export` (with `--training`).
+#[derive(Debug, Args)]
+pub struct TrainingFlags {
+    /// Fraction of labelled rows (in time order) before the train/test cutoff.
+    #[arg(long, default_value_t = 0.8)]
+    pub split: f64,
+    /// Lag features: the means of this many previous windows per metric (0 = none).
+    #[arg(long, default_value_t = 1)]
+    pub lags: usize,
+    /// Column of the following window that the class rule reads.
+    #[arg(long, default_value = "memory_used_percent__max")]
+    pub label_column: String,
+    /// Class boundaries of the default rule (ascending; percent for memory pressure).
+    #[arg(long, value_delimiter = ',', default_value = "75,85,95")]
+    pub class_thresholds: Vec<f64>,
+    /// Binary labels from a threshold on the following window, e.g. `cpu_percent__mean>90`.
+    #[arg(long, conflicts_with = "label_windows")]
+    pub label_threshold: Option<String>,
+    /// Binary labels from incident windows (JSON like NAB's combined_windows.json).
+    #[arg(long)]
+    pub label_windows: Option<PathBuf>,
+    /// Undersample training rows so every class has as many as the smallest.
+    #[arg(long)]
+    pub balance_classes: bool,
+    /// Seed of every random choice (class balancing), for reproducible exports.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fail on any validation violation instead of reporting it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Drop rows flagged as IQR outliers (default: keep and flag them).
+    #[arg(long)]
+    pub drop_outliers: bool,
+    /// Largest tolerated fraction of missing values in a feature column.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_missing: f64,
+}
+
+impl TrainingFlags {
+    fn rule(&self) -> Result<LabelRule> {
+        if let Some(path) = &self.label_windows {
+            LabelRule::incidents(path)
+        } else if let Some(expr) = &self.label_threshold {
+            LabelRule::threshold(expr)
+        } else {
+            LabelRule::classes(&self.label_column, &self.class_thresholds)
+        }
+    }
+}
+
+/// The selected windows, sorted by (agent, window start) and de-duplicated, with the lookups
+/// features and labels need.
+#[derive(Debug)]
+pub struct Rows {
+    /// The windows rows (union schema).
+    pub batch: RecordBatch,
+    /// `agent_id` per row, as stored.
+    pub agent: Vec<String>,
+    /// `window_start` per row, Unix ms.
+    pub start: Vec<i64>,
+    /// `window_end` per row, Unix ms.
+    pub end: Vec<i64>,
+    groups: HashMap<String, Range<usize>>,
+}
+
+impl Rows {
+    /// Sorts and de-duplicates `batch`; returns the rows and the duplicates dropped.
+    fn new(batch: RecordBatch) -> Result<(Rows, usize)> {
+        let sort = |name: &str| -> Result<SortColumn> {
+            Ok(SortColumn {
+                values: batch
+                    .column_by_name(name)
+                    .with_context(|| format!("the windows table lacks {name}"))?
+                    .clone(),
+                options: None,
+            })
+        };
+        let order = lexsort_to_indices(&[sort("agent_id")?, sort("window_start")?], None)?;
+        let sorted = take_record_batch(&batch, &order)?;
+        let agents = column::<StringArray>(&sorted, "agent_id").context("agent_id is not text")?;
+        let starts = column::<TimestampMillisecondArray>(&sorted, "window_start")
+            .context("window_start is not a timestamp")?;
+        let keep: BooleanArray = (0..sorted.num_rows())
+            .map(|i| {
+                Some(
+                    i == 0
+                        || agents.value(i) != agents.value(i - 1)
+                        || starts.value(i) != starts.value(i - 1),
+                )
+            })
+            .collect();
+        let duplicates = sorted.num_rows() - keep.true_count();
+        let batch = arrow::compute::filter_record_batch(&sorted, &keep)?;
+        let agent: Vec<String> = column::<StringArray>(&batch, "agent_id")
+            .context("agent_id")?
+            .iter()
+            .map(|a| a.unwrap_or_default().to_string())
+            .collect();
+        let ts = |name| -> Result<Vec<i64>> {
+            Ok(column::<TimestampMillisecondArray>(&batch, name)
+                .with_context(|| format!("the windows table lacks {name}"))?
+                .values()
+                .to_vec())
+        };
+        let (start, end) = (ts("window_start")?, ts("window_end")?);
+        let mut groups: HashMap<String, Range<usize>> = HashMap::new();
+        for (i, a) in agent.iter().enumerate() {
+            groups.entry(a.clone()).or_insert(i..i).end = i + 1;
+        }
+        Ok((
+            Rows {
+                batch,
+                agent,
+                start,
+                end,
+                groups,
+            },
+            duplicates,
+        ))
+    }
+
+    /// The row of `agent`'s window starting at `start`.
+    pub fn find(&self, agent: &str, start: i64) -> Option<usize> {
+        let g = self.groups.get(agent)?;
+        self.start[g.clone()]
+            .binary_search(&start)
+            .ok()
+            .map(|i| g.start + i)
+    }
+
+    /// The agent's previous window (any gap), if any.
+    pub fn previous(&self, i: usize) -> Option<usize> {
+        (i > 0 && self.agent[i - 1] == self.agent[i]).then(|| i - 1)
+    }
+
+    /// The agent's window exactly `k` windows before row `i` (contiguous), if stored.
+    pub fn back(&self, i: usize, k: usize) -> Option<usize> {
+        let len = self.end[i] - self.start[i];
+        self.find(&self.agent[i], self.start[i] - k as i64 * len)
+    }
+
+    /// The agent's following window (starting where row `i` ends), if stored.
+    pub fn next(&self, i: usize) -> Option<usize> {
+        self.find(&self.agent[i], self.end[i])
+    }
+}
+
+/// Runs `export --training`.
+pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>) -> Result<()> {
+    let t = &flags.train;
+    if !(0.0..=1.0).contains(&t.split) {
+        bail!("--split {} is not between 0 and 1", t.split);
+    }
+    let rule = t.rule()?;
+    prepare_output(&flags.output, flags.overwrite)?;
+    let started = std::time::Instant::now();
+    // Statistics columns of every metric: the label rule may read one that is not a feature.
+    let all_metrics = Selection {
+        metrics: Vec::new(),
+        ..selection.clone()
+    };
+    let (windows_scan, batch) = read_all(&flags.data_dir, Table::Windows, &all_metrics)?;
+    let Some(batch) = batch else {
+        bail!(
+            "no windows in {} match the selection; nothing to train on",
+            flags.data_dir.display()
+        );
+    };
+    let mut report = validate::Report {
+        rows_read: batch.num_rows(),
+        ..Default::default()
+    };
+    let (rows, duplicates) = Rows::new(batch)?;
+    report.duplicates_dropped = duplicates;
+    let metrics = features::metrics_of(&rows.batch, &selection.metrics);
+    if metrics.is_empty() {
+        bail!(
+            "the selected windows carry none of the metrics {:?}",
+            selection.metrics
+        );
+    }
+    if let Some(c) = rule.column() {
+        if rows.batch.column_by_name(c).is_none() {
+            bail!(
+                "label column {c} is not in the store; label columns are <metric>__<stat>, metrics here: {}",
+                features::metrics_of(&rows.batch, &[]).join(", ")
+            );
+        }
+    }
+    let mut trends = features::Trends::default();
+    let series_selection = Selection {
+        metrics: metrics.clone(),
+        ..selection.clone()
+    };
+    let series_scan = Scan::open(&flags.data_dir, Table::Series, &series_selection)?;
+    for b in series_scan.batches(|_| {}) {
+        trends.add_series(&rows, &metrics, &b?)?;
+    }
+    let feats = features::build(&rows, &metrics, &trends, t.lags);
+    let outlier = report.check(&rows, &metrics, &feats, t.max_missing);
+
+    // Labels from the following window.
+    let label_values = rule.column().map(|c| features::numbers(&rows.batch, c));
+    let mut unlabelled = 0usize;
+    let mut labelled: Vec<(usize, i32)> = Vec::new();
+    for (i, &is_outlier) in outlier.iter().enumerate() {
+        if t.drop_outliers && is_outlier {
+            report.outliers_dropped += 1;
+            continue;
+        }
+        let label = rows.next(i).and_then(|j| {
+            let value = label_values.as_ref().and_then(|v| v[j]);
+            rule.label(&rows.agent[i], rows.start[j], rows.end[j], value)
+        });
+        match label {
+            Some(l) => labelled.push((i, l)),
+            None => unlabelled += 1,
+        }
+    }
+    let unknown_agents: Vec<&String> = rows
+        .groups
+        .keys()
+        .filter(|a| !rule.knows_agent(a))
+        .collect();
+    if !unknown_agents.is_empty() {
+        report.warnings.push(format!(
+            "{} agent(s) have no entry in the incidents file; all their rows are Negative",
+            unknown_agents.len()
+        ));
+    }
+
+    // Time-ordered split.
+    let starts: Vec<i64> = labelled.iter().map(|(i, _)| rows.start[*i]).collect();
+    let label_ends: Vec<i64> = labelled
+        .iter()
+        .map(|(i, _)| 2 * rows.end[*i] - rows.start[*i])
+        .collect();
+    let (cutoff, parts) = split::time_ordered(&starts, &label_ends, t.split);
+    let mut train: Vec<usize> = Vec::new();
+    let mut test: Vec<usize> = Vec::new();
+    let mut purged = 0usize;
+    for (k, part) in parts.iter().enumerate() {
+        match part {
+            Part::Train => train.push(k),
+            Part::Test => test.push(k),
+            Part::Purged => purged += 1,
+        }
+    }
+    let balanced_away = if t.balance_classes {
+        split::balance(&mut train, |k| labelled[k].1, t.seed)
+    } else {
+        0
+    };
+    let classes = rule.class_names();
+    let histogram = |ks: &[usize]| -> BTreeMap<String, usize> {
+        let mut h: BTreeMap<String, usize> = classes.iter().map(|c| (c.to_string(), 0)).collect();
+        for k in ks {
+            *h.entry(classes[labelled[*k].1 as usize].to_string())
+                .or_default() += 1;
+        }
+        h
+    };
+    let (train_hist, test_hist) = (histogram(&train), histogram(&test));
+    let mut all_hist = train_hist.clone();
+    for (c, n) in &test_hist {
+        *all_hist.entry(c.clone()).or_default() += n;
+    }
+    report.check_classes(&all_hist);
+    report.print();
+    if t.strict && !report.violations.is_empty() {
+        bail!(
+            "--strict: {} validation violation(s), nothing written; first: {}",
+            report.violations.len(),
+            report.violations[0]
+        );
+    }
+
+    // The output table of all labelled rows, then files per split and shard.
+    let table = output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
+    let tmp_dir = flags.output.with_file_name(format!(
+        ".tmp-{:016x}-{}",
+        rand::random::<u64>(),
+        flags
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let written = (|| -> Result<Vec<manifest::FileEntry>> {
+        let mut files = Vec::new();
+        for (name, ks) in [("train", &train), ("test", &test)] {
+            let ordered = time_order(&table, ks)?;
+            files.push(write_file(
+                &tmp_dir,
+                &format!("{name}.parquet"),
+                &table,
+                &ordered,
+                name,
+                None,
+            )?);
+        }
+        for ((site, agent), (tr, te)) in shards(&table, &train, &test)? {
+            let dir = format!("shards/site={site}/agent={agent}");
+            for (name, ks) in [("train", &tr), ("test", &te)] {
+                files.push(write_file(
+                    &tmp_dir,
+                    &format!("{dir}/{name}.parquet"),
+                    &table,
+                    ks,
+                    name,
+                    Some((&site, &agent)),
+                )?);
+            }
+        }
+        Ok(files)
+    })();
+    let files = match written {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(e);
+        }
+    };
+    let m = manifest::Manifest {
+        selection,
+        rule: &rule,
+        report: &report,
+        features: &feats,
+        anonymized: anon,
+        source_files: windows_scan.files.iter().chain(series_scan.files.iter()),
+        data_dir: &flags.data_dir,
+        agents: rows
+            .groups
+            .keys()
+            .map(|a| anon.map_or_else(|| a.clone(), |x| x.hash(a)))
+            .collect(),
+        time_range: (
+            rows.start.iter().min().copied(),
+            rows.end.iter().max().copied(),
+        ),
+        cutoff,
+        split_fraction: t.split,
+        rows: manifest::RowCounts {
+            windows: rows.agent.len(),
+            labelled: labelled.len(),
+            unlabelled,
+            train: train.len(),
+            test: test.len(),
+            purged,
+            balanced_away,
+        },
+        histograms: [("train", train_hist), ("test", test_hist)].into(),
+        seed: t.seed,
+        balance: t.balance_classes,
+        lags: t.lags,
+        files: &files,
+    };
+    m.write(&tmp_dir)?;
+    std::fs::rename(&tmp_dir, &flags.output)
+        .with_context(|| format!("renaming the training set into {}", flags.output.display()))?;
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "training set: {} train + {} test rows ({} purged at the cutoff, {} without a following window), {} features, {} files, {} bytes in {:.2} s ({:.0} records/s) to {}{}",
+        train.len(),
+        test.len(),
+        purged,
+        unlabelled,
+        feats.len(),
+        files.len() + 1,
+        bytes,
+        secs,
+        (train.len() + test.len()) as f64 / secs.max(1e-9),
+        flags.output.display(),
+        if anon.is_some() { " (anonymized)" } else { " (NOT anonymized)" }
+    );
+    Ok(())
+}
+
+/// One output row per labelled row (index k of `labelled`): identity, labels, features, target.
+fn output_table(
+    rows: &Rows,
+    feats: &[features::Feature],
+    outlier: &[bool],
+    labelled: &[(usize, i32)],
+    classes: &[&str],
+    anon: Option<&Anonymizer>,
+) -> Result<RecordBatch> {
+    let idx: arrow::array::UInt32Array = labelled.iter().map(|(i, _)| *i as u32).collect();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    let schema = rows.batch.schema();
+    let identity = [
+        "agent_id",
+        "window_start",
+        "window_end",
+        "seq",
+        "payload_sha256",
+    ];
+    let operator_labels = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name().starts_with("label_"))
+        .map(|f| f.name().as_str());
+    for name in identity.into_iter().chain(operator_labels) {
+        if let Some(c) = rows.batch.column_by_name(name) {
+            let f = schema.field_with_name(name)?;
+            fields.push(f.clone());
+            cols.push(take(c.as_ref(), &idx, None)?);
+        }
+    }
+    for f in feats {
+        let pick = labelled.iter().map(|(i, _)| f.values[*i]);
+        if f.integer {
+            fields.push(Field::new(&f.name, DataType::Int32, true));
+            cols.push(Arc::new(
+                pick.map(|v| v.map(|v| v as i32)).collect::<Int32Array>(),
+            ));
+        } else {
+            fields.push(Field::new(&f.name, DataType::Float64, true));
+            cols.push(Arc::new(pick.collect::<Float64Array>()));
+        }
+    }
+    fields.push(Field::new("is_outlier", DataType::Boolean, false));
+    cols.push(Arc::new(
+        labelled
+            .iter()
+            .map(|(i, _)| Some(outlier[*i]))
+            .collect::<BooleanArray>(),
+    ));
+    fields.push(Field::new("label", DataType::Utf8, false));
+    cols.push(Arc::new(
+        labelled
+            .iter()
+            .map(|(_, l)| Some(classes[*l as usize]))
+            .collect::<StringArray>(),
+    ));
+    fields.push(Field::new("label_id", DataType::Int32, false));
+    cols.push(Arc::new(
+        labelled.iter().map(|(_, l)| *l).collect::<Int32Array>(),
+    ));
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+    match anon {
+        Some(a) => a.apply(&batch),
+        None => Ok(batch),
+    }
+}
+
+/// `ks` ordered by (window_start, agent_id) of `table`.
+fn time_order(table: &RecordBatch, ks: &[usize]) -> Result<Vec<usize>> {
+    let starts =
+        column::<TimestampMillisecondArray>(table, "window_start").context("window_start")?;
+    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
+    let mut out = ks.to_vec();
+    out.sort_by(|a, b| {
+        (starts.value(*a), agents.value(*a)).cmp(&(starts.value(*b), agents.value(*b)))
+    });
+    Ok(out)
+}
+
+/// A path component from a label or id: `[A-Za-z0-9._-]`, others as `_`; empty → `unknown`.
+fn path_safe(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.chars().all(|c| c == '.') {
+        "unknown".into()
+    } else {
+        out
+    }
+}
+
+type ShardMap = BTreeMap<(String, String), (Vec<usize>, Vec<usize>)>;
+
+/// Train and test rows per (site, agent) in time order (agent ids as in `table`).
+fn shards(table: &RecordBatch, train: &[usize], test: &[usize]) -> Result<ShardMap> {
+    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
+    let sites = column::<StringArray>(table, "label_site");
+    let key = |k: usize| {
+        let site = sites
+            .filter(|s| s.is_valid(k))
+            .map_or("unknown", |s| s.value(k));
+        (path_safe(site), path_safe(agents.value(k)))
+    };
+    let mut out = ShardMap::new();
+    for &k in &time_order(table, train)? {
+        out.entry(key(k)).or_default().0.push(k);
+    }
+    for &k in &time_order(table, test)? {
+        out.entry(key(k)).or_default().1.push(k);
+    }
+    Ok(out)
+}
+
+/// Writes rows `ks` of `table` to `dir/rel` (Parquet, zstd) and describes the file.
+fn write_file(
+    dir: &Path,
+    rel: &str,
+    table: &RecordBatch,
+    ks: &[usize],
+    split: &str,
+    shard: Option<(&str, &str)>,
+) -> Result<manifest::FileEntry> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let idx: UInt32Array = ks.iter().map(|k| *k as u32).collect();
+    let rows = take_record_batch(table, &idx)?;
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(
+        file,
+        table.schema(),
+        Some(writer_properties(&table.schema())?),
+    )?;
+    w.write(&rows)?;
+    let file = w.into_inner()?;
+    file.sync_all()?;
+    manifest::FileEntry::of(&path, rel, rows.num_rows(), split, shard)
+}
