@@ -13,6 +13,9 @@
 //! percentages, health score and byte rates keep full f64 precision as the collector computes them.
 //!
 //! Run: `cargo bench -p fleetset-aggregator --bench store_size` (env HOSTS, HOURS).
+//! With `FLEETSET_BENCH_KEEP_DIR=DIR` the store is written to DIR (which must be missing or
+//! empty) and kept, as a real data directory for `fleetset-aggregator export`
+//! (`scripts/export_bench.sh` uses it).
 
 use fleetset_agent::collect::synthetic::{synthetic_value, SYNTHETIC_METRICS};
 use fleetset_agent::collect::ProcessSample;
@@ -67,8 +70,19 @@ fn main() -> anyhow::Result<()> {
     let windows = hours * 12;
     let window_ms = 300_000i64;
     let t0 = 1_763_000_000_000i64 - 1_763_000_000_000i64 % window_ms;
-    let out = std::env::temp_dir().join(format!("fleetset-store-size-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let keep = std::env::var_os("FLEETSET_BENCH_KEEP_DIR").map(std::path::PathBuf::from);
+    let out = match &keep {
+        Some(dir) => {
+            if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+                anyhow::bail!("FLEETSET_BENCH_KEEP_DIR {} is not empty", dir.display());
+            }
+            dir.clone()
+        }
+        None => std::env::temp_dir().join(format!("fleetset-store-size-{}", std::process::id())),
+    };
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     let (ack_tx, _ack_rx) = tokio::sync::mpsc::unbounded_channel();
     let reply = AckTo::Grpc(ack_tx);
     let ds = Downsampler {
@@ -217,6 +231,9 @@ fn main() -> anyhow::Result<()> {
         raw_bytes as f64 / host_minutes
     );
     println!("ratio fleetset/raw: {:.3}", ours as f64 / raw_bytes as f64);
-    std::fs::remove_dir_all(&out)?;
+    match keep {
+        Some(_) => println!("store kept in {}", out.display()),
+        None => std::fs::remove_dir_all(&out)?,
+    }
     Ok(())
 }

@@ -410,3 +410,47 @@ pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window:
     Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log")))
         .expect("spawn fleetset-agent")
 }
+
+/// Runs the Python script `tests/python/<name>` with `args` in the test virtualenv; fails the
+/// test with its output unless it exits 0; returns its stdout.
+pub fn run_python_script(name: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name);
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `fleetset-aggregator export --data-dir <data_dir> <args>`; returns (success, stdout,
+/// stderr).
+pub fn export(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("fleetset-aggregator"))
+        .arg("export")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fleetset-aggregator export");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`export`] that must succeed; returns its stdout.
+pub fn export_ok(data_dir: &Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = export(data_dir, args);
+    assert!(ok, "export {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
