@@ -414,7 +414,9 @@ pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window:
 /// Runs the Python script `tests/python/<name>` with `args` in the test virtualenv; fails the
 /// test with its output unless it exits 0; returns its stdout.
 pub fn run_python_script(name: &str, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name);
     let out = Command::new(python())
         .arg(&script)
         .args(args)
@@ -453,4 +455,12 @@ pub fn export_ok(data_dir: &Path, args: &[&str]) -> String {
     let (ok, stdout, stderr) = export(data_dir, args);
     assert!(ok, "export {args:?} failed:\n{stdout}\n{stderr}");
     stdout
+}
+
+/// `shared/data/nab` of the workplace (beside the repository), or under `FLEETSET_SHARED_DIR`.
+pub fn nab_dir() -> PathBuf {
+    std::env::var_os("FLEETSET_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("data/nab")
 }

@@ -149,7 +149,11 @@ fn every_format_round_trips_and_anonymized_exports_hold_no_identifier() {
     assert!(files.len() >= 15 + 5, "{files:?}");
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        let rel = f.strip_prefix(&anon).unwrap().to_string_lossy().into_owned();
+        let rel = f
+            .strip_prefix(&anon)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         for raw in RAW_STRINGS {
             assert!(!rel.contains(raw), "{raw} in the path {rel}");
             assert!(
@@ -168,13 +172,20 @@ fn every_format_round_trips_and_anonymized_exports_hold_no_identifier() {
     let salt = std::fs::read_to_string(data.join("export.salt")).unwrap();
     for f in &files {
         let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
-        assert!(!text.contains(salt.trim()), "the salt leaked into {}", f.display());
+        assert!(
+            !text.contains(salt.trim()),
+            "the salt leaked into {}",
+            f.display()
+        );
     }
 
     // k-anonymity: both agents run the same processes (shared salt) → k=2 keeps all, k=3 none.
     let all = processes_exported(&data, &out, &[]);
     assert!(all > 0);
-    assert_eq!(processes_exported(&data, &out, &["--k-anonymity", "2"]), all);
+    assert_eq!(
+        processes_exported(&data, &out, &["--k-anonymity", "2"]),
+        all
+    );
     assert_eq!(processes_exported(&data, &out, &["--k-anonymity", "3"]), 0);
 }
 
@@ -237,7 +248,10 @@ fn training_set_trains_seed_000_model_and_reads_everywhere() {
     assert!(stdout.contains("training set:"), "{stdout}");
     let report = run_python_script(
         "train_seed000.py",
-        &[set.to_str().unwrap(), dir.path().join("model.pkl").to_str().unwrap()],
+        &[
+            set.to_str().unwrap(),
+            dir.path().join("model.pkl").to_str().unwrap(),
+        ],
     );
     assert!(report.contains("OK"), "{report}");
     eprintln!("{report}");
@@ -304,7 +318,12 @@ fn strict_validation_refuses_out_of_range_values() {
     let strict = dir.path().join("strict");
     let (ok, _, stderr) = export(
         &agg.data_dir,
-        &["--training", "--strict", "--output", strict.to_str().unwrap()],
+        &[
+            "--training",
+            "--strict",
+            "--output",
+            strict.to_str().unwrap(),
+        ],
     );
     assert!(!ok, "--strict accepted out-of-range data:\n{stderr}");
     assert!(

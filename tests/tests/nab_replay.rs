@@ -33,11 +33,7 @@ print("OK", checked)
 
 #[test]
 fn every_nab_file_replays_and_its_window_stats_match_pandas() {
-    // CI and developers have the workplace's shared/ beside the repository.
-    let shared = std::env::var_os("FLEETSET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let nab = shared.join("data/nab");
+    let nab = nab_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
         .unwrap_or_else(|e| {
             panic!(
