@@ -140,7 +140,35 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         h.await??;
     }
     server.stop().await;
-    summarize(&data_dir)
+    summarize(&data_dir)?;
+    training_set(&data_dir)
+}
+
+/// Builds `<data_dir>/training` with `export --training` and its defaults (seed 000's memory
+/// pressure classes, 0.8 split, anonymized), and says how to load it.
+fn training_set(data_dir: &Path) -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Export {
+        #[command(flatten)]
+        flags: crate::export::ExportFlags,
+    }
+    let out = data_dir.join("training");
+    let export = <Export as clap::Parser>::try_parse_from([
+        "export".as_ref(),
+        "--training".as_ref(),
+        "--overwrite".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ])?;
+    println!("\nTraining set (fleetset-aggregator export --training):");
+    crate::export::run(&export.flags)?;
+    println!(
+        "Train on it:          df = pd.read_parquet(\"{}/train.parquet\"); y = df[\"label\"]",
+        out.display()
+    );
+    Ok(())
 }
 
 /// Prints windows and points per agent and a few rows of each table.

@@ -164,8 +164,17 @@ impl Report {
                 "only {total} labelled rows (fewer than {MIN_ROWS}); export more history"
             ));
         }
-        for (class, count) in histogram {
-            if total > 0 && (*count as f64) < 0.05 * total as f64 {
+        let absent: Vec<&str> = histogram
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        if !absent.is_empty() {
+            self.warnings
+                .push(format!("no rows of class(es) {}", absent.join(", ")));
+        }
+        for (class, count) in histogram.iter().filter(|(_, n)| **n > 0) {
+            if (*count as f64) < 0.05 * total as f64 {
                 self.warnings.push(format!(
                     "class {class} has {count} of {total} rows (under 5 %); consider --balance-classes"
                 ));
