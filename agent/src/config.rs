@@ -163,6 +163,19 @@ pub struct RunFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_dump_dir: Option<PathBuf>,
+    /// Own telemetry: Prometheus text endpoint (`/metrics`, `/healthz`) address. If it cannot
+    /// be bound (e.g. an aggregator on the same host holds 9464) the agent warns and goes on.
+    #[arg(long, env = "FLEETSET_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Serve no `/metrics` endpoint.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_metrics: bool,
+    /// Also export own telemetry over OTLP/gRPC to this collector, e.g. `http://otel:4317`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry_otlp: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -241,6 +254,12 @@ pub struct AgentConfig {
     pub ack_timeout: Duration,
     /// Raw-sample dump directory (debugging aid).
     pub raw_dump_dir: Option<PathBuf>,
+    /// Prometheus text endpoint address (own telemetry).
+    pub metrics_listen: String,
+    /// No `/metrics` endpoint.
+    pub no_metrics: bool,
+    /// OTLP/gRPC collector for own telemetry.
+    pub telemetry_otlp: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -270,6 +289,9 @@ impl Default for AgentConfig {
             spool_fsync: crate::spool::FsyncPolicy::Always,
             ack_timeout: Duration::from_secs(10),
             raw_dump_dir: None,
+            metrics_listen: "0.0.0.0:9464".into(),
+            no_metrics: false,
+            telemetry_otlp: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod run;
 pub mod sender;
 pub mod spool;
 pub mod state;
+pub mod telemetry;
 pub mod transport;
 pub mod window;
 

@@ -14,6 +14,7 @@ use crate::downsample::Downsampler;
 use crate::sender::{self, lock, SenderConfig, SharedSpool};
 use crate::spool::{Spool, Spooled};
 use crate::state::{new_salt, StateDir};
+use crate::telemetry::Telemetry;
 use crate::window::{build_snapshot, ClosedWindow, ProcessNaming};
 use anyhow::{Context, Result};
 use fleetset_proto::{seal, HostInfo, SealOptions};
@@ -22,10 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How often counters go to the status file (and every 60 s to the log).
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often own telemetry is pushed over OTLP (with `--telemetry-otlp`).
+pub const TELEMETRY_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Name of the status file in the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -46,8 +50,52 @@ pub struct Pipeline {
     tx: mpsc::UnboundedSender<Spooled>,
     sender: JoinHandle<()>,
     status: JoinHandle<()>,
+    telemetry: Option<(Telemetry, CancellationToken)>,
     /// The pipeline's counters.
     pub counters: Arc<Counters>,
+}
+
+/// Counters exposed as gauges (levels, not totals).
+const GAUGES: [&str; 2] = ["spool_frames", "spool_bytes"];
+
+/// Own telemetry of the agent (see [`crate::telemetry`]): the counters through the SDK, a
+/// `/metrics` endpoint unless `no_metrics` (a bind failure is logged, not fatal), OTLP export
+/// with `telemetry_otlp`. `None` when both are off.
+fn start_telemetry(
+    cfg: &AgentConfig,
+    counters: &Arc<Counters>,
+) -> Result<Option<(Telemetry, CancellationToken)>> {
+    if cfg.no_metrics && cfg.telemetry_otlp.is_none() {
+        return Ok(None);
+    }
+    let t = Telemetry::start(
+        "agent",
+        cfg.telemetry_otlp.as_deref(),
+        TELEMETRY_EXPORT_INTERVAL,
+    )?;
+    let names: Vec<String> = counters
+        .snapshot()
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let c = counters.clone();
+    t.observe_counters(&names, &GAUGES, move || {
+        c.snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    });
+    let stop = CancellationToken::new();
+    if !cfg.no_metrics {
+        match t.serve(&cfg.metrics_listen, stop.clone()) {
+            Ok(addr) => info!(%addr, "own telemetry on http://{addr}/metrics"),
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "no /metrics endpoint (pass --metrics-listen ADDR or --no-metrics)"
+            ),
+        }
+    }
+    Ok(Some((t, stop)))
 }
 
 /// Writes the counters as JSON to `state_dir/status.json` (atomically).
@@ -147,6 +195,7 @@ impl Pipeline {
                 }
             })
         };
+        let telemetry = start_telemetry(cfg, &counters)?;
         info!(%agent_id, aggregator = %cfg.aggregator, transport = ?cfg.transport, encoding = ?cfg.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");
         Ok(Pipeline {
@@ -174,6 +223,7 @@ impl Pipeline {
             tx,
             sender,
             status,
+            telemetry,
             counters,
         })
     }
@@ -244,6 +294,10 @@ impl Pipeline {
             warn!("send loop panicked");
         }
         self.status.abort();
+        if let Some((t, stop)) = &self.telemetry {
+            t.shutdown().await;
+            stop.cancel();
+        }
         if let Err(e) = write_status(&self.state, &self.agent_id, &self.counters) {
             warn!(error = format!("{e:#}"), "could not write the status file");
         }

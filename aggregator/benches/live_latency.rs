@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         zmq_bind: "tcp://127.0.0.1:0".into(),
         grpc_listen: "127.0.0.1:0".into(),
         zmq_pub: "tcp://127.0.0.1:0".into(),
+        otlp_listen: "127.0.0.1:0".into(),
+        no_metrics: true,
         ..Default::default()
     };
     let server = fleetset_aggregator::server::start(&cfg).await?;

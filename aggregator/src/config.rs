@@ -65,6 +65,34 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_file: Option<PathBuf>,
+    /// OTLP/gRPC metrics receiver address (OpenTelemetry Collector / SDK push), e.g. 0.0.0.0:4317.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_listen: Option<String>,
+    /// Turn the OTLP receiver off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_otlp: Option<bool>,
+    /// Window length for OTLP points (like an agent's --window), e.g. 5m.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_window: Option<String>,
+    /// How long after its end an OTLP window waits for late points before it is closed.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_grace: Option<String>,
+    /// Own telemetry: Prometheus text endpoint (`/metrics`, `/healthz`) address.
+    #[arg(long, env = "FLEETSET_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Serve no `/metrics` endpoint.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_metrics: Option<bool>,
+    /// Also export own telemetry over OTLP/gRPC to this collector, e.g. http://otel:4317.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry_otlp: Option<String>,
 }
 
 /// The aggregator's effective configuration.
@@ -102,6 +130,22 @@ pub struct ServerConfig {
     pub hmac_key_hex: Option<String>,
     /// Ready file.
     pub ready_file: Option<PathBuf>,
+    /// OTLP receiver address.
+    pub otlp_listen: String,
+    /// OTLP receiver off.
+    pub no_otlp: bool,
+    /// OTLP window length.
+    #[serde(with = "humantime_serde")]
+    pub otlp_window: Duration,
+    /// OTLP window grace period.
+    #[serde(with = "humantime_serde")]
+    pub otlp_grace: Duration,
+    /// Prometheus endpoint address.
+    pub metrics_listen: String,
+    /// No Prometheus endpoint.
+    pub no_metrics: bool,
+    /// OTLP collector for own telemetry.
+    pub telemetry_otlp: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +166,13 @@ impl Default for ServerConfig {
             max_decompressed_bytes: 4 * fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES,
             hmac_key_hex: None,
             ready_file: None,
+            otlp_listen: "0.0.0.0:4317".into(),
+            no_otlp: false,
+            otlp_window: Duration::from_secs(300),
+            otlp_grace: Duration::from_secs(10),
+            metrics_listen: "0.0.0.0:9464".into(),
+            no_metrics: false,
+            telemetry_otlp: None,
         }
     }
 }
@@ -152,6 +203,15 @@ impl ServerConfig {
                 .parse::<std::net::SocketAddr>()
                 .map_err(|e| anyhow::anyhow!("grpc_listen {:?}: {e}", self.grpc_listen))?;
         }
+        if !self.no_otlp {
+            self.otlp_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("otlp_listen {:?}: {e}", self.otlp_listen))?;
+        }
+        anyhow::ensure!(
+            self.otlp_window >= Duration::from_millis(100),
+            "otlp_window: below 100ms"
+        );
         if let Some(k) = &self.hmac_key_hex {
             anyhow::ensure!(
                 hex::decode(k).is_ok_and(|k| !k.is_empty()),

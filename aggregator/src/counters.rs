@@ -26,6 +26,14 @@ pub struct Counters {
     pub commit_failures: AtomicU64,
     /// Acks that could not be delivered (peer gone).
     pub acks_undeliverable: AtomicU64,
+    /// OTLP data points accepted into windows.
+    pub otlp_points_received: AtomicU64,
+    /// OTLP data points rejected (malformed, no identity, late).
+    pub otlp_points_rejected: AtomicU64,
+    /// Windows built from OTLP points and handed to the store.
+    pub otlp_windows: AtomicU64,
+    /// Torn or corrupt OTLP WAL records skipped at start.
+    pub otlp_wal_torn: AtomicU64,
     rejected: Mutex<Vec<(RejectReason, u64)>>,
 }
 
@@ -76,6 +84,16 @@ impl Counters {
                 "acks_undeliverable={}",
                 self.acks_undeliverable.load(Relaxed)
             ),
+            format!(
+                "otlp_points_received={}",
+                self.otlp_points_received.load(Relaxed)
+            ),
+            format!(
+                "otlp_points_rejected={}",
+                self.otlp_points_rejected.load(Relaxed)
+            ),
+            format!("otlp_windows={}", self.otlp_windows.load(Relaxed)),
+            format!("otlp_wal_torn={}", self.otlp_wal_torn.load(Relaxed)),
         ];
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         parts.extend(r.iter().map(|(k, n)| {

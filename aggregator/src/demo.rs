@@ -78,6 +78,8 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         zmq_bind: "tcp://127.0.0.1:0".into(),
         grpc_listen: "127.0.0.1:0".into(),
         zmq_pub: "tcp://127.0.0.1:0".into(),
+        otlp_listen: "127.0.0.1:0".into(),
+        metrics_listen: "127.0.0.1:0".into(),
         commit_interval: Duration::from_secs(1),
         ..Default::default()
     };
@@ -107,6 +109,7 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         lttb_threshold: 10,
         ack_timeout: Duration::from_secs(5),
         labels: [("site".to_string(), "demo".to_string())].into(),
+        no_metrics: true,
         ..Default::default()
     };
     let agents = [

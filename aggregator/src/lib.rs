@@ -16,3 +16,4 @@ pub mod live;
 pub mod server;
 pub mod store;
 pub mod tail;
+pub mod telemetry;

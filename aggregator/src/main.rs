@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive frames over ZeroMQ and gRPC and commit them to Parquet until SIGINT/SIGTERM.
-    Serve(ServeFlags),
+    Serve(Box<ServeFlags>),
     /// Run an aggregator and two local agents for a while, then show what was stored.
     Demo(DemoFlags),
     /// Export the store (CSV, JSON Lines, Parquet, Arrow, SQLite) or build a training set.

@@ -55,8 +55,13 @@ pub struct Server {
     pub grpc_addr: Option<SocketAddr>,
     /// The bound ZeroMQ PUB endpoint for live consumers, if on.
     pub zmq_pub_endpoint: Option<String>,
+    /// The bound OTLP/gRPC receiver address, if on.
+    pub otlp_addr: Option<SocketAddr>,
+    /// The bound Prometheus `/metrics` address, if on.
+    pub metrics_addr: Option<SocketAddr>,
     /// Shared counters.
     pub counters: Arc<Counters>,
+    telemetry: fleetset_agent::telemetry::Telemetry,
     data_dir: std::path::PathBuf,
     ingest_stop: CancellationToken,
     store_stop: CancellationToken,
@@ -71,10 +76,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let data_dir = cfg.data_dir.clone();
     let recovery = tokio::task::spawn_blocking(move || files::recover(&data_dir)).await??;
     let counters = Arc::new(Counters::default());
+    let ingest_stop = CancellationToken::new();
+    let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live_queue);
     let store_stop = CancellationToken::new();
-    let ingest_stop = CancellationToken::new();
     let store_task = tokio::spawn(store::run(
         StoreConfig {
             data_dir: cfg.data_dir.clone(),
@@ -170,6 +176,13 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             }
         }));
     }
+    let otlp_addr = if cfg.no_otlp {
+        None
+    } else {
+        let (addr, task) = start_otlp(cfg, &admission, &counters, ingest_stop.clone()).await?;
+        ingest_tasks.push(task);
+        Some(addr)
+    };
     drop(admission);
 
     let (log_counters, log_stop, log_dir) =
@@ -191,12 +204,14 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         }
     });
 
-    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, "aggregator listening");
+    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, otlp = ?otlp_addr, metrics = ?metrics_addr, "aggregator listening");
     if let Some(path) = &cfg.ready_file {
         let body = serde_json::json!({
             "zmq": zmq_endpoint,
             "grpc": grpc_addr.map(|a| a.to_string()),
             "zmq_pub": zmq_pub_endpoint,
+            "otlp": otlp_addr.map(|a| a.to_string()),
+            "metrics": metrics_addr.map(|a| a.to_string()),
             "data_dir": cfg.data_dir,
             "pid": std::process::id(),
         });
@@ -208,7 +223,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         zmq_endpoint,
         grpc_addr,
         zmq_pub_endpoint,
+        otlp_addr,
+        metrics_addr,
         counters,
+        telemetry,
         data_dir: cfg.data_dir.clone(),
         ingest_stop,
         store_stop,
@@ -236,8 +254,80 @@ impl Server {
         if let Err(e) = write_status(&self.data_dir, &self.counters) {
             warn!(error = format!("{e:#}"), "could not write the status file");
         }
+        self.telemetry.shutdown().await;
         info!(counters = %self.counters.summary(), "aggregator stopped");
     }
+}
+
+/// Own telemetry: the counters through the OpenTelemetry SDK, `/metrics` unless `no_metrics`,
+/// OTLP push with `telemetry_otlp`. Errors: the metrics address cannot be bound.
+fn start_telemetry(
+    cfg: &ServerConfig,
+    counters: &Arc<Counters>,
+    stop: CancellationToken,
+) -> Result<(fleetset_agent::telemetry::Telemetry, Option<SocketAddr>)> {
+    let telemetry = fleetset_agent::telemetry::Telemetry::start(
+        "aggregator",
+        cfg.telemetry_otlp.as_deref(),
+        fleetset_agent::pipeline::TELEMETRY_EXPORT_INTERVAL,
+    )?;
+    let names: Vec<String> = counters
+        .snapshot()
+        .into_iter()
+        .map(|(k, _)| k)
+        .chain(["rejected_".to_string()])
+        .collect();
+    let c = counters.clone();
+    telemetry.observe_counters(&names, &[], move || c.snapshot());
+    let addr = if cfg.no_metrics {
+        None
+    } else {
+        Some(telemetry.serve(&cfg.metrics_listen, stop)?)
+    };
+    Ok((telemetry, addr))
+}
+
+/// The OTLP/gRPC receiver on its own port, with its window buffer and flush task.
+async fn start_otlp(
+    cfg: &ServerConfig,
+    admission: &Admission,
+    counters: &Arc<Counters>,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    use crate::ingest::otlp::{load_salt, windows, OtlpReceiver};
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+    let addr: SocketAddr = cfg.otlp_listen.parse().context("otlp_listen")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("otlp listen {addr}"))?;
+    let bound = listener.local_addr()?;
+    let buffer = Arc::new(windows::OtlpWindows::open(
+        windows::OtlpWindowConfig {
+            window_ms: cfg.otlp_window.as_millis() as i64,
+            grace_ms: cfg.otlp_grace.as_millis() as i64,
+            wal_dir: cfg.data_dir.join("otlp-wal"),
+            lttb_threshold: 60,
+            hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
+        },
+        counters.clone(),
+    )?);
+    let receiver = OtlpReceiver {
+        windows: buffer.clone(),
+        salt: load_salt(&cfg.data_dir)?,
+        counters: counters.clone(),
+    };
+    let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(receiver).max_decoding_message_size(16 << 20))
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
+        if let Err(e) = server.await {
+            warn!(error = %e, "OTLP server ended");
+        }
+        let _ = flusher.await;
+    });
+    Ok((bound, task))
 }
 
 /// Runs the aggregator until SIGINT/SIGTERM (`shutdown`).

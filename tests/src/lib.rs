@@ -84,7 +84,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `program args…` with stderr to `log`.
+    /// Spawns `program args…` with stderr to `log`; its own `/metrics` endpoint (if it serves
+    /// one) on a loopback port chosen by the OS unless `args` say otherwise.
     pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
         let err = std::fs::File::create(&log)?;
         let child = Command::new(program)
@@ -93,6 +94,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(err)
             .env("RUST_LOG", "info")
+            .env("FLEETSET_METRICS_LISTEN", "127.0.0.1:0")
             .spawn()
             .with_context(|| format!("spawning {}", program.display()))?;
         Ok(Proc { child, log })
@@ -157,6 +159,10 @@ pub struct Aggregator {
     pub zmq_pub: String,
     /// Bound gRPC endpoint, `http://127.0.0.1:PORT` (empty when turned off).
     pub grpc: String,
+    /// Bound OTLP/gRPC receiver, `http://127.0.0.1:PORT` (empty when turned off).
+    pub otlp: String,
+    /// Bound Prometheus endpoint, `http://127.0.0.1:PORT/metrics` (empty when turned off).
+    pub metrics: String,
 }
 
 impl Aggregator {
@@ -180,6 +186,7 @@ impl Aggregator {
             ("--zmq-bind", "tcp://127.0.0.1:0"),
             ("--grpc-listen", "127.0.0.1:0"),
             ("--zmq-pub", "tcp://127.0.0.1:0"),
+            ("--otlp-listen", "127.0.0.1:0"),
         ] {
             if !extra.contains(&flag) {
                 args.extend([flag.to_string(), default.to_string()]);
@@ -211,6 +218,14 @@ impl Aggregator {
             grpc: info["grpc"]
                 .as_str()
                 .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            otlp: info["otlp"]
+                .as_str()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
+            metrics: info["metrics"]
+                .as_str()
+                .map(|a| format!("http://{a}/metrics"))
                 .unwrap_or_default(),
         })
     }

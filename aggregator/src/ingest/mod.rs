@@ -6,6 +6,7 @@
 //! consumers right away ([`crate::live::Hub`], which drops recent repeats).
 
 pub mod grpc;
+pub mod otlp;
 pub mod zmq;
 
 use crate::counters::Counters;
@@ -31,6 +32,8 @@ pub enum AckTo {
     },
     /// A gRPC `Publish` response stream.
     Grpc(mpsc::UnboundedSender<pb::Ack>),
+    /// The OTLP receiver's window buffer (its WAL is trimmed on acks).
+    Otlp(mpsc::UnboundedSender<pb::Ack>),
 }
 
 impl AckTo {
@@ -38,7 +41,7 @@ impl AckTo {
     pub fn send(&self, ack: pb::Ack) -> bool {
         match self {
             AckTo::Zmq { identity, tx } => tx.send((identity.clone(), ack)).is_ok(),
-            AckTo::Grpc(tx) => tx.send(ack).is_ok(),
+            AckTo::Grpc(tx) | AckTo::Otlp(tx) => tx.send(ack).is_ok(),
         }
     }
 }

@@ -170,6 +170,7 @@ impl Live for LiveService {
                     Ok(w) if filter.matches(&w.snapshot) => Ok(response(&w, &filter)),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(n)) if overflow == Overflow::Lag => {
+                        crate::telemetry::SUBSCRIBER_LAG.record(n, &[]);
                         Ok(pb::SubscribeResponse {
                             event: Some(Event::Lag(pb::Lag { skipped_windows: n })),
                             ..Default::default()

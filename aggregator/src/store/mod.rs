@@ -222,11 +222,13 @@ async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters
     let (subs, waiting, barriers) = (taken.subs, taken.waiting, taken.barriers);
     let data_dir = cfg.data_dir.clone();
     let c = counters.clone();
+    let started = std::time::Instant::now();
     let joined = tokio::task::spawn_blocking(move || {
         let ok = commit_blocking(&data_dir, &subs, &c);
         (subs, ok)
     })
     .await;
+    crate::telemetry::COMMIT_DURATION.record(started.elapsed().as_secs_f64() * 1000.0, &[]);
     let Ok((subs, ok)) = joined else {
         error!("commit task panicked; frames not acked");
         return;

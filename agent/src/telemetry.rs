@@ -1,0 +1,406 @@
+//! fleetset's own telemetry, for both binaries, through the OpenTelemetry metrics SDK: one
+//! `SdkMeterProvider` with
+//! - a manual (pull) reader behind a Prometheus text endpoint, `GET /metrics` (exposition format
+//!   0.0.4) with `GET /healthz` beside it, on `--metrics-listen`;
+//! - and, with `--telemetry-otlp URL`, a periodic OTLP/gRPC exporter (opentelemetry-otlp).
+//!
+//! Names follow the OpenTelemetry conventions (lower case, dot-separated namespaces):
+//! `fleetset.<role>.<group>.<what>`, where a process counter `frames_sent` of the agent becomes
+//! the monotonic counter `fleetset.agent.frames.sent` (the first `_` becomes a `.`), and
+//! per-reason rejections `rejected_<reason>` become `fleetset.aggregator.frames.rejected` with a
+//! `reason` attribute. Prometheus names replace `.` by `_` and add `_total` to counters
+//! (`fleetset_agent_frames_sent_total`). The list is in README "Own telemetry".
+
+use anyhow::{Context, Result};
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+use opentelemetry_sdk::Resource;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A [`ManualReader`] shared between the provider and the `/metrics` handler.
+#[derive(Debug, Clone)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline)
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.collect(rm)
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}
+
+/// The meter provider of one process and its Prometheus reader.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    reader: Arc<ManualReader>,
+    /// The meter every instrument of this process is created from (scope `fleetset`).
+    pub meter: Meter,
+    /// `agent` or `aggregator`: the second part of every metric name.
+    pub role: &'static str,
+}
+
+/// The OpenTelemetry name of a process counter: `fleetset.<role>.` + the counter name with its
+/// first `_` made a `.`.
+pub fn metric_name(role: &str, counter: &str) -> String {
+    format!("fleetset.{role}.{}", counter.replacen('_', ".", 1))
+}
+
+impl Telemetry {
+    /// Starts the SDK for `role` (`service.name` = `fleetset-<role>`); with `otlp_endpoint`
+    /// (e.g. `http://collector:4317`) also exports every `interval` over OTLP/gRPC.
+    /// Errors: an OTLP endpoint the exporter cannot use.
+    pub fn start(
+        role: &'static str,
+        otlp_endpoint: Option<&str>,
+        interval: Duration,
+    ) -> Result<Telemetry> {
+        let reader = Arc::new(ManualReader::builder().build());
+        let resource = Resource::builder_empty()
+            .with_attributes([
+                KeyValue::new("service.name", format!("fleetset-{role}")),
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            ])
+            .build();
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(SharedReader(reader.clone()));
+        if let Some(endpoint) = otlp_endpoint {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .with_context(|| format!("--telemetry-otlp {endpoint}"))?;
+            builder = builder.with_reader(
+                opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+                    .with_interval(interval)
+                    .build(),
+            );
+        }
+        let provider = builder.build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        let meter = provider.meter("fleetset");
+        Ok(Telemetry {
+            provider,
+            reader,
+            meter,
+            role,
+        })
+    }
+
+    /// Registers the process counters returned by `read` (name → value, see the module
+    /// documentation for the naming) as observable counters, and the names in `gauges` as
+    /// observable gauges. `rejected_<reason>` counters become one counter with a `reason`.
+    pub fn observe_counters<F>(&self, names: &[String], gauges: &[&str], read: F)
+    where
+        F: Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+    {
+        let read = Arc::new(read);
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let (base, reason) = match name.strip_prefix("rejected_") {
+                Some(_) => ("frames_rejected".to_string(), true),
+                None => (name.clone(), false),
+            };
+            if !seen.insert(base.clone()) {
+                continue;
+            }
+            let otel = metric_name(self.role, &base);
+            let read = read.clone();
+            let pick = move |all: Vec<(String, u64)>| -> Vec<(u64, Vec<KeyValue>)> {
+                all.into_iter()
+                    .filter_map(|(k, v)| {
+                        if reason {
+                            k.strip_prefix("rejected_")
+                                .map(|r| (v, vec![KeyValue::new("reason", r.to_string())]))
+                        } else {
+                            (k == base).then(|| (v, Vec::new()))
+                        }
+                    })
+                    .collect()
+            };
+            if gauges.contains(&name.as_str()) {
+                self.meter
+                    .u64_observable_gauge(otel)
+                    .with_callback(move |o| {
+                        for (v, attrs) in pick(read()) {
+                            o.observe(v, &attrs)
+                        }
+                    })
+                    .build();
+            } else {
+                self.meter
+                    .u64_observable_counter(otel)
+                    .with_callback(move |o| {
+                        for (v, attrs) in pick(read()) {
+                            o.observe(v, &attrs)
+                        }
+                    })
+                    .build();
+            }
+        }
+    }
+
+    /// Every instrument now, in the Prometheus text exposition format 0.0.4.
+    pub fn render_prometheus(&self) -> String {
+        let mut rm = ResourceMetrics::default();
+        if let Err(e) = self.reader.collect(&mut rm) {
+            return format!("# collect failed: {e}\n");
+        }
+        render(&rm)
+    }
+
+    /// Serves `/metrics` and `/healthz` on `listen` until `shutdown` (from inside a tokio
+    /// runtime); returns the bound address. Errors: the address cannot be bound.
+    pub fn serve(&self, listen: &str, shutdown: CancellationToken) -> Result<SocketAddr> {
+        let std_listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("binding --metrics-listen {listen}"))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let addr = listener.local_addr()?;
+        let me = self.clone();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let me = me.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            me.render_prometheus(),
+                        )
+                    }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        Ok(addr)
+    }
+
+    /// Flushes the OTLP exporter (if any) and shuts the SDK down; blocking, so it runs on a
+    /// blocking thread.
+    pub async fn shutdown(&self) {
+        let provider = self.provider.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        })
+        .await;
+    }
+}
+
+fn prom_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn labels<'a>(attrs: impl Iterator<Item = &'a KeyValue>, extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = attrs
+        .map(|kv| {
+            format!(
+                "{}=\"{}\"",
+                prom_name(kv.key.as_str()),
+                kv.value
+                    .as_str()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+trait Num: Copy {
+    fn f(self) -> f64;
+}
+impl Num for f64 {
+    fn f(self) -> f64 {
+        self
+    }
+}
+impl Num for u64 {
+    fn f(self) -> f64 {
+        self as f64
+    }
+}
+impl Num for i64 {
+    fn f(self) -> f64 {
+        self as f64
+    }
+}
+
+fn render_data<T: Num>(out: &mut String, name: &str, help: &str, data: &MetricData<T>) {
+    let head = |out: &mut String, n: &str, kind: &str| {
+        let _ = writeln!(out, "# HELP {n} {help}\n# TYPE {n} {kind}");
+    };
+    match data {
+        MetricData::Gauge(g) => {
+            head(out, name, "gauge");
+            for p in g.data_points() {
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    labels(p.attributes(), None),
+                    p.value().f()
+                );
+            }
+        }
+        MetricData::Sum(s) => {
+            let (n, kind) = if s.is_monotonic() {
+                (format!("{name}_total"), "counter")
+            } else {
+                (name.to_string(), "gauge")
+            };
+            head(out, &n, kind);
+            for p in s.data_points() {
+                let _ = writeln!(out, "{n}{} {}", labels(p.attributes(), None), p.value().f());
+            }
+        }
+        MetricData::Histogram(h) => {
+            head(out, name, "histogram");
+            for p in h.data_points() {
+                let mut cumulative = 0u64;
+                let bounds: Vec<f64> = p.bounds().collect();
+                for (i, c) in p.bucket_counts().enumerate() {
+                    cumulative += c;
+                    let le = bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {cumulative}",
+                        labels(p.attributes(), Some(("le", le)))
+                    );
+                }
+                let l = labels(p.attributes(), None);
+                let _ = writeln!(out, "{name}_sum{l} {}", p.sum().f());
+                let _ = writeln!(out, "{name}_count{l} {}", p.count());
+            }
+        }
+        MetricData::ExponentialHistogram(h) => {
+            head(out, name, "summary");
+            for p in h.data_points() {
+                let l = labels(p.attributes(), None);
+                let _ = writeln!(out, "{name}_sum{l} {}", p.sum().f());
+                let _ = writeln!(out, "{name}_count{l} {}", p.count());
+            }
+        }
+    }
+}
+
+/// Renders collected metrics in the Prometheus text format.
+fn render(rm: &ResourceMetrics) -> String {
+    let mut out = String::new();
+    for scope in rm.scope_metrics() {
+        for m in scope.metrics() {
+            let name = prom_name(m.name());
+            let help = if m.description().is_empty() {
+                m.name().to_string()
+            } else {
+                m.description().replace('\n', " ")
+            };
+            match m.data() {
+                AggregatedMetrics::F64(d) => render_data(&mut out, &name, &help, d),
+                AggregatedMetrics::U64(d) => render_data(&mut out, &name, &help, d),
+                AggregatedMetrics::I64(d) => render_data(&mut out, &name, &help, d),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_histograms_and_gauges_render_as_prometheus_text() {
+        let t = Telemetry::start("agent", None, Duration::from_secs(60)).unwrap();
+        t.observe_counters(
+            &[
+                "frames_sent".into(),
+                "spool_frames".into(),
+                "rejected_checksum".into(),
+            ],
+            &["spool_frames"],
+            || {
+                vec![
+                    ("frames_sent".into(), 7),
+                    ("spool_frames".into(), 3),
+                    ("rejected_checksum".into(), 2),
+                ]
+            },
+        );
+        let h = t
+            .meter
+            .f64_histogram("fleetset.agent.ack.latency")
+            .with_unit("ms")
+            .build();
+        h.record(3.0, &[]);
+        let text = t.render_prometheus();
+        assert!(
+            text.contains("fleetset_agent_frames_sent_total 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fleetset_agent_spool_frames gauge"),
+            "{text}"
+        );
+        assert!(text.contains("fleetset_agent_spool_frames 3"), "{text}");
+        assert!(
+            text.contains("fleetset_agent_frames_rejected_total{reason=\"checksum\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleetset_agent_ack_latency_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleetset_agent_ack_latency_bucket{le=\"+Inf\"} 1"),
+            "{text}"
+        );
+        assert_eq!(
+            metric_name("aggregator", "frames_received"),
+            "fleetset.aggregator.frames.received"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! OTLP metrics → fleetset points (the mapping README "OpenTelemetry" documents).
+//!
+//! Identity: a resource is one fleetset source ("agent"); its identity is the resource's
+//! `host.name`, `service.name` and `service.instance.id` (those present, joined by `/`), and at
+//! least one of `host.name` / `service.instance.id` is required. Its `agent_id` is
+//! `otel-<host.name or service.instance.id, sanitized>-<8 hex digits of SHA-256(salt ‖
+//! identity)>`, the salt being the aggregator's (`DATA_DIR/otlp.salt`) — stable for one
+//! aggregator, not guessable across fleets. The other resource attributes become operator
+//! labels with `.` made `_` (`service.name` → `label_service_name`).
+//!
+//! Series names keep the OpenTelemetry metric name (`system.cpu.utilization`), made a valid
+//! fleetset metric name (`[a-z][a-z0-9_.]*`: lower case, any other character `_`); data point
+//! attributes, if any, are appended sorted by key as `.<key>_<value>` with `.` inside keys and
+//! values made `_` (`system.cpu.utilization.cpu_0.state_user`). Values:
+//! - gauge, and sum of any temporality and monotonicity: the point's value as sent
+//!   (cumulative sums stay cumulative, delta sums stay deltas);
+//! - histogram: `<name>.count`, `<name>.sum`, `<name>.min`, `<name>.max` (those present) and
+//!   one series per bucket, `<name>.bucket.le_<upper bound>` (`le_2_5`, `le_inf`; the bucket's
+//!   own count, not cumulative);
+//! - exponential histogram: `.count`, `.sum`, `.min`, `.max` and `.zero_count`;
+//! - summary: `.count`, `.sum` and `<name>.quantile_<q>` (`quantile_0_99`).
+//!
+//! Rejected, counted and reported in the partial-success response, never fatal: a resource
+//! without identity, a point with time 0, a NaN or infinite value, a metric name over 255
+//! bytes, an attribute value over 4096 bytes, a metric without data.
+
+use fleetset_proto::HostInfo;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, NumberDataPoint};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Longest metric name accepted, bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest attribute value accepted, bytes.
+pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
+
+/// One data point as a fleetset sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Series name.
+    pub metric: String,
+    /// Time, Unix ms.
+    pub ts_ms: i64,
+    /// Value.
+    pub value: f64,
+    /// The OTLP point's `start_time_unix_nano` (0 if unset): with the value, it tells a
+    /// re-export of an unchanged cumulative state from a new observation.
+    pub start_ns: u64,
+}
+
+/// The points of one resource.
+#[derive(Debug, Clone)]
+pub struct SourcePoints {
+    /// fleetset agent id of the resource.
+    pub agent_id: String,
+    /// Host attributes and labels.
+    pub host: HostInfo,
+    /// Accepted points.
+    pub points: Vec<Point>,
+}
+
+/// A mapped request.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// Accepted points per resource.
+    pub sources: Vec<SourcePoints>,
+    /// Data points rejected.
+    pub rejected: u64,
+    /// Why (first few distinct reasons).
+    pub errors: Vec<String>,
+}
+
+impl Mapped {
+    fn reject(&mut self, n: u64, why: String) {
+        self.rejected += n;
+        if self.errors.len() < 5 && !self.errors.contains(&why) {
+            self.errors.push(why);
+        }
+    }
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+/// `s` as a metric-name component: lower case, `[a-z0-9_]` kept (and `.` when `dots`), any
+/// other character `_`.
+fn component(s: &str, dots: bool) -> String {
+    s.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dots && c == '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The series name of `name` with sorted attributes appended as `.<key>_<value>`; `Err`
+/// names an oversized attribute.
+fn series_name(
+    name: &str,
+    attrs: &[KeyValue],
+    extra: Option<(&str, String)>,
+) -> Result<String, String> {
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    for a in attrs {
+        let v = text(&a.value);
+        if v.len() > MAX_ATTRIBUTE_BYTES || a.key.len() > MAX_ATTRIBUTE_BYTES {
+            return Err(format!(
+                "metric {name}: attribute {} is longer than {MAX_ATTRIBUTE_BYTES} bytes",
+                a.key.chars().take(40).collect::<String>()
+            ));
+        }
+        kv.insert(component(&a.key, false), component(&v, false));
+    }
+    if let Some((k, v)) = extra {
+        kv.insert(k.to_string(), component(&v, false));
+    }
+    let mut out = component(name, true);
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "m_");
+    }
+    for (k, v) in kv {
+        out.push('.');
+        out.push_str(&k);
+        out.push('_');
+        out.push_str(&v);
+    }
+    Ok(out)
+}
+
+/// One value derived from an OTLP data point: (series-name suffix, extra attribute, value).
+type Derived<'a> = (&'a str, Option<(&'a str, String)>, f64);
+
+/// Collects the points of one OTLP data point into `out`, or rejects it in `m`.
+struct Collector<'a> {
+    m: &'a mut Mapped,
+    out: Vec<Point>,
+}
+
+impl Collector<'_> {
+    /// One OTLP data point with `values` = (name suffix, extra attribute, value).
+    fn point(
+        &mut self,
+        name: &str,
+        attrs: &[KeyValue],
+        (start_ns, time_unix_nano): (u64, u64),
+        values: Vec<Derived<'_>>,
+    ) {
+        if time_unix_nano == 0 {
+            self.m.reject(
+                1,
+                format!("metric {name}: a data point has time_unix_nano 0"),
+            );
+            return;
+        }
+        if let Some((_, _, v)) = values.iter().find(|(_, _, v)| !v.is_finite()) {
+            self.m
+                .reject(1, format!("metric {name}: value {v} is not finite"));
+            return;
+        }
+        let ts_ms = (time_unix_nano / 1_000_000) as i64;
+        let mut points = Vec::with_capacity(values.len());
+        for (suffix, extra, value) in values {
+            match series_name(&format!("{name}{suffix}"), attrs, extra) {
+                Ok(metric) => points.push(Point {
+                    metric,
+                    ts_ms,
+                    value,
+                    start_ns,
+                }),
+                Err(why) => {
+                    self.m.reject(1, why);
+                    return;
+                }
+            }
+        }
+        self.out.extend(points);
+    }
+
+    fn numbers(&mut self, name: &str, points: &[NumberDataPoint]) {
+        for p in points {
+            let v = match p.value {
+                Some(number_data_point::Value::AsDouble(d)) => d,
+                Some(number_data_point::Value::AsInt(i)) => i as f64,
+                None => {
+                    self.m
+                        .reject(1, format!("metric {name}: a data point has no value"));
+                    continue;
+                }
+            };
+            let times = (p.start_time_unix_nano, p.time_unix_nano);
+            self.point(name, &p.attributes, times, vec![("", None, v)]);
+        }
+    }
+}
+
+/// Maps `req` with the aggregator's identity `salt`.
+pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
+    let mut m = Mapped::default();
+    for rm in &req.resource_metrics {
+        let total: u64 = rm
+            .scope_metrics
+            .iter()
+            .flat_map(|s| &s.metrics)
+            .map(count_points)
+            .sum();
+        let attrs: BTreeMap<&str, String> = rm
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .map(|kv| (kv.key.as_str(), text(&kv.value)))
+            .collect();
+        let host_name = attrs.get("host.name").filter(|s| !s.is_empty());
+        let instance = attrs.get("service.instance.id").filter(|s| !s.is_empty());
+        let Some(primary) = host_name.or(instance) else {
+            m.reject(
+                total,
+                "a resource has neither host.name nor service.instance.id; its points are rejected"
+                    .into(),
+            );
+            continue;
+        };
+        if attrs.values().any(|v| v.len() > MAX_ATTRIBUTE_BYTES) {
+            m.reject(
+                total,
+                format!("a resource attribute is longer than {MAX_ATTRIBUTE_BYTES} bytes"),
+            );
+            continue;
+        }
+        let identity: Vec<&str> = ["host.name", "service.name", "service.instance.id"]
+            .iter()
+            .filter_map(|k| attrs.get(k).map(String::as_str))
+            .collect();
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(identity.join("/").as_bytes());
+        let agent_id = format!(
+            "otel-{}-{}",
+            sanitize(primary),
+            hex::encode(&h.finalize()[..4])
+        );
+        let host = HostInfo {
+            hostname: host_name.cloned().unwrap_or_default(),
+            os: attrs.get("os.type").cloned().unwrap_or_default(),
+            kernel: attrs.get("os.description").cloned().unwrap_or_default(),
+            agent_version: attrs
+                .get("telemetry.sdk.name")
+                .map(|n| {
+                    format!(
+                        "{n} {}",
+                        attrs
+                            .get("telemetry.sdk.version")
+                            .map_or("", |s| s.as_str())
+                    )
+                })
+                .unwrap_or_default(),
+            labels: attrs
+                .iter()
+                .filter(|(k, _)| **k != "host.name")
+                .map(|(k, v)| (k.replace('.', "_"), v.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut c = Collector {
+            m: &mut m,
+            out: Vec::new(),
+        };
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            let name = metric.name.as_str();
+            if name.is_empty() || name.len() > MAX_NAME_BYTES {
+                c.m.reject(
+                    count_points(metric),
+                    format!("a metric name is empty or longer than {MAX_NAME_BYTES} bytes"),
+                );
+                continue;
+            }
+            match &metric.data {
+                None => c.m.reject(0, format!("metric {name} has no data")),
+                Some(metric::Data::Gauge(g)) => c.numbers(name, &g.data_points),
+                Some(metric::Data::Sum(s)) => c.numbers(name, &s.data_points),
+                Some(metric::Data::Histogram(h)) => {
+                    for p in &h.data_points {
+                        let mut v = vec![(".count", None, p.count as f64)];
+                        v.extend(p.sum.map(|s| (".sum", None, s)));
+                        v.extend(p.min.map(|s| (".min", None, s)));
+                        v.extend(p.max.map(|s| (".max", None, s)));
+                        for (i, n) in p.bucket_counts.iter().enumerate() {
+                            let le = p
+                                .explicit_bounds
+                                .get(i)
+                                .map_or_else(|| "inf".to_string(), |b| b.to_string());
+                            v.push((".bucket", Some(("le", le)), *n as f64));
+                        }
+                        c.point(
+                            name,
+                            &p.attributes,
+                            (p.start_time_unix_nano, p.time_unix_nano),
+                            v,
+                        );
+                    }
+                }
+                Some(metric::Data::ExponentialHistogram(h)) => {
+                    for p in &h.data_points {
+                        let mut v = vec![
+                            (".count", None, p.count as f64),
+                            (".zero_count", None, p.zero_count as f64),
+                        ];
+                        v.extend(p.sum.map(|s| (".sum", None, s)));
+                        v.extend(p.min.map(|s| (".min", None, s)));
+                        v.extend(p.max.map(|s| (".max", None, s)));
+                        c.point(
+                            name,
+                            &p.attributes,
+                            (p.start_time_unix_nano, p.time_unix_nano),
+                            v,
+                        );
+                    }
+                }
+                Some(metric::Data::Summary(s)) => {
+                    for p in &s.data_points {
+                        let mut v = vec![(".count", None, p.count as f64), (".sum", None, p.sum)];
+                        for q in &p.quantile_values {
+                            v.push(("", Some(("quantile", q.quantile.to_string())), q.value));
+                        }
+                        c.point(
+                            name,
+                            &p.attributes,
+                            (p.start_time_unix_nano, p.time_unix_nano),
+                            v,
+                        );
+                    }
+                }
+            }
+        }
+        let points = c.out;
+        if !points.is_empty() {
+            m.sources.push(SourcePoints {
+                agent_id,
+                host,
+                points,
+            });
+        }
+    }
+    m
+}
+
+/// OTLP data points of a metric (for partial-success counts).
+fn count_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> u64 {
+    (match &metric.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }) as u64
+}

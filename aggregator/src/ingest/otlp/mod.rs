@@ -1,0 +1,83 @@
+//! OTLP/gRPC metrics receiver (`opentelemetry.proto.collector.metrics.v1.MetricsService/Export`)
+//! on `--otlp-listen` (default 0.0.0.0:4317): an OpenTelemetry Collector's `otlp` exporter or
+//! any OTel SDK pushes metrics in; they are mapped to fleetset series ([`mapping`]), cut into
+//! the same windows as agents' samples, written ahead to a log and turned into frames admitted
+//! like an agent's ([`windows`]) — so they land in the same store, training sets and live
+//! streams, exactly once.
+//!
+//! Responses follow the OTLP spec: a request with rejected points gets `partial_success` with
+//! `rejected_data_points` and an `error_message` naming why; a request whose accepted points
+//! cannot be made durable gets `UNAVAILABLE` (the exporter retries); nothing crashes the
+//! receiver.
+
+pub mod mapping;
+pub mod windows;
+
+use crate::counters::Counters;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use std::sync::Arc;
+use windows::OtlpWindows;
+
+/// The `MetricsService` implementation.
+pub struct OtlpReceiver {
+    /// Where accepted points go.
+    pub windows: Arc<OtlpWindows>,
+    /// Salt of the source identities (`DATA_DIR/otlp.salt`).
+    pub salt: Vec<u8>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut mapped = mapping::map_request(request.get_ref(), &self.salt);
+        let accepted: u64 = mapped.sources.iter().map(|s| s.points.len() as u64).sum();
+        let windows = self.windows.clone();
+        let sources = std::mem::take(&mut mapped.sources);
+        let late = tokio::task::spawn_blocking(move || windows.accept(sources))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("OTLP receiver task failed: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(error = format!("{e:#}"), "OTLP points could not be logged");
+                tonic::Status::unavailable(format!("points not durable, retry: {e:#}"))
+            })?;
+        if late > 0 {
+            mapped.rejected += late;
+            mapped.errors.push(format!(
+                "{late} point(s) belong to windows already closed (later than --otlp-grace)"
+            ));
+        }
+        Counters::add(&self.counters.otlp_points_received, accepted - late);
+        Counters::add(&self.counters.otlp_points_rejected, mapped.rejected);
+        let partial_success = (mapped.rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: mapped.rejected as i64,
+            error_message: mapped.errors.join("; "),
+        });
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success,
+        }))
+    }
+}
+
+/// The identity salt in `data_dir/otlp.salt` (16 random bytes, hex; created on first use).
+pub fn load_salt(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let path = data_dir.join("otlp.salt");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => hex::decode(s.trim()).with_context(|| format!("{} is not hex", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let salt: [u8; 16] = rand::random();
+            std::fs::write(&path, hex::encode(salt))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(salt.to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
