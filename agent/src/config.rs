@@ -60,6 +60,9 @@ pub enum TransportArg {
     Zmq,
     /// gRPC bidirectional stream `Ingest.Publish` (`http://host:50051`).
     Grpc,
+    /// OTLP/gRPC `MetricsService/Export` to an OpenTelemetry Collector or a fleetset
+    /// aggregator's OTLP receiver (`http://host:4317`; `--otlp-endpoint`, else `--aggregator`).
+    Otlp,
 }
 
 /// Where samples come from.
@@ -176,6 +179,11 @@ pub struct RunFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry_otlp: Option<String>,
+    /// Also export each window's metrics as OTLP to this collector (`http://host:4317`);
+    /// with `--transport otlp` the only destination.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -260,6 +268,8 @@ pub struct AgentConfig {
     pub no_metrics: bool,
     /// OTLP/gRPC collector for own telemetry.
     pub telemetry_otlp: Option<String>,
+    /// OTLP/gRPC collector that also (or, with transport otlp, only) gets each window.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -292,6 +302,7 @@ impl Default for AgentConfig {
             metrics_listen: "0.0.0.0:9464".into(),
             no_metrics: false,
             telemetry_otlp: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -373,9 +384,19 @@ impl AgentConfig {
                 self.aggregator.starts_with("tcp://") || self.aggregator.starts_with("ipc://")
             }
             TransportArg::Grpc => self.aggregator.starts_with("http://"),
+            TransportArg::Otlp => self
+                .otlp_endpoint
+                .as_deref()
+                .unwrap_or(&self.aggregator)
+                .starts_with("http://"),
         };
+        if let Some(url) = &self.otlp_endpoint {
+            if !url.starts_with("http://") {
+                return bad("otlp_endpoint", format!("{url:?} is not http://host:port"));
+            }
+        }
         if !scheme_ok {
-            return bad("aggregator", format!("{:?} does not fit transport {:?} (zmq: tcp://host:port or ipc://path, grpc: http://host:port; TLS is not built in, tunnel it)", self.aggregator, self.transport));
+            return bad("aggregator", format!("{:?} does not fit transport {:?} (zmq: tcp://host:port or ipc://path, grpc and otlp: http://host:port; TLS is not built in, tunnel it)", self.aggregator, self.transport));
         }
         Ok(())
     }

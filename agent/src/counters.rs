@@ -36,6 +36,10 @@ counters! {
     frames_dropped_spool_full,
     /// Corrupt spool files moved to quarantine at start.
     spool_quarantined,
+    /// Windows exported to `--otlp-endpoint` (besides the main transport).
+    otlp_exported,
+    /// Windows that could not be exported to `--otlp-endpoint` (best-effort; not retried).
+    otlp_export_failures,
     /// Frames in the spool now (gauge).
     spool_frames,
     /// Bytes in the spool now (gauge).

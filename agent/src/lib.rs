@@ -14,6 +14,7 @@ pub mod collect;
 pub mod config;
 pub mod counters;
 pub mod downsample;
+pub mod otlp;
 pub mod pipeline;
 pub mod process;
 pub mod replay;

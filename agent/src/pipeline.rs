@@ -51,8 +51,51 @@ pub struct Pipeline {
     sender: JoinHandle<()>,
     status: JoinHandle<()>,
     telemetry: Option<(Telemetry, CancellationToken)>,
+    otlp_side: Option<mpsc::Sender<fleetset_proto::Snapshot>>,
     /// The pipeline's counters.
     pub counters: Arc<Counters>,
+}
+
+/// Windows queued for the best-effort `--otlp-endpoint` export; more are dropped and counted.
+const OTLP_SIDE_QUEUE: usize = 64;
+
+/// The best-effort OTLP export beside the main transport (`--otlp-endpoint`): a task that
+/// exports queued windows one by one, reconnecting as needed.
+fn start_otlp_side(
+    cfg: &AgentConfig,
+    counters: &Arc<Counters>,
+) -> Option<mpsc::Sender<fleetset_proto::Snapshot>> {
+    let url = cfg.otlp_endpoint.clone()?;
+    if cfg.transport == crate::config::TransportArg::Otlp {
+        return None;
+    }
+    let (tx, mut rx) = mpsc::channel::<fleetset_proto::Snapshot>(OTLP_SIDE_QUEUE);
+    let (counters, timeout) = (counters.clone(), cfg.ack_timeout);
+    tokio::spawn(async move {
+        let mut exporter: Option<crate::otlp::OtlpExporter> = None;
+        while let Some(snapshot) = rx.recv().await {
+            if exporter.is_none() {
+                exporter = crate::otlp::OtlpExporter::connect(&url, timeout).await.ok();
+            }
+            let result = match exporter.as_mut() {
+                Some(e) => e.export(&snapshot).await,
+                None => Err(format!("cannot connect to {url}")),
+            };
+            match result {
+                Ok(crate::otlp::Exported::Accepted) => Counters::add(&counters.otlp_exported, 1),
+                Ok(crate::otlp::Exported::Rejected(why)) | Err(why) => {
+                    Counters::add(&counters.otlp_export_failures, 1);
+                    warn!(
+                        seq = snapshot.seq,
+                        error = why,
+                        "OTLP export of a window failed"
+                    );
+                    exporter = None;
+                }
+            }
+        }
+    });
+    Some(tx)
 }
 
 /// Counters exposed as gauges (levels, not totals).
@@ -167,7 +210,10 @@ impl Pipeline {
         let sender = tokio::spawn(sender::run(
             SenderConfig {
                 transport: cfg.transport,
-                endpoint: cfg.aggregator.clone(),
+                endpoint: match (cfg.transport, &cfg.otlp_endpoint) {
+                    (crate::config::TransportArg::Otlp, Some(url)) => url.clone(),
+                    _ => cfg.aggregator.clone(),
+                },
                 agent_id: agent_id.clone(),
                 max_in_flight: cfg.max_in_flight,
                 ack_timeout: cfg.ack_timeout,
@@ -196,6 +242,7 @@ impl Pipeline {
             })
         };
         let telemetry = start_telemetry(cfg, &counters)?;
+        let otlp_side = start_otlp_side(cfg, &counters);
         info!(%agent_id, aggregator = %cfg.aggregator, transport = ?cfg.transport, encoding = ?cfg.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");
         Ok(Pipeline {
@@ -224,6 +271,7 @@ impl Pipeline {
             sender,
             status,
             telemetry,
+            otlp_side,
             counters,
         })
     }
@@ -263,6 +311,11 @@ impl Pipeline {
         snap.host = self.host.clone();
         snap.sample_interval_ms = self.sample_interval_ms;
         let frame = seal(&snap, &self.seal).context("sealing a snapshot")?;
+        if let Some(side) = &self.otlp_side {
+            if side.try_send(snap.clone()).is_err() {
+                Counters::add(&self.counters.otlp_export_failures, 1);
+            }
+        }
         lock(&self.spool)
             .push(snap.seq, snap.start, &frame)
             .context("spooling a frame")?;

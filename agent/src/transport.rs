@@ -6,6 +6,8 @@
 //!   (vetting §1.1), so the sender recreates the link when acks stop coming (the ZeroMQ guide's
 //!   "Lazy Pirate" pattern) or a send fails.
 //! - gRPC: one `Ingest.Publish` bidirectional stream per link.
+//! - OTLP: one `MetricsService/Export` call per frame (see [`crate::otlp`]); the response is
+//!   turned into the frame's ack.
 
 use crate::config::TransportArg;
 use bytes::Bytes;
@@ -44,6 +46,13 @@ pub enum Link {
         tx: mpsc::Sender<pb::Frame>,
         /// Acks received.
         acks: tonic::Streaming<pb::Ack>,
+    },
+    /// OTLP/gRPC: each frame's snapshot exported; acks made from the responses.
+    Otlp {
+        /// The client.
+        exporter: crate::otlp::OtlpExporter,
+        /// Acks of frames exported, not yet received by the sender.
+        acks: std::collections::VecDeque<pb::Ack>,
     },
 }
 
@@ -92,6 +101,12 @@ impl Link {
                     acks: response.into_inner(),
                 })
             }
+            TransportArg::Otlp => Ok(Link::Otlp {
+                exporter: crate::otlp::OtlpExporter::connect(endpoint, timeout)
+                    .await
+                    .map_err(LinkError::Grpc)?,
+                acks: Default::default(),
+            }),
         }
     }
 
@@ -106,6 +121,33 @@ impl Link {
                 Ok(())
             }
             Link::Grpc { tx, .. } => tx.send(frame.clone()).await.map_err(|_| LinkError::Closed),
+            Link::Otlp { exporter, acks } => {
+                let header = frame.header.clone().unwrap_or_default();
+                let mut ack = pb::Ack {
+                    agent_id: header.agent_id.clone(),
+                    seq: header.seq,
+                    status: pb::AckStatus::Committed as i32,
+                    ..Default::default()
+                };
+                // Our own frame: decoding it cannot fail unless the spool file was damaged.
+                match fleetset_proto::verify(frame, &fleetset_proto::VerifyOptions::default()) {
+                    Ok(snapshot) => {
+                        match exporter.export(&snapshot).await.map_err(LinkError::Grpc)? {
+                            crate::otlp::Exported::Accepted => {}
+                            crate::otlp::Exported::Rejected(why) => {
+                                ack.status = pb::AckStatus::Rejected as i32;
+                                ack.detail = why;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ack.status = pb::AckStatus::Rejected as i32;
+                        ack.detail = e.to_string();
+                    }
+                }
+                acks.push_back(ack);
+                Ok(())
+            }
         }
     }
 
@@ -123,6 +165,10 @@ impl Link {
                 Ok(Some(ack)) => Ok(ack),
                 Ok(None) => Err(LinkError::Closed),
                 Err(status) => Err(LinkError::Grpc(status.to_string())),
+            },
+            Link::Otlp { acks, .. } => match acks.pop_front() {
+                Some(ack) => Ok(ack),
+                None => std::future::pending().await,
             },
         }
     }
