@@ -1,0 +1,40 @@
+"""The OpenTelemetry Python SDK (opentelemetry-exporter-otlp-proto-grpc) pushes a gauge, a
+monotonic counter and a histogram with resource host.name into fleetset's OTLP receiver: one
+collection in each of three consecutive 1-second windows, then force_flush twice and shutdown
+(which exports the unchanged state again).
+
+usage: otel_sdk_push.py ENDPOINT
+"""
+import sys, time
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+reader = PeriodicExportingMetricReader(
+    OTLPMetricExporter(endpoint=sys.argv[1], insecure=True), export_interval_millis=3_600_000)
+provider = MeterProvider(
+    resource=Resource.create({"host.name": "otel-sdk-host", "service.name": "checkout"}),
+    metric_readers=[reader])
+meter = provider.get_meter("fleetset-interop")
+requests = meter.create_counter("app.requests")
+latency = meter.create_histogram("app.latency", unit="ms")
+cpu = meter.create_gauge("system.cpu.utilization")
+
+
+def next_window():
+    time.sleep(1.0 - (time.time() % 1.0) + 0.05)
+
+
+next_window()
+for i, (add, lat, util) in enumerate([(5, [3.0, 7.0], 0.25), (7, [20.0], 0.5), (8, [1.0, 2.0], 0.75)]):
+    requests.add(add)
+    for v in lat:
+        latency.record(v)
+    cpu.set(util)
+    assert provider.force_flush(10_000), "export failed"
+    if i < 2:
+        next_window()
+assert provider.force_flush(10_000)
+provider.shutdown()
+print("pushed")

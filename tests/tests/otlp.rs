@@ -1,0 +1,494 @@
+//! OpenTelemetry both ways, on real processes:
+//! - the OpenTelemetry Python SDK pushes a gauge, a monotonic sum and a histogram; the store and
+//!   a training-set export hold them under the documented names with the right values, and
+//!   flushing twice (plus shutdown) adds no row;
+//! - malformed OTLP requests (no resource, NaN, empty data points, huge attributes) get clear
+//!   partial-success answers and the receiver keeps working;
+//! - `/metrics` moves consistently with the store while a replay runs;
+//! - agent → OTLP → aggregator → Parquet, both `--transport otlp` and the `--otlp-endpoint`
+//!   side export.
+//!
+//! Needs `FLEETSET_PYTHON` (scripts/test.sh).
+
+use arrow::array::{Array, Float64Array, StringArray};
+use fleetset_tests::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const OTLP_FLAGS: [&str; 6] = [
+    "--otlp-window",
+    "1s",
+    "--otlp-grace",
+    "300ms",
+    "--commit-interval",
+    "100ms",
+];
+
+/// metric → (ts ms → value) of the `series` rows of agents whose id starts with `prefix`.
+fn series_of(data: &Path, prefix: &str) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    let mut rows = 0;
+    for b in read_table(data, "series").unwrap() {
+        let (agent, metric) = (str_col(&b, "agent_id"), str_col(&b, "metric"));
+        let (ts, value) = (ts_col(&b, "ts"), f64_col(&b, "value").unwrap());
+        for i in 0..b.num_rows() {
+            if agent.value(i).starts_with(prefix) {
+                rows += 1;
+                out.entry(metric.value(i).to_string())
+                    .or_default()
+                    .insert(ts.value(i), value.value(i));
+            }
+        }
+    }
+    let distinct: usize = out.values().map(BTreeMap::len).sum();
+    assert_eq!(rows, distinct, "duplicate (metric, ts) rows for {prefix}");
+    out
+}
+
+fn values(series: &BTreeMap<String, BTreeMap<i64, f64>>, metric: &str) -> Vec<f64> {
+    series
+        .get(metric)
+        .unwrap_or_else(|| panic!("no series {metric}: {:?}", series.keys()))
+        .values()
+        .copied()
+        .collect()
+}
+
+#[test]
+fn python_sdk_metrics_land_once_in_the_store_and_a_training_set() {
+    let dir = TempDir::new("otlp-sdk");
+    let mut agg = Aggregator::start(dir.path(), &OTLP_FLAGS).unwrap();
+    let out = run_python_script("otel_sdk_push.py", &[&agg.otlp]);
+    assert!(out.contains("pushed"), "{out}");
+    // The last window closes 300 ms after its end; then one commit.
+    wait_for("3 OTLP windows committed", Duration::from_secs(20), || {
+        let text = http_get(
+            agg.metrics
+                .trim_start_matches("http://")
+                .trim_end_matches("/metrics"),
+            "/metrics",
+        )
+        .ok()?;
+        (prom_value(&text, "fleetset_aggregator_frames_committed_total")? >= 3.0).then_some(())
+    })
+    .unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+
+    let s = series_of(&agg.data_dir, "otel-otel-sdk-host-");
+    assert_eq!(values(&s, "app.requests"), [5.0, 12.0, 20.0]);
+    assert_eq!(values(&s, "system.cpu.utilization"), [0.25, 0.5, 0.75]);
+    assert_eq!(values(&s, "app.latency.count"), [2.0, 3.0, 5.0]);
+    assert_eq!(values(&s, "app.latency.sum"), [10.0, 30.0, 33.0]);
+    assert_eq!(values(&s, "app.latency.max"), [7.0, 20.0, 20.0]);
+    assert_eq!(values(&s, "app.latency.bucket.le_5"), [1.0, 1.0, 3.0]);
+    let windows = read_table(&agg.data_dir, "windows").unwrap();
+    let rows: usize = windows.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        rows, 3,
+        "one windows row per 1 s window, none from the repeated flushes"
+    );
+    let b = &windows[0];
+    assert_eq!(str_col(b, "hostname").value(0), "otel-sdk-host");
+    assert_eq!(str_col(b, "label_service_name").value(0), "checkout");
+
+    // A training set from OTLP data: features under the same names.
+    let set = dir.path().join("set");
+    export_ok(
+        &agg.data_dir,
+        &[
+            "--training",
+            "--no-anonymize",
+            "--split",
+            "1",
+            "--label-threshold",
+            "app.requests__max>10",
+            "--output",
+            set.to_str().unwrap(),
+        ],
+    );
+    let file = std::fs::File::open(set.join("train.parquet")).unwrap();
+    let train: Vec<_> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let t = &train[0];
+    assert_eq!(t.num_rows(), 2, "two windows have a following window");
+    let col = |name: &str| -> Vec<f64> {
+        let c = t
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        (0..c.len()).map(|i| c.value(i)).collect()
+    };
+    assert_eq!(col("app.requests__mean"), [5.0, 12.0]);
+    assert_eq!(col("system.cpu.utilization__max"), [0.25, 0.5]);
+    assert_eq!(col("app.latency.count__last"), [2.0, 3.0]);
+    let labels = t
+        .column_by_name("label")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!((labels.value(0), labels.value(1)), ("Positive", "Positive"));
+}
+
+fn kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn request(resource: Option<Vec<KeyValue>>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource.map(|attributes| Resource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gauge(name: &str, points: Vec<(u64, f64, Vec<KeyValue>)>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points
+                .into_iter()
+                .map(|(t, v, attributes)| NumberDataPoint {
+                    attributes,
+                    time_unix_nano: t,
+                    value: Some(number_data_point::Value::AsDouble(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_otlp_requests_get_clear_answers_and_nothing_breaks() {
+    let dir = TempDir::new("otlp-bad");
+    let mut agg = Aggregator::start(dir.path(), &OTLP_FLAGS).unwrap();
+    let mut client = MetricsServiceClient::connect(agg.otlp.clone())
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let host = || Some(vec![kv("host.name", "bad-client".into())]);
+    let cases: Vec<(&str, ExportMetricsServiceRequest, i64, &str)> = vec![
+        (
+            "missing resource",
+            request(None, vec![gauge("x.y", vec![(now, 1.0, vec![])])]),
+            1,
+            "host.name",
+        ),
+        (
+            "NaN value",
+            request(
+                host(),
+                vec![gauge(
+                    "x.nan",
+                    vec![(now, f64::NAN, vec![]), (now, 2.0, vec![])],
+                )],
+            ),
+            1,
+            "not finite",
+        ),
+        (
+            "zero timestamp",
+            request(host(), vec![gauge("x.zero", vec![(0, 1.0, vec![])])]),
+            1,
+            "time_unix_nano",
+        ),
+        (
+            "huge attribute value",
+            request(
+                host(),
+                vec![gauge(
+                    "x.huge",
+                    vec![(now, 1.0, vec![kv("blob", "z".repeat(100_000))])],
+                )],
+            ),
+            1,
+            "longer than",
+        ),
+        (
+            "huge resource attribute",
+            request(
+                Some(vec![
+                    kv("host.name", "h".into()),
+                    kv("note", "q".repeat(100_000)),
+                ]),
+                vec![gauge("x.res", vec![(now, 1.0, vec![])])],
+            ),
+            1,
+            "longer than",
+        ),
+        (
+            "empty data points",
+            request(host(), vec![gauge("x.empty", vec![])]),
+            0,
+            "",
+        ),
+        (
+            "metric without data",
+            request(
+                host(),
+                vec![Metric {
+                    name: "x.nodata".into(),
+                    ..Default::default()
+                }],
+            ),
+            0,
+            "",
+        ),
+        (
+            "no resource metrics",
+            ExportMetricsServiceRequest::default(),
+            0,
+            "",
+        ),
+    ];
+    for (what, req, rejected, message) in cases {
+        let resp = client
+            .export(req)
+            .await
+            .unwrap_or_else(|s| panic!("{what}: {s}"))
+            .into_inner();
+        let partial = resp.partial_success.unwrap_or_default();
+        assert_eq!(
+            partial.rejected_data_points, rejected,
+            "{what}: {partial:?}"
+        );
+        assert!(
+            partial.error_message.contains(message),
+            "{what}: {:?}",
+            partial.error_message
+        );
+    }
+    // Still serving: a good point lands in the store.
+    let good = request(
+        host(),
+        vec![gauge(
+            "x.good",
+            vec![(now, 42.0, vec![kv("core", "0".into())])],
+        )],
+    );
+    let resp = client.export(good).await.unwrap().into_inner();
+    assert_eq!(
+        resp.partial_success
+            .unwrap_or_default()
+            .rejected_data_points,
+        0
+    );
+    wait_for("the good point committed", Duration::from_secs(20), || {
+        let s = series_of(&agg.data_dir, "otel-bad-client-");
+        s.get("x.good.core_0")
+            .is_some_and(|v| v.values().any(|x| *x == 42.0))
+            .then_some(())
+    })
+    .unwrap();
+    let s = series_of(&agg.data_dir, "otel-bad-client-");
+    assert_eq!(
+        values(&s, "x.nan"),
+        [2.0],
+        "the finite point of the NaN request landed"
+    );
+    assert!(
+        !s.contains_key("x.huge") && !s.contains_key("x.zero"),
+        "{:?}",
+        s.keys()
+    );
+    let text = http_get(
+        agg.metrics
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics"),
+        "/metrics",
+    )
+    .unwrap();
+    assert_eq!(
+        prom_value(&text, "fleetset_aggregator_otlp_points_rejected_total"),
+        Some(5.0),
+        "{text}"
+    );
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}
+
+#[test]
+fn metrics_endpoint_moves_with_the_store_during_a_replay() {
+    let dir = TempDir::new("otlp-metrics");
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "50ms"]).unwrap();
+    let metrics_addr = agg
+        .metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let csv = dir.path().join("load.csv");
+    write_csv(&csv, 1_700_000_040, 300, 60, 6).unwrap();
+    let args: Vec<String> = [
+        "replay",
+        csv.to_str().unwrap(),
+        "--agent-id",
+        "scraped",
+        "--state-dir",
+        dir.path().join("agent").to_str().unwrap(),
+        "--aggregator",
+        &agg.zmq,
+        "--window",
+        "1m",
+        "--rate",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("replay.log")).unwrap();
+    let mut seen = Vec::new();
+    // `wait` errs while the replay still runs.
+    while let Err(_running) = p.wait(Duration::from_millis(200)) {
+        let text = http_get(&metrics_addr, "/metrics").unwrap();
+        let committed = prom_value(&text, "fleetset_aggregator_frames_committed_total").unwrap();
+        let received = prom_value(&text, "fleetset_aggregator_frames_received_total").unwrap();
+        assert!(committed <= received, "{committed} > {received}");
+        seen.push(committed);
+        assert!(seen.len() < 600, "replay did not finish");
+    }
+    assert!(p.wait(Duration::from_secs(1)).unwrap(), "{}", p.log_text());
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "counter went down: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|v| *v > 0.0 && *v < 300.0),
+        "no scrape saw the replay in progress: {seen:?}"
+    );
+    let text = http_get(&metrics_addr, "/metrics").unwrap();
+    let stored: usize = read_table(&agg.data_dir, "windows")
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(stored, 300);
+    assert_eq!(
+        prom_value(&text, "fleetset_aggregator_frames_committed_total"),
+        Some(stored as f64)
+    );
+    assert_eq!(
+        prom_value(&text, "fleetset_aggregator_window_rows_total"),
+        Some(stored as f64)
+    );
+    assert!(
+        text.contains("fleetset_aggregator_commit_duration_count"),
+        "{text}"
+    );
+    assert_eq!(http_get(&metrics_addr, "/healthz").unwrap().trim(), "ok");
+    // The agent served its own /metrics too (address in its log).
+    let log = p.log_text();
+    assert!(log.contains("own telemetry on http://127.0.0.1:"), "{log}");
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}
+
+#[test]
+fn agent_windows_reach_the_aggregator_over_otlp() {
+    let dir = TempDir::new("otlp-agent");
+    let mut agg = Aggregator::start(dir.path(), &OTLP_FLAGS).unwrap();
+    let spawn = |id: &str, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "run",
+            "--agent-id",
+            id,
+            "--state-dir",
+            dir.path().join(id).to_str().unwrap(),
+            "--source",
+            "synthetic",
+            "--window",
+            "1s",
+            "--sample-interval",
+            "100ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proc::spawn(
+            &bin("fleetset-agent"),
+            &args,
+            dir.path().join(format!("{id}.log")),
+        )
+        .unwrap()
+    };
+    // Only OTLP, spooled and acked; and ZeroMQ frames plus a best-effort OTLP copy.
+    let mut only = spawn(
+        "otlp-only",
+        &["--transport", "otlp", "--aggregator", &agg.otlp],
+    );
+    let mut both = spawn(
+        "zmq-and-otlp",
+        &["--aggregator", &agg.zmq, "--otlp-endpoint", &agg.otlp],
+    );
+    wait_for("4 acked windows each", Duration::from_secs(60), || {
+        (acked_frames(&only.log_text()).len() >= 4 && acked_frames(&both.log_text()).len() >= 4)
+            .then_some(())
+    })
+    .unwrap();
+    only.stop(Duration::from_secs(20)).unwrap();
+    both.stop(Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let log = both.log_text();
+    assert!(log.contains("otlp_export_failures=0"), "{log}");
+
+    // Both OTLP sources landed, told apart by service.instance.id (the agent id).
+    let mut otel_agent_of: BTreeMap<String, String> = BTreeMap::new();
+    for b in read_table(&agg.data_dir, "windows").unwrap() {
+        let Some(c) = b.column_by_name("label_service_instance_id") else {
+            continue;
+        };
+        let c = c.as_any().downcast_ref::<StringArray>().unwrap();
+        let agents = str_col(&b, "agent_id");
+        for i in (0..c.len()).filter(|i| c.is_valid(*i)) {
+            otel_agent_of.insert(c.value(i).to_string(), agents.value(i).to_string());
+        }
+    }
+    assert!(
+        otel_agent_of.contains_key("otlp-only") && otel_agent_of.contains_key("zmq-and-otlp"),
+        "{otel_agent_of:?}"
+    );
+    assert!(!series_of(&agg.data_dir, &otel_agent_of["otlp-only"]).is_empty());
+
+    // The frame path and the OTLP copy of the same agent carry the same downsampled points.
+    let frames = series_of(&agg.data_dir, "zmq-and-otlp");
+    let copy = series_of(&agg.data_dir, &otel_agent_of["zmq-and-otlp"]);
+    let (a, b) = (&frames["cpu_percent"], &copy["cpu_percent"]);
+    let common: Vec<_> = a.keys().filter(|t| b.contains_key(t)).collect();
+    assert!(common.len() >= 10, "{} common points", common.len());
+    for t in common {
+        assert_eq!(a[t], b[t], "cpu_percent at {t}");
+    }
+}
