@@ -26,6 +26,8 @@ counters! {
     frames_sent,
     /// Frames sent again after a reconnect.
     frames_resent,
+    /// Payload bytes of the frames sent (resends included).
+    bytes_sent,
     /// Frames acked COMMITTED.
     frames_committed,
     /// Frames acked DUPLICATE (already stored).

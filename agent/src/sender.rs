@@ -164,6 +164,7 @@ pub async fn run(
                 match l.send(&frame).await {
                     Ok(()) => {
                         Counters::add(&counters.frames_sent, 1);
+                        Counters::add(&counters.bytes_sent, frame.payload.len() as u64);
                         in_flight.insert(f.seq, f);
                     }
                     Err(e) => {

@@ -68,11 +68,10 @@ impl StateDir {
     }
 }
 
-/// A new agent id: `<hostname>-<8 random hex>`, so two hosts with one name stay distinct.
-pub fn derive_agent_id() -> String {
-    let host = sysinfo::System::host_name().unwrap_or_else(|_| "host".into());
-    let host: String = host
-        .chars()
+/// `name` as the first part of an agent id: lower-case ASCII letters, digits and `-` (any other
+/// character `-`), at most `max` characters.
+pub fn id_component(name: &str, max: usize) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c.to_ascii_lowercase()
@@ -80,9 +79,18 @@ pub fn derive_agent_id() -> String {
                 '-'
             }
         })
-        .take(64)
-        .collect();
-    format!("{host}-{}", hex::encode(rand::random::<[u8; 4]>()))
+        .take(max)
+        .collect()
+}
+
+/// A new agent id: `<hostname>-<8 random hex>`, so two hosts with one name stay distinct.
+pub fn derive_agent_id() -> String {
+    let host = sysinfo::System::host_name().unwrap_or_else(|_| "host".into());
+    format!(
+        "{}-{}",
+        id_component(&host, 64),
+        hex::encode(rand::random::<[u8; 4]>())
+    )
 }
 
 /// A new 32-byte random salt, hex.

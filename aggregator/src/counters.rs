@@ -10,6 +10,8 @@ use std::sync::Mutex;
 pub struct Counters {
     /// Frames received on any transport.
     pub frames_received: AtomicU64,
+    /// Payload bytes of the frames received.
+    pub bytes_received: AtomicU64,
     /// Frames whose rows were committed.
     pub frames_committed: AtomicU64,
     /// Frames acked DUPLICATE.
@@ -73,6 +75,7 @@ impl Counters {
     pub fn summary(&self) -> String {
         let mut parts = vec![
             format!("frames_received={}", self.frames_received.load(Relaxed)),
+            format!("bytes_received={}", self.bytes_received.load(Relaxed)),
             format!("frames_committed={}", self.frames_committed.load(Relaxed)),
             format!("frames_duplicate={}", self.frames_duplicate.load(Relaxed)),
             format!("series_rows={}", self.series_rows.load(Relaxed)),

@@ -502,3 +502,37 @@ pub fn prom_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A `fleetset-agent replay` of `csv` as `agent_id` into the ZeroMQ `endpoint` with `window`
+/// windows and the `extra` flags; state in `dir/<agent_id>`, log in `dir/<agent_id>.log`.
+pub fn replay_agent(
+    dir: &Path,
+    csv: &Path,
+    agent_id: &str,
+    endpoint: &str,
+    window: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut args: Vec<String> = [
+        "replay",
+        csv.to_str().unwrap_or_default(),
+        "--agent-id",
+        agent_id,
+        "--state-dir",
+        dir.join(agent_id).to_str().unwrap_or_default(),
+        "--aggregator",
+        endpoint,
+        "--window",
+        window,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(
+        &bin("fleetset-agent"),
+        &args,
+        dir.join(format!("{agent_id}.log")),
+    )
+    .expect("spawn fleetset-agent replay")
+}

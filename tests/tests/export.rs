@@ -80,6 +80,33 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
 const TABLES: [&str; 3] = ["series", "windows", "processes"];
 const FORMATS: [&str; 5] = ["csv", "jsonl", "parquet", "arrow", "sqlite"];
 
+/// Exports every table in every format to `out/<prefix><table>.<format>` with `extra` flags;
+/// returns each export's stdout.
+fn export_all(data: &Path, out: &Path, prefix: &str, extra: &[&str]) -> Vec<String> {
+    let mut outputs = Vec::new();
+    for table in TABLES {
+        for format in FORMATS {
+            let path = out.join(format!("{prefix}{table}.{format}"));
+            let mut args = vec![
+                "--table",
+                table,
+                "--format",
+                format,
+                "--output",
+                path.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            let stdout = export_ok(data, &args);
+            assert!(
+                stdout.contains("exported ") && stdout.contains("records/s"),
+                "{stdout}"
+            );
+            outputs.push(stdout);
+        }
+    }
+    outputs
+}
+
 #[test]
 fn every_format_round_trips_and_anonymized_exports_hold_no_identifier() {
     let dir = TempDir::new("export");
@@ -87,26 +114,8 @@ fn every_format_round_trips_and_anonymized_exports_hold_no_identifier() {
     let out = dir.path().join("out");
 
     // Clear exports: values equal the store's, read back by tools we did not write.
-    for table in TABLES {
-        for format in FORMATS {
-            let path = out.join(format!("clear-{table}.{format}"));
-            let stdout = export_ok(
-                &data,
-                &[
-                    "--table",
-                    table,
-                    "--format",
-                    format,
-                    "--no-anonymize",
-                    "--output",
-                    path.to_str().unwrap(),
-                ],
-            );
-            assert!(
-                stdout.contains("exported ") && stdout.contains("records/s"),
-                "{stdout}"
-            );
-        }
+    for stdout in export_all(&data, &out, "clear-", &["--no-anonymize"]) {
+        assert!(stdout.contains("(NOT anonymized)"), "{stdout}");
     }
     let checked = run_python_script(
         "export_roundtrip.py",
@@ -117,22 +126,8 @@ fn every_format_round_trips_and_anonymized_exports_hold_no_identifier() {
 
     // Default exports: anonymized, in every format and table, plus a training set.
     let anon = dir.path().join("anon");
-    for table in TABLES {
-        for format in FORMATS {
-            let path = anon.join(format!("{table}.{format}"));
-            let stdout = export_ok(
-                &data,
-                &[
-                    "--table",
-                    table,
-                    "--format",
-                    format,
-                    "--output",
-                    path.to_str().unwrap(),
-                ],
-            );
-            assert!(stdout.contains("(anonymized)"), "{stdout}");
-        }
+    for stdout in export_all(&data, &anon, "", &[]) {
+        assert!(stdout.contains("(anonymized)"), "{stdout}");
     }
     export_ok(
         &data,
@@ -292,26 +287,19 @@ fn strict_validation_refuses_out_of_range_values() {
     // `mem` is 1000..1012: as memory_used_percent that is out of its 0-100 range.
     let csv = dir.path().join("bad.csv");
     write_csv(&csv, 1_700_000_040, 12, 60, 6).unwrap();
-    let args: Vec<String> = [
-        "replay",
-        csv.to_str().unwrap(),
-        "--agent-id",
+    let mut p = replay_agent(
+        dir.path(),
+        &csv,
         "bad-host",
-        "--state-dir",
-        dir.path().join("agent").to_str().unwrap(),
-        "--aggregator",
         &agg.zmq,
-        "--window",
         "1m",
-        "--metric-map",
-        "mem=memory_used_percent",
-        "--metric-map",
-        "cpu=cpu_percent",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut p = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("replay.log")).unwrap();
+        &[
+            "--metric-map",
+            "mem=memory_used_percent",
+            "--metric-map",
+            "cpu=cpu_percent",
+        ],
+    );
     assert!(p.wait(Duration::from_secs(60)).unwrap(), "{}", p.log_text());
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 

@@ -52,27 +52,7 @@ fn every_nab_file_replays_and_its_window_stats_match_pandas() {
         Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--no-grpc"]).unwrap();
     for f in &files {
         let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
-        let args: Vec<String> = [
-            "replay",
-            f.to_str().unwrap(),
-            "--agent-id",
-            &format!("nab-{stem}"),
-            "--state-dir",
-            dir.path().join(&stem).to_str().unwrap(),
-            "--aggregator",
-            &agg.zmq,
-            "--window",
-            "1h",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut p = Proc::spawn(
-            &bin("fleetset-agent"),
-            &args,
-            dir.path().join(format!("{stem}.log")),
-        )
-        .unwrap();
+        let mut p = replay_agent(dir.path(), f, &format!("nab-{stem}"), &agg.zmq, "1h", &[]);
         assert!(
             p.wait(Duration::from_secs(120)).unwrap(),
             "replay of {} failed:\n{}",

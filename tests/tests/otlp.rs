@@ -351,24 +351,14 @@ fn metrics_endpoint_moves_with_the_store_during_a_replay() {
         .to_string();
     let csv = dir.path().join("load.csv");
     write_csv(&csv, 1_700_000_040, 300, 60, 6).unwrap();
-    let args: Vec<String> = [
-        "replay",
-        csv.to_str().unwrap(),
-        "--agent-id",
+    let mut p = replay_agent(
+        dir.path(),
+        &csv,
         "scraped",
-        "--state-dir",
-        dir.path().join("agent").to_str().unwrap(),
-        "--aggregator",
         &agg.zmq,
-        "--window",
         "1m",
-        "--rate",
-        "100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut p = Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("replay.log")).unwrap();
+        &["--rate", "100"],
+    );
     let mut seen = Vec::new();
     // `wait` errs while the replay still runs.
     while let Err(_running) = p.wait(Duration::from_millis(200)) {

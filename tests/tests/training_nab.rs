@@ -23,29 +23,14 @@ fn nab_incidents_label_the_windows_before_them() {
     for stem in FILES {
         let csv = nab.join(format!("{stem}.csv"));
         assert!(csv.exists(), "{} (set FLEETSET_SHARED_DIR)", csv.display());
-        let args: Vec<String> = [
-            "replay",
-            csv.to_str().unwrap(),
-            "--agent-id",
+        let mut p = replay_agent(
+            dir.path(),
+            &csv,
             stem,
-            "--label",
-            "site=nab",
-            "--state-dir",
-            dir.path().join(stem).to_str().unwrap(),
-            "--aggregator",
             &agg.zmq,
-            "--window",
             "1h",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut p = Proc::spawn(
-            &bin("fleetset-agent"),
-            &args,
-            dir.path().join(format!("{stem}.log")),
-        )
-        .unwrap();
+            &["--label", "site=nab"],
+        );
         assert!(
             p.wait(Duration::from_secs(120)).unwrap(),
             "{}",

@@ -126,6 +126,7 @@ impl Admission {
     pub async fn admit(&self, frame: pb::Frame, reply: AckTo) -> bool {
         let received_at_us = now_us();
         Counters::add(&self.counters.frames_received, 1);
+        Counters::add(&self.counters.bytes_received, frame.payload.len() as u64);
         match verify(&frame, &self.verify) {
             Ok(snapshot) => {
                 let header = frame.header.unwrap_or_default();

@@ -93,19 +93,6 @@ fn text(v: &Option<AnyValue>) -> String {
     }
 }
 
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect()
-}
-
 /// `s` as a metric-name component: lower case, `[a-z0-9_]` kept (and `.` when `dots`), any
 /// other character `_`.
 fn component(s: &str, dots: bool) -> String {
@@ -157,6 +144,14 @@ fn series_name(
 
 /// One value derived from an OTLP data point: (series-name suffix, extra attribute, value).
 type Derived<'a> = (&'a str, Option<(&'a str, String)>, f64);
+
+/// The `.sum`, `.min`, `.max` series of a histogram point, those present.
+fn sum_min_max(sum: Option<f64>, min: Option<f64>, max: Option<f64>) -> Vec<Derived<'static>> {
+    [(".sum", sum), (".min", min), (".max", max)]
+        .into_iter()
+        .filter_map(|(suffix, v)| v.map(|v| (suffix, None, v)))
+        .collect()
+}
 
 /// Collects the points of one OTLP data point into `out`, or rejects it in `m`.
 struct Collector<'a> {
@@ -263,7 +258,7 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
         h.update(identity.join("/").as_bytes());
         let agent_id = format!(
             "otel-{}-{}",
-            sanitize(primary),
+            fleetset_agent::state::id_component(primary, 40),
             hex::encode(&h.finalize()[..4])
         );
         let host = HostInfo {
@@ -308,9 +303,7 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                 Some(metric::Data::Histogram(h)) => {
                     for p in &h.data_points {
                         let mut v = vec![(".count", None, p.count as f64)];
-                        v.extend(p.sum.map(|s| (".sum", None, s)));
-                        v.extend(p.min.map(|s| (".min", None, s)));
-                        v.extend(p.max.map(|s| (".max", None, s)));
+                        v.extend(sum_min_max(p.sum, p.min, p.max));
                         for (i, n) in p.bucket_counts.iter().enumerate() {
                             let le = p
                                 .explicit_bounds
@@ -332,9 +325,7 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                             (".count", None, p.count as f64),
                             (".zero_count", None, p.zero_count as f64),
                         ];
-                        v.extend(p.sum.map(|s| (".sum", None, s)));
-                        v.extend(p.min.map(|s| (".min", None, s)));
-                        v.extend(p.max.map(|s| (".max", None, s)));
+                        v.extend(sum_min_max(p.sum, p.min, p.max));
                         c.point(
                             name,
                             &p.attributes,
