@@ -87,8 +87,9 @@ RUNS, WORK, REPO = int(os.environ["BENCH_RUNS"]), os.environ["BENCH_WORK"], os.e
 # A fixed salt (not a secret: synthetic data) so the store directory is not written to.
 ENV = dict(os.environ, FLEETSET_EXPORT_SALT="00112233445566778899aabbccddeeff")
 SRC = f"read_parquet('{STORE}/series/*/*.parquet', hive_partitioning=false)"
-# fleetset's CSV timestamp rendering (sink.rs: %Y-%m-%dT%H:%M:%S%.3f%:z, UTC).
-TS_LIKE_FLEETSET = "%Y-%m-%dT%H:%M:%S.%g+00:00"
+# Close to fleetset's CSV timestamp rendering (arrow's RFC 3339 in UTC, `…T02:10:03.500Z`;
+# arrow leaves out a zero fraction, DuckDB always writes ms).
+TS_LIKE_FLEETSET = "%Y-%m-%dT%H:%M:%S.%gZ"
 
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")

@@ -161,7 +161,8 @@ pub struct Aggregator {
     pub grpc: String,
     /// Bound OTLP/gRPC receiver, `http://127.0.0.1:PORT` (empty when turned off).
     pub otlp: String,
-    /// Bound Prometheus endpoint, `http://127.0.0.1:PORT/metrics` (empty when turned off).
+    /// Bound own-telemetry HTTP address (`/metrics`, `/healthz`), `127.0.0.1:PORT` (empty when
+    /// turned off).
     pub metrics: String,
 }
 
@@ -223,10 +224,7 @@ impl Aggregator {
                 .as_str()
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
-            metrics: info["metrics"]
-                .as_str()
-                .map(|a| format!("http://{a}/metrics"))
-                .unwrap_or_default(),
+            metrics: info["metrics"].as_str().unwrap_or_default().to_string(),
         })
     }
 }

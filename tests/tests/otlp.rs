@@ -70,13 +70,7 @@ fn python_sdk_metrics_land_once_in_the_store_and_a_training_set() {
     assert!(out.contains("pushed"), "{out}");
     // The last window closes 300 ms after its end; then one commit.
     wait_for("3 OTLP windows committed", Duration::from_secs(20), || {
-        let text = http_get(
-            agg.metrics
-                .trim_start_matches("http://")
-                .trim_end_matches("/metrics"),
-            "/metrics",
-        )
-        .ok()?;
+        let text = http_get(&agg.metrics, "/metrics").ok()?;
         (prom_value(&text, "fleetset_aggregator_frames_committed_total")? >= 3.0).then_some(())
     })
     .unwrap();
@@ -307,14 +301,21 @@ async fn malformed_otlp_requests_get_clear_answers_and_nothing_breaks() {
             .rejected_data_points,
         0
     );
-    wait_for("the good point committed", Duration::from_secs(20), || {
-        let s = series_of(&agg.data_dir, "otel-bad-client-");
-        s.get("x.good.core_0")
-            .is_some_and(|v| v.values().any(|x| *x == 42.0))
-            .then_some(())
+    let metrics_addr = agg.metrics.clone();
+    // The store is read only after the aggregator stopped (a live store has temp files).
+    let text = wait_for("the good point committed", Duration::from_secs(20), || {
+        let text = http_get(&metrics_addr, "/metrics").ok()?;
+        (prom_value(&text, "fleetset_aggregator_frames_committed_total")? >= 1.0).then_some(text)
     })
     .unwrap();
+    assert_eq!(
+        prom_value(&text, "fleetset_aggregator_otlp_points_rejected_total"),
+        Some(5.0),
+        "{text}"
+    );
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
     let s = series_of(&agg.data_dir, "otel-bad-client-");
+    assert_eq!(values(&s, "x.good.core_0"), [42.0]);
     assert_eq!(
         values(&s, "x.nan"),
         [2.0],
@@ -325,30 +326,13 @@ async fn malformed_otlp_requests_get_clear_answers_and_nothing_breaks() {
         "{:?}",
         s.keys()
     );
-    let text = http_get(
-        agg.metrics
-            .trim_start_matches("http://")
-            .trim_end_matches("/metrics"),
-        "/metrics",
-    )
-    .unwrap();
-    assert_eq!(
-        prom_value(&text, "fleetset_aggregator_otlp_points_rejected_total"),
-        Some(5.0),
-        "{text}"
-    );
-    agg.proc.stop(Duration::from_secs(20)).unwrap();
 }
 
 #[test]
 fn metrics_endpoint_moves_with_the_store_during_a_replay() {
     let dir = TempDir::new("otlp-metrics");
     let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "50ms"]).unwrap();
-    let metrics_addr = agg
-        .metrics
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    let metrics_addr = agg.metrics.clone();
     let csv = dir.path().join("load.csv");
     write_csv(&csv, 1_700_000_040, 300, 60, 6).unwrap();
     let mut p = replay_agent(

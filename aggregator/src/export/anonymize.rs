@@ -228,13 +228,27 @@ impl Anonymizer {
         Ok(RecordBatch::try_new(schema, cols)?)
     }
 
+    /// Hashes every value; rows come grouped by agent, so the previous value is checked
+    /// before the per-batch cache.
     fn hash_strings(&self, a: &StringArray) -> ArrayRef {
         let mut cache: HashMap<&str, String> = HashMap::new();
-        let out: StringArray = a
-            .iter()
-            .map(|v| v.map(|v| cache.entry(v).or_insert_with(|| self.hash(v)).clone()))
-            .collect();
-        Arc::new(out)
+        let mut out = arrow::array::StringBuilder::with_capacity(a.len(), a.len() * 16);
+        let mut last: Option<(&str, String)> = None;
+        for v in a.iter() {
+            let Some(v) = v else {
+                out.append_null();
+                continue;
+            };
+            match &last {
+                Some((prev, hashed)) if *prev == v => out.append_value(hashed),
+                _ => {
+                    let hashed = cache.entry(v).or_insert_with(|| self.hash(v)).clone();
+                    out.append_value(&hashed);
+                    last = Some((v, hashed));
+                }
+            }
+        }
+        Arc::new(out.finish())
     }
 }
 

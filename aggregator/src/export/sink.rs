@@ -4,8 +4,8 @@
 //! partial export.
 //!
 //! Value mapping (documented in README "Export"):
-//! - CSV: a header row; timestamps RFC 3339 with ms (`2026-11-21T10:00:00.000+00:00`); nulls
-//!   empty.
+//! - CSV: a header row; timestamps RFC 3339 UTC as arrow renders them
+//!   (`2026-11-21T10:00:00Z`, fractional seconds when not whole); nulls empty.
 //! - JSON Lines: one object per row, every column present (null when missing); timestamps as
 //!   RFC 3339 strings.
 //! - Parquet: zstd with page statistics (the store's writer settings), timestamps ms UTC.
@@ -78,7 +78,7 @@ impl Sink {
                 Format::Csv => Writer::Csv(
                     arrow::csv::WriterBuilder::new()
                         .with_header(true)
-                        .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.3f%:z".into())
+                        // arrow-cast's own RFC 3339 rendering (no custom format: 4x faster)
                         .build(file()?),
                 ),
                 Format::Jsonl => Writer::Jsonl(
