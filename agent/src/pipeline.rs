@@ -106,6 +106,7 @@ const GAUGES: [&str; 2] = ["spool_frames", "spool_bytes"];
 /// with `telemetry_otlp`. `None` when both are off.
 fn start_telemetry(
     cfg: &AgentConfig,
+    agent_id: &str,
     counters: &Arc<Counters>,
 ) -> Result<Option<(Telemetry, CancellationToken)>> {
     if cfg.no_metrics && cfg.telemetry_otlp.is_none() {
@@ -113,6 +114,7 @@ fn start_telemetry(
     }
     let t = Telemetry::start(
         "agent",
+        agent_id,
         cfg.telemetry_otlp.as_deref(),
         TELEMETRY_EXPORT_INTERVAL,
     )?;
@@ -241,7 +243,7 @@ impl Pipeline {
                 }
             })
         };
-        let telemetry = start_telemetry(cfg, &counters)?;
+        let telemetry = start_telemetry(cfg, &agent_id, &counters)?;
         let otlp_side = start_otlp_side(cfg, &counters);
         info!(%agent_id, aggregator = %cfg.aggregator, transport = ?cfg.transport, encoding = ?cfg.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");

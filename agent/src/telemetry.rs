@@ -66,19 +66,24 @@ pub fn metric_name(role: &str, counter: &str) -> String {
 }
 
 impl Telemetry {
-    /// Starts the SDK for `role` (`service.name` = `fleetset-<role>`); with `otlp_endpoint`
-    /// (e.g. `http://collector:4317`) also exports every `interval` over OTLP/gRPC.
+    /// Starts the SDK for `role` (resource: `service.name` = `fleetset-<role>`,
+    /// `service.instance.id` = `instance_id`, `host.name`); with `otlp_endpoint` (e.g.
+    /// `http://collector:4317`) also exports every `interval` over OTLP/gRPC.
     /// Errors: an OTLP endpoint the exporter cannot use.
     pub fn start(
         role: &'static str,
+        instance_id: &str,
         otlp_endpoint: Option<&str>,
         interval: Duration,
     ) -> Result<Telemetry> {
         let reader = Arc::new(ManualReader::builder().build());
+        let host = sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into());
         let resource = Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", format!("fleetset-{role}")),
                 KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                KeyValue::new("service.instance.id", instance_id.to_string()),
+                KeyValue::new("host.name", host),
             ])
             .build();
         let mut builder = SdkMeterProvider::builder()
@@ -354,7 +359,7 @@ mod tests {
 
     #[test]
     fn counters_histograms_and_gauges_render_as_prometheus_text() {
-        let t = Telemetry::start("agent", None, Duration::from_secs(60)).unwrap();
+        let t = Telemetry::start("agent", "test-agent", None, Duration::from_secs(60)).unwrap();
         t.observe_counters(
             &[
                 "frames_sent".into(),

@@ -268,6 +268,7 @@ fn start_telemetry(
 ) -> Result<(fleetset_agent::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_agent::telemetry::Telemetry::start(
         "aggregator",
+        &format!("aggregator:{}", cfg.metrics_listen),
         cfg.telemetry_otlp.as_deref(),
         fleetset_agent::pipeline::TELEMETRY_EXPORT_INTERVAL,
     )?;

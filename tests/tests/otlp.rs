@@ -466,3 +466,33 @@ fn agent_windows_reach_the_aggregator_over_otlp() {
         assert_eq!(a[t], b[t], "cpu_percent at {t}");
     }
 }
+
+#[test]
+fn own_telemetry_pushed_over_otlp_lands_in_another_aggregator() {
+    let dir = TempDir::new("otlp-self");
+    let (sink_dir, source_dir) = (dir.path().join("sink"), dir.path().join("source"));
+    std::fs::create_dir_all(&sink_dir).unwrap();
+    std::fs::create_dir_all(&source_dir).unwrap();
+    let mut sink = Aggregator::start(&sink_dir, &OTLP_FLAGS).unwrap();
+    let mut source = Aggregator::start(&source_dir, &["--telemetry-otlp", &sink.otlp]).unwrap();
+    // Shutdown flushes the OTLP exporter (the periodic export is every 10 s).
+    source.proc.stop(Duration::from_secs(20)).unwrap();
+    wait_for(
+        "the pushed telemetry committed",
+        Duration::from_secs(20),
+        || {
+            let text = http_get(&sink.metrics, "/metrics").ok()?;
+            (prom_value(&text, "fleetset_aggregator_frames_committed_total")? >= 1.0).then_some(())
+        },
+    )
+    .unwrap();
+    sink.proc.stop(Duration::from_secs(20)).unwrap();
+    let s = series_of(&sink.data_dir, "otel-");
+    for name in [
+        "fleetset.aggregator.frames.received",
+        "fleetset.aggregator.otlp.points_received",
+        "fleetset.aggregator.window.rows",
+    ] {
+        assert!(s.contains_key(name), "{name} missing: {:?}", s.keys());
+    }
+}

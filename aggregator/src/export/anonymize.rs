@@ -273,6 +273,56 @@ mod tests {
     }
 
     #[test]
+    fn batches_get_hashed_ids_stripped_paths_and_generalized_times() {
+        use arrow::datatypes::{Field, Schema};
+        let mut a = Anonymizer::with_salt(b"0123456789abcdef");
+        a.grain = Some(TimeGrain::Hour);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("agent_id", DataType::Utf8, false),
+            Field::new("kernel", DataType::Utf8, false),
+            Field::new(
+                "window_start",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["web-1", "web-1", "db-2"])),
+                Arc::new(StringArray::from(vec!["/boot/vmlinuz-6.1", "6.1", "6.1"])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![3_599_999, 3_600_000, 7_300_000])
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap();
+        let out = a.apply(&batch).unwrap();
+        let ids = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(ids.value(0), a.hash("web-1"));
+        assert_eq!(ids.value(1), ids.value(0));
+        assert_eq!(ids.value(2), a.hash("db-2"));
+        let kernel = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(kernel.value(0), "vmlinuz-6.1");
+        let ts = out
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(ts.values().to_vec(), vec![0, 3_600_000, 7_200_000]);
+        assert_eq!(out.schema(), batch.schema());
+    }
+
+    #[test]
     fn hashes_are_salted_stable_and_short() {
         let a = Anonymizer::with_salt(b"0123456789abcdef");
         let b = Anonymizer::with_salt(b"fedcba9876543210");
