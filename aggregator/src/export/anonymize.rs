@@ -50,6 +50,9 @@ impl TimeGrain {
 /// Anonymization flags of `export`.
 #[derive(Debug, Args)]
 pub struct AnonymizeFlags {
+    /// Anonymize (the default; accepted for seed 000's `export --anonymize`).
+    #[arg(long, conflicts_with = "no_anonymize")]
+    pub anonymize: bool,
     /// Export identifiers, names and paths in clear (anonymization is the default).
     #[arg(long)]
     pub no_anonymize: bool,
