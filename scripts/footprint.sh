@@ -5,23 +5,27 @@
 # processes, fhcount, sending over its network plugin). Reports peak RSS (VmHWM) and CPU
 # (utime + stime over wall time) of each, and their ratio.
 #   DURATION  seconds to run (default 120)
-# Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries.
+# Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries and the
+# agent in its size-optimized `agent` profile (as shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-120}"
 command -v collectd >/dev/null || { echo "collectd not found: apt-get install collectd-core" >&2; exit 1; }
 cargo build --release --bins -q
+# The agent as shipped: the size-optimized `agent` profile (Cargo.toml).
+cargo build --profile agent -p fleetset-agent -q
 target="${CARGO_TARGET_DIR:-target}/release"
+agent_bin="${CARGO_TARGET_DIR:-target}/agent/fleetset-agent"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
-  --grpc-listen 127.0.0.1:0 --ready-file "$work/ready.json" 2>"$work/aggregator.log" &
+  --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" 2>"$work/aggregator.log" &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 zmq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["zmq"])' "$work/ready.json")"
 
-"$target/fleetset-agent" run --aggregator "$zmq" --state-dir "$work/agent" --window 60s \
-  --sample-interval 1s 2>"$work/agent.log" &
+"$agent_bin" run --aggregator "$zmq" --state-dir "$work/agent" --window 60s \
+  --sample-interval 1s --metrics-listen 127.0.0.1:0 2>"$work/agent.log" &
 agent=$!
 
 plugins=/usr/lib/collectd
