@@ -33,6 +33,11 @@ pub struct ServeFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_zmq_pub: Option<bool>,
+    /// ZeroMQ PUB send high-water mark: windows queued per subscriber at most (newer are
+    /// dropped for that subscriber), so a stalled subscriber costs at most this many messages.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zmq_pub_hwm: Option<i32>,
     /// Live windows buffered for subscribers; a subscriber further behind skips the oldest.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +116,8 @@ pub struct ServerConfig {
     pub zmq_pub: String,
     /// ZeroMQ PUB off.
     pub no_zmq_pub: bool,
+    /// ZeroMQ PUB high-water mark, messages per subscriber.
+    pub zmq_pub_hwm: i32,
     /// Live queue, windows.
     pub live_queue: usize,
     /// Slow gRPC subscriber policy.
@@ -157,6 +164,7 @@ impl Default for ServerConfig {
             no_zmq: false,
             zmq_pub: "tcp://0.0.0.0:5556".into(),
             no_zmq_pub: false,
+            zmq_pub_hwm: 1000,
             live_queue: 1024,
             subscriber_overflow: crate::live::grpc::Overflow::Lag,
             no_grpc: false,
@@ -197,6 +205,7 @@ impl ServerConfig {
         );
         anyhow::ensure!(self.commit_rows > 0, "commit_rows: must be >= 1");
         anyhow::ensure!(self.live_queue > 0, "live_queue: must be >= 1");
+        anyhow::ensure!(self.zmq_pub_hwm > 0, "zmq_pub_hwm: must be >= 1");
         anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes: below 1024");
         if !self.no_grpc {
             self.grpc_listen

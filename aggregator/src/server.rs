@@ -118,7 +118,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     }
     let mut zmq_pub_endpoint = None;
     if !cfg.no_zmq_pub {
-        let (endpoint, task) = zmq_pub::start(&cfg.zmq_pub, &hub, ingest_stop.clone()).await?;
+        let (endpoint, task) =
+            zmq_pub::start(&cfg.zmq_pub, cfg.zmq_pub_hwm, &hub, ingest_stop.clone()).await?;
         zmq_pub_endpoint = Some(endpoint);
         ingest_tasks.push(task);
     }

@@ -161,6 +161,8 @@ pub struct Aggregator {
     pub grpc: String,
     /// Bound OTLP/gRPC receiver, `http://127.0.0.1:PORT` (empty when turned off).
     pub otlp: String,
+    /// The aggregator's process id.
+    pub pid: u32,
     /// Bound own-telemetry HTTP address (`/metrics`, `/healthz`), `127.0.0.1:PORT` (empty when
     /// turned off).
     pub metrics: String,
@@ -225,6 +227,7 @@ impl Aggregator {
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
             metrics: info["metrics"].as_str().unwrap_or_default().to_string(),
+            pid: info["pid"].as_u64().unwrap_or_default() as u32,
         })
     }
 }
@@ -533,4 +536,16 @@ pub fn replay_agent(
         dir.join(format!("{agent_id}.log")),
     )
     .expect("spawn fleetset-agent replay")
+}
+
+/// Peak resident set size (VmHWM) of process `pid`, KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -223,6 +223,59 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
     drop(stalled_sub);
 }
 
+/// Peak RSS (KiB) of an aggregator (ZeroMQ PUB high-water mark 100) that receives a 6,000-frame
+/// replay, with or without a ZeroMQ SUB that connects and never reads.
+async fn peak_rss_with_a_stalled_sub(stalled: bool) -> u64 {
+    let dir = TempDir::new("stalled-sub");
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &["--commit-interval", "50ms", "--zmq-pub-hwm", "100"],
+    )
+    .unwrap();
+    let mut sub = SubSocket::new();
+    if stalled {
+        sub.connect(&agg.zmq_pub).await.unwrap();
+        sub.subscribe("").await.unwrap();
+    }
+    let csv = dir.path().join("load.csv");
+    // 2-minute windows of 120 one-second rows, all kept (threshold 120): ~3 KB frames.
+    write_csv(&csv, 1_699_999_920, 6000, 120, 120).unwrap();
+    let mut p = replay_agent(
+        dir.path(),
+        &csv,
+        "load",
+        &agg.zmq,
+        "2m",
+        &["--lttb-threshold", "120"],
+    );
+    let done = tokio::task::spawn_blocking(move || {
+        let ok = p.wait(Duration::from_secs(240)).unwrap();
+        (ok, p.log_text())
+    })
+    .await
+    .unwrap();
+    assert!(done.0, "{}", done.1);
+    let peak = peak_rss_kib(agg.pid).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    drop(sub);
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_zmq_subscriber_costs_at_most_its_high_water_mark() {
+    // zeromq 0.7's PUB kept every message for such a subscriber: ~18 MB for these 6,000 frames
+    // of ~3 KB (so does libzmq with an unbounded high-water mark: +17 MB measured). With an
+    // SNDHWM of 100 the bound is ~0.3 MB plus allocator noise.
+    let without = peak_rss_with_a_stalled_sub(false).await;
+    let with = peak_rss_with_a_stalled_sub(true).await;
+    eprintln!("aggregator peak RSS: {without} KiB without, {with} KiB with a stalled SUB");
+    assert!(
+        with < without + 5 * 1024,
+        "a stalled SUB cost {} KiB (peak {with} vs {without})",
+        with.saturating_sub(without)
+    );
+}
+
 #[test]
 fn tail_prints_live_windows_of_the_selected_agent() {
     let dir = TempDir::new("tail");
