@@ -2,13 +2,17 @@
 //! SUB, on loopback, while many agents replay concurrently (SPEC target: p99 ≤ 5 ms; seed 000
 //! asks < 100 ms).
 //!
-//! Everything runs in this process on one tokio runtime — the aggregator (`server::start`), the
-//! replaying agents (`fleetset_agent::replay`) and both subscribers — so the load competes with
-//! delivery for the same 2 cores. Receipt time is the aggregator's `received_at_us` stamp (taken
-//! before verification); a ZeroMQ message is matched to it by `(agent_id, seq)` through the gRPC
-//! stream, which sees every window.
+//! The aggregator (`server::start`) and both subscribers run in this process; the load comes
+//! from AGENTS separate `fleetset-agent replay` processes (as in production, where agents are
+//! other hosts' processes), so their CPU work is scheduled by the OS rather than on the
+//! aggregator's tokio workers — but still on the same 2 cores. With `LOADGEN=inprocess` the
+//! replays run on the aggregator's runtime instead (the first session's setup). Receipt time is
+//! the aggregator's `received_at_us` stamp (taken before verification); a ZeroMQ message is
+//! matched to it by `(agent_id, seq)` through the gRPC stream, which sees every window.
 //!
-//! Run: `cargo bench -p fleetset-aggregator --bench live_latency` (env AGENTS, WINDOWS, RATE).
+//! Run: `cargo build --release -p fleetset-agent && cargo bench -p fleetset-aggregator --bench
+//! live_latency` (env AGENTS, WINDOWS, RATE, LOADGEN, COMMIT_MS: the aggregator's commit
+//! interval, default 5000; agents get acks, and release their next frames, once per commit).
 
 use clap::Parser;
 use fleetset_agent::replay::{replay, ReplayFlags};
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         zmq_pub: "tcp://127.0.0.1:0".into(),
         otlp_listen: "127.0.0.1:0".into(),
         no_metrics: true,
+        commit_interval: Duration::from_millis(env("COMMIT_MS", 5000) as u64),
         ..Default::default()
     };
     let server = fleetset_aggregator::server::start(&cfg).await?;
@@ -107,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let t0 = 1_700_000_000 - 1_700_000_000 % 3600;
     let stop = CancellationToken::new();
     let mut replays = Vec::new();
+    let mut argv: Vec<[String; 15]> = Vec::new();
     for a in 0..agents {
         let csv = dir.join(format!("agent{a}.csv"));
         let mut text = String::from("timestamp,cpu,mem,load\n");
@@ -120,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         std::fs::write(&csv, text)?;
-        let args = Args::try_parse_from([
+        let cli = [
             "replay",
             csv.to_str().unwrap_or_default(),
             "--agent-id",
@@ -135,12 +141,47 @@ async fn main() -> anyhow::Result<()> {
             &rate.to_string(),
             "--spool-fsync",
             "never",
-        ])?;
-        replays.push(tokio::spawn(replay(args.replay, stop.clone())));
+            "--no-metrics",
+        ]
+        .map(String::from);
+        let args = Args::try_parse_from(&cli)?;
+        argv.push(cli);
+        replays.push(args);
     }
     let started = std::time::Instant::now();
-    for r in replays {
-        r.await??;
+    if std::env::var("LOADGEN").as_deref() == Ok("inprocess") {
+        let tasks: Vec<_> = replays
+            .into_iter()
+            .map(|a| tokio::spawn(replay(a.replay, stop.clone())))
+            .collect();
+        for t in tasks {
+            t.await??;
+        }
+    } else {
+        let agent = std::env::current_exe()?
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map(|d| d.join("fleetset-agent"))
+            .filter(|p| p.exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!("build the agent first: cargo build --release -p fleetset-agent")
+            })?;
+        let mut children = Vec::new();
+        for (a, csv_args) in argv.iter().enumerate() {
+            children.push(
+                std::process::Command::new(&agent)
+                    .args(csv_args)
+                    .env("RUST_LOG", "warn")
+                    .stderr(std::process::Stdio::from(std::fs::File::create(
+                        dir.join(format!("agent{a}.log")),
+                    )?))
+                    .spawn()?,
+            );
+        }
+        for mut c in children {
+            let status = tokio::task::spawn_blocking(move || c.wait()).await??;
+            anyhow::ensure!(status.success(), "a replay failed (see {})", dir.display());
+        }
     }
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let grpc = grpc_task.await?;
     let zmq = zmq_task.await?;
 
-    println!("live latency: {agents} agents replaying {windows} windows each at {rate} frames/s ({:.0} frames/s total, {:.1} s), loopback, one process on 2 cores", (agents * windows) as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!("live latency: {agents} agents replaying {windows} windows each at {rate} frames/s ({:.0} frames/s total, {:.1} s), loopback, 2 cores, load generators {}", (agents * windows) as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64(), if std::env::var("LOADGEN").as_deref() == Ok("inprocess") { "in process" } else { "in separate processes" });
     let received: HashMap<(String, u64), i64> = grpc
         .iter()
         .map(|(a, s, r, _)| ((a.clone(), *s), *r))
