@@ -373,3 +373,122 @@ fn count_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> u64
         None => 0,
     }) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        summary_data_point::ValueAtQuantile, AggregationTemporality, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, Sum, Summary,
+        SummaryDataPoint,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn req(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("host.name", "Web_1.example"), kv("service.name", "api")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn every_otlp_type_maps_to_documented_series() {
+        let t = 1_700_000_000_123_000_000u64;
+        let metrics = vec![
+            Metric {
+                name: "http.server.requests".into(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint {
+                        attributes: vec![kv("http.method", "GET")],
+                        time_unix_nano: t,
+                        value: Some(number_data_point::Value::AsInt(7)),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: AggregationTemporality::Delta as i32,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "rpc.latency".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint {
+                        time_unix_nano: t,
+                        count: 4,
+                        sum: Some(10.0),
+                        zero_count: 1,
+                        min: Some(0.0),
+                        max: Some(6.0),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "gc.pause".into(),
+                data: Some(metric::Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        time_unix_nano: t,
+                        count: 3,
+                        sum: 1.5,
+                        quantile_values: vec![ValueAtQuantile {
+                            quantile: 0.99,
+                            value: 0.9,
+                        }],
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            },
+        ];
+        let m = map_request(&req(metrics), b"salt");
+        assert_eq!((m.rejected, m.sources.len()), (0, 1));
+        let s = &m.sources[0];
+        assert!(
+            s.agent_id.starts_with("otel-web-1-example-"),
+            "{}",
+            s.agent_id
+        );
+        assert_eq!(s.host.hostname, "Web_1.example");
+        assert_eq!(s.host.labels["service_name"], "api");
+        let got: BTreeMap<&str, f64> = s
+            .points
+            .iter()
+            .map(|p| (p.metric.as_str(), p.value))
+            .collect();
+        let want: BTreeMap<&str, f64> = [
+            ("http.server.requests.http_method_get", 7.0),
+            ("rpc.latency.count", 4.0),
+            ("rpc.latency.zero_count", 1.0),
+            ("rpc.latency.sum", 10.0),
+            ("rpc.latency.min", 0.0),
+            ("rpc.latency.max", 6.0),
+            ("gc.pause.count", 3.0),
+            ("gc.pause.sum", 1.5),
+            ("gc.pause.quantile_0_99", 0.9),
+        ]
+        .into();
+        assert_eq!(got, want);
+        assert!(s.points.iter().all(|p| p.ts_ms == 1_700_000_000_123));
+    }
+}
