@@ -40,27 +40,29 @@ fn main() -> Result<()> {
         Command::Serve(_) => "info",
     };
     init_logging(default_level);
-    if let Command::Export(flags) = &cli.command {
-        return fleetset_aggregator::export::run(flags);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Serve(flags) => {
-                let config = ServerConfig::load(&flags)?;
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = ServerConfig::load(&flags)?;
+            block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 fleetset_aggregator::server::serve(config, shutdown).await
-            }
-            Command::Demo(flags) => demo::run(flags).await,
-            Command::Tail(flags) => fleetset_aggregator::tail::run(flags).await,
-            Command::Export(_) => unreachable!("export runs without the async runtime"),
-            Command::Status { data_dir } => {
-                println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
-                Ok(())
-            }
+            })
         }
-    })
+        Command::Demo(flags) => block_on(demo::run(flags)),
+        Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
+        Command::Export(flags) => fleetset_aggregator::export::run(&flags),
+        Command::Status { data_dir } => {
+            println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` on a multi-threaded tokio runtime (the commands that serve or stream).
+fn block_on(f: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }

@@ -403,12 +403,14 @@ impl Rng {
 /// A `fleetset-agent run` on the deterministic synthetic source (50 ms samples, `window`
 /// windows, label `site=<site>`), state in `dir/<id>`, log in `dir/<id>.log`.
 pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
-    let args: Vec<String> = [
+    let state = dir.join(id);
+    let label = format!("site={site}");
+    let args = [
         "run",
         "--agent-id",
         id,
         "--state-dir",
-        dir.join(id).to_str().unwrap_or_default(),
+        state.to_str().unwrap_or_default(),
         "--aggregator",
         endpoint,
         "--source",
@@ -418,13 +420,20 @@ pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window:
         "--sample-interval",
         "50ms",
         "--label",
-        &format!("site={site}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log")))
-        .expect("spawn fleetset-agent")
+        &label,
+    ];
+    agent(dir, id, &args)
+}
+
+/// A `fleetset-agent` process with `args`, stderr in `dir/<log>.log`.
+pub fn agent(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    Proc::spawn(
+        &bin("fleetset-agent"),
+        &args,
+        dir.join(format!("{log}.log")),
+    )
+    .expect("spawn fleetset-agent")
 }
 
 /// Runs the Python script `tests/python/<name>` with `args` in the test virtualenv; fails the
@@ -514,28 +523,21 @@ pub fn replay_agent(
     window: &str,
     extra: &[&str],
 ) -> Proc {
-    let mut args: Vec<String> = [
+    let state = dir.join(agent_id);
+    let mut args = vec![
         "replay",
         csv.to_str().unwrap_or_default(),
         "--agent-id",
         agent_id,
         "--state-dir",
-        dir.join(agent_id).to_str().unwrap_or_default(),
+        state.to_str().unwrap_or_default(),
         "--aggregator",
         endpoint,
         "--window",
         window,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(
-        &bin("fleetset-agent"),
-        &args,
-        dir.join(format!("{agent_id}.log")),
-    )
-    .expect("spawn fleetset-agent replay")
+    ];
+    args.extend_from_slice(extra);
+    agent(dir, agent_id, &args)
 }
 
 /// Peak resident set size (VmHWM) of process `pid`, KiB.

@@ -36,14 +36,15 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
     let mut agents: Vec<Proc> = AGENTS
         .iter()
         .map(|(id, site)| {
-            let args: Vec<String> = [
+            let (state, label) = (dir.join(id), format!("site={site}"));
+            let args = [
                 "run",
                 "--config",
                 config.to_str().unwrap(),
                 "--agent-id",
                 id,
                 "--state-dir",
-                dir.join(id).to_str().unwrap(),
+                state.to_str().unwrap(),
                 "--aggregator",
                 &agg.zmq,
                 "--source",
@@ -55,12 +56,9 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
                 "--process-interval",
                 "200ms",
                 "--label",
-                &format!("site={site}"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            Proc::spawn(&bin("fleetset-agent"), &args, dir.join(format!("{id}.log"))).unwrap()
+                &label,
+            ];
+            agent(dir, id, &args)
         })
         .collect();
     wait_for("agents' acked windows", Duration::from_secs(90), || {

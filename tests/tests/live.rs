@@ -11,6 +11,22 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use zeromq::{Socket, SocketRecv, SubSocket};
 
+/// A `Subscribe` stream (all windows) with a 1 KB HTTP/2 receive window, as a slow reader's
+/// would be; the caller does not poll it.
+async fn stalled_stream(endpoint: &str) -> tonic::Streaming<pb::SubscribeResponse> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    LiveClient::new(channel)
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn subscribe(
     grpc: &str,
     req: pb::SubscribeRequest,
@@ -172,17 +188,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
     .unwrap();
     // The slow one: a small HTTP/2 receive window (as a slow reader's would be), never polled
     // until the end. A ZeroMQ SUB that never reads, too.
-    let channel = tonic::transport::Endpoint::from_shared(agg.grpc.clone())
-        .unwrap()
-        .initial_stream_window_size(Some(1024))
-        .connect()
-        .await
-        .unwrap();
-    let mut slow = LiveClient::new(channel)
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut slow = stalled_stream(&agg.grpc).await;
     let mut stalled_sub = SubSocket::new();
     stalled_sub.connect(&agg.zmq_pub).await.unwrap();
     stalled_sub.subscribe("").await.unwrap();
@@ -245,19 +251,7 @@ async fn peak_rss_with_stalled_subscribers(stalled: bool) -> u64 {
     if stalled {
         sub.connect(&agg.zmq_pub).await.unwrap();
         sub.subscribe("").await.unwrap();
-        let channel = tonic::transport::Endpoint::from_shared(agg.grpc.clone())
-            .unwrap()
-            .initial_stream_window_size(Some(1024))
-            .connect()
-            .await
-            .unwrap();
-        stream = Some(
-            LiveClient::new(channel)
-                .subscribe(pb::SubscribeRequest::default())
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        stream = Some(stalled_stream(&agg.grpc).await);
     }
     let csv = dir.path().join("load.csv");
     // 2-minute windows of 120 one-second rows, all kept (threshold 120): ~3 KB frames.

@@ -393,29 +393,22 @@ fn agent_windows_reach_the_aggregator_over_otlp() {
     let dir = TempDir::new("otlp-agent");
     let mut agg = Aggregator::start(dir.path(), &OTLP_FLAGS).unwrap();
     let spawn = |id: &str, extra: &[&str]| {
-        let mut args: Vec<String> = [
+        let state = dir.path().join(id);
+        let mut args = vec![
             "run",
             "--agent-id",
             id,
             "--state-dir",
-            dir.path().join(id).to_str().unwrap(),
+            state.to_str().unwrap(),
             "--source",
             "synthetic",
             "--window",
             "1s",
             "--sample-interval",
             "100ms",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Proc::spawn(
-            &bin("fleetset-agent"),
-            &args,
-            dir.path().join(format!("{id}.log")),
-        )
-        .unwrap()
+        ];
+        args.extend_from_slice(extra);
+        agent(dir.path(), id, &args)
     };
     // Only OTLP, spooled and acked; and ZeroMQ frames plus a best-effort OTLP copy.
     let mut only = spawn(

@@ -9,6 +9,7 @@
 
 use super::{Selection, Table};
 use crate::store::files::committed_files;
+pub use crate::store::tables::column;
 use crate::store::tables::STAT_NAMES;
 use anyhow::{bail, Context, Result};
 use arrow::array::TimestampMillisecondArray;
@@ -209,9 +210,4 @@ pub fn read_all(
         Some(arrow::compute::concat_batches(&scan.schema, &batches)?)
     };
     Ok((scan, all))
-}
-
-/// The column `name` of `b` downcast to `T`, if present with that type.
-pub fn column<'a, T: Array + 'static>(b: &'a RecordBatch, name: &str) -> Option<&'a T> {
-    b.column_by_name(name)?.as_any().downcast_ref::<T>()
 }

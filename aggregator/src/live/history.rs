@@ -7,7 +7,7 @@
 
 use super::Filter;
 use crate::store::files::committed_files;
-use crate::store::tables::STAT_NAMES;
+use crate::store::tables::{column, STAT_NAMES};
 use anyhow::{Context, Result};
 use arrow::array::{
     Array, Float64Array, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
@@ -30,12 +30,8 @@ fn batches(path: &Path) -> Result<Vec<RecordBatch>> {
         .collect()
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Option<&'a T> {
-    b.column_by_name(name)?.as_any().downcast_ref::<T>()
-}
-
 fn string(b: &RecordBatch, name: &str, i: usize) -> String {
-    col::<StringArray>(b, name)
+    column::<StringArray>(b, name)
         .filter(|c| !c.is_null(i))
         .map(|c| c.value(i).to_string())
         .unwrap_or_default()
@@ -43,9 +39,9 @@ fn string(b: &RecordBatch, name: &str, i: usize) -> String {
 
 /// One `windows` row as a snapshot without points.
 fn window_row(b: &RecordBatch, i: usize) -> Option<(Snapshot, Vec<u8>, String)> {
-    let ts = |name| col::<TimestampMillisecondArray>(b, name).map(|c| c.value(i));
+    let ts = |name| column::<TimestampMillisecondArray>(b, name).map(|c| c.value(i));
     let u64v = |name| {
-        col::<UInt64Array>(b, name)
+        column::<UInt64Array>(b, name)
             .filter(|c| !c.is_null(i))
             .map(|c| c.value(i))
     };
@@ -61,19 +57,19 @@ fn window_row(b: &RecordBatch, i: usize) -> Option<(Snapshot, Vec<u8>, String)> 
     s.host.os = string(b, "os", i);
     s.host.kernel = string(b, "kernel", i);
     s.host.agent_version = string(b, "agent_version", i);
-    s.host.cpu_count = col::<UInt32Array>(b, "cpu_count").map_or(0, |c| c.value(i));
+    s.host.cpu_count = column::<UInt32Array>(b, "cpu_count").map_or(0, |c| c.value(i));
     s.host.memory_total_mb = u64v("memory_total_mb").unwrap_or(0);
     for field in b.schema().fields() {
         let name = field.name();
         if let Some(key) = name.strip_prefix("label_") {
             let v = string(b, name, i);
-            if col::<StringArray>(b, name).is_some_and(|c| !c.is_null(i)) {
+            if column::<StringArray>(b, name).is_some_and(|c| !c.is_null(i)) {
                 s.host.labels.insert(key.to_string(), v);
             }
         } else if let Some(metric) = name.strip_suffix("__count") {
             let Some(count) = u64v(name) else { continue };
             let stat = |k: &str| {
-                col::<Float64Array>(b, &format!("{metric}__{k}"))
+                column::<Float64Array>(b, &format!("{metric}__{k}"))
                     .filter(|c| !c.is_null(i))
                     .map_or(f64::NAN, |c| c.value(i))
             };
@@ -120,11 +116,11 @@ pub fn read(data_dir: &Path, since_ms: i64, filter: &Filter) -> Result<Vec<Store
     for path in committed_files(data_dir, "series", Some(since_ms), None) {
         for b in batches(&path)? {
             let (Some(agents), Some(starts), Some(metrics), Some(ts), Some(values)) = (
-                col::<StringArray>(&b, "agent_id"),
-                col::<TimestampMillisecondArray>(&b, "window_start"),
-                col::<StringArray>(&b, "metric"),
-                col::<TimestampMillisecondArray>(&b, "ts"),
-                col::<Float64Array>(&b, "value"),
+                column::<StringArray>(&b, "agent_id"),
+                column::<TimestampMillisecondArray>(&b, "window_start"),
+                column::<StringArray>(&b, "metric"),
+                column::<TimestampMillisecondArray>(&b, "ts"),
+                column::<Float64Array>(&b, "value"),
             ) else {
                 continue;
             };

@@ -22,6 +22,14 @@ use fleetset_proto::{Encoding, Snapshot, WindowStats};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// The column `name` of `b` downcast to `T`, if present with that type.
+pub fn column<'a, T: arrow::array::Array + 'static>(
+    b: &'a RecordBatch,
+    name: &str,
+) -> Option<&'a T> {
+    b.column_by_name(name)?.as_any().downcast_ref::<T>()
+}
+
 /// Names of the seven statistics columns per metric, in column order.
 pub const STAT_NAMES: [&str; 7] = ["count", "min", "max", "mean", "std", "first", "last"];
 
