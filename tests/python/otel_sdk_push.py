@@ -1,13 +1,16 @@
 """The OpenTelemetry Python SDK (opentelemetry-exporter-otlp-proto-grpc) pushes a gauge, a
-monotonic counter and a histogram with resource host.name into fleetset's OTLP receiver: one
-collection in each of three consecutive 1-second windows, then force_flush twice and shutdown
-(which exports the unchanged state again).
+monotonic counter, an explicit-bucket histogram and an exponential histogram (a View with
+ExponentialBucketHistogramAggregation) with resource host.name into fleetset's OTLP receiver:
+one collection in each of three consecutive 1-second windows, then force_flush twice and shutdown
+(which exports the unchanged state again). The exponential histogram gets the values 1..=100 in
+the first window only, so its cumulative quantiles are 50, 90 and 99 in every window.
 
 usage: otel_sdk_push.py ENDPOINT
 """
 import sys, time
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -15,11 +18,14 @@ reader = PeriodicExportingMetricReader(
     OTLPMetricExporter(endpoint=sys.argv[1], insecure=True), export_interval_millis=3_600_000)
 provider = MeterProvider(
     resource=Resource.create({"host.name": "otel-sdk-host", "service.name": "checkout"}),
-    metric_readers=[reader])
+    metric_readers=[reader],
+    views=[View(instrument_name="app.payload.size",
+                aggregation=ExponentialBucketHistogramAggregation(max_size=160, max_scale=20))])
 meter = provider.get_meter("fleetset-interop")
 requests = meter.create_counter("app.requests")
 latency = meter.create_histogram("app.latency", unit="ms")
 cpu = meter.create_gauge("system.cpu.utilization")
+payload = meter.create_histogram("app.payload.size", unit="By")
 
 
 def next_window():
@@ -32,6 +38,9 @@ for i, (add, lat, util) in enumerate([(5, [3.0, 7.0], 0.25), (7, [20.0], 0.5), (
     for v in lat:
         latency.record(v)
     cpu.set(util)
+    if i == 0:
+        for v in range(1, 101):
+            payload.record(float(v))
     assert provider.force_flush(10_000), "export failed"
     if i < 2:
         next_window()

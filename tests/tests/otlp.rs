@@ -83,6 +83,20 @@ fn python_sdk_metrics_land_once_in_the_store_and_a_training_set() {
     assert_eq!(values(&s, "app.latency.sum"), [10.0, 30.0, 33.0]);
     assert_eq!(values(&s, "app.latency.max"), [7.0, 20.0, 20.0]);
     assert_eq!(values(&s, "app.latency.bucket.le_5"), [1.0, 1.0, 3.0]);
+    // The exponential histogram (the SDK picks the scale: 4 for 1..=100 in 160 buckets):
+    // count, and quantiles within one bucket width (2^(2^-4) − 1 = 4.4 %) of the exact ones.
+    assert_eq!(values(&s, "app.payload.size.count"), [100.0; 3]);
+    assert_eq!(values(&s, "app.payload.size.max"), [100.0; 3]);
+    for (q, exact) in [("0_5", 50.0), ("0_9", 90.0), ("0_99", 99.0)] {
+        let got = values(&s, &format!("app.payload.size.quantile_{q}"));
+        assert_eq!(got.len(), 3, "quantile {q}: {got:?}");
+        for v in got {
+            assert!(
+                (v - exact).abs() <= exact * 0.045,
+                "quantile {q}: {v} vs {exact}"
+            );
+        }
+    }
     let windows = read_table(&agg.data_dir, "windows").unwrap();
     let rows: usize = windows.iter().map(|b| b.num_rows()).sum();
     assert_eq!(

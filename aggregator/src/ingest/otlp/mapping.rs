@@ -17,7 +17,9 @@
 //! - histogram: `<name>.count`, `<name>.sum`, `<name>.min`, `<name>.max` (those present) and
 //!   one series per bucket, `<name>.bucket.le_<upper bound>` (`le_2_5`, `le_inf`; the bucket's
 //!   own count, not cumulative);
-//! - exponential histogram: `.count`, `.sum`, `.min`, `.max` and `.zero_count`;
+//! - exponential histogram: `.count`, `.sum`, `.min`, `.max`, `.zero_count` and the estimated
+//!   quantiles `<name>.quantile_0_5`, `quantile_0_9`, `quantile_0_99` (see [`super::quantiles`];
+//!   its buckets, whose bounds move with the scale, are not stored one series each);
 //! - summary: `.count`, `.sum` and `<name>.quantile_<q>` (`quantile_0_99`).
 //!
 //! Rejected, counted and reported in the partial-success response, never fatal: a resource
@@ -326,6 +328,11 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                             (".zero_count", None, p.zero_count as f64),
                         ];
                         v.extend(sum_min_max(p.sum, p.min, p.max));
+                        for q in super::quantiles::QUANTILES {
+                            if let Some(x) = super::quantiles::estimate(p, q) {
+                                v.push(("", Some(("quantile", q.to_string())), x));
+                            }
+                        }
                         c.point(
                             name,
                             &p.attributes,
@@ -378,9 +385,9 @@ fn count_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> u64
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::metrics::v1::{
-        summary_data_point::ValueAtQuantile, AggregationTemporality, ExponentialHistogram,
-        ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, Sum, Summary,
-        SummaryDataPoint,
+        exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+        ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -438,6 +445,12 @@ mod tests {
                         zero_count: 1,
                         min: Some(0.0),
                         max: Some(6.0),
+                        scale: 0,
+                        // (1, 2], (2, 4], (4, 8]: one value each.
+                        positive: Some(Buckets {
+                            offset: 0,
+                            bucket_counts: vec![1, 1, 1],
+                        }),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -483,6 +496,11 @@ mod tests {
             ("rpc.latency.sum", 10.0),
             ("rpc.latency.min", 0.0),
             ("rpc.latency.max", 6.0),
+            // Rank 2 of 4 is the (1, 2] bucket's only value: its upper bound.
+            ("rpc.latency.quantile_0_5", 2.0),
+            // Rank 3.6 is 0.6 into (4, 8]: 2^2.6 = 6.06, clamped to max 6.
+            ("rpc.latency.quantile_0_9", 6.0),
+            ("rpc.latency.quantile_0_99", 6.0),
             ("gc.pause.count", 3.0),
             ("gc.pause.sum", 1.5),
             ("gc.pause.quantile_0_99", 0.9),

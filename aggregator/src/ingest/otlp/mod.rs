@@ -11,6 +11,7 @@
 //! receiver.
 
 pub mod mapping;
+pub mod quantiles;
 pub mod windows;
 
 use crate::counters::Counters;
