@@ -121,14 +121,25 @@ impl Fit {
 }
 
 /// Slopes per (row, metric), from the `series` batches of the selected windows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Trends {
-    fits: HashMap<(usize, usize), Fit>,
+    /// One fit per (row, metric), row-major: `fits[row * metrics + metric]`.
+    fits: Vec<Fit>,
+    metrics: usize,
 }
 
 impl Trends {
+    /// Empty fits for `rows` windows × `metrics` metrics.
+    pub fn new(rows: usize, metrics: usize) -> Trends {
+        Trends {
+            fits: vec![Fit::default(); rows * metrics],
+            metrics,
+        }
+    }
+
     /// Accumulates one `series` batch; points of windows or metrics not in `rows`/`metrics`
-    /// are ignored.
+    /// are ignored. Series rows come grouped by window and metric, so each lookup is reused
+    /// while they repeat.
     pub fn add_series(&mut self, rows: &Rows, metrics: &[String], b: &RecordBatch) -> Result<()> {
         let metric_index: HashMap<&str, usize> = metrics
             .iter()
@@ -144,24 +155,40 @@ impl Trends {
         ) else {
             anyhow::bail!("a series file lacks agent_id, window_start, metric, ts or value");
         };
+        let mut last_metric: Option<(&str, Option<usize>)> = None;
+        let mut last_window: Option<(&str, i64, Option<usize>)> = None;
         for i in 0..b.num_rows() {
-            let Some(&m) = metric_index.get(metric.value(i)) else {
+            let name = metric.value(i);
+            let m = match last_metric {
+                Some((n, m)) if n == name => m,
+                _ => {
+                    let m = metric_index.get(name).copied();
+                    last_metric = Some((name, m));
+                    m
+                }
+            };
+            let (a, w) = (agent.value(i), wstart.value(i));
+            let row = match last_window {
+                Some((la, lw, row)) if lw == w && la == a => row,
+                _ => {
+                    let row = rows.find(a, w);
+                    last_window = Some((a, w, row));
+                    row
+                }
+            };
+            let (Some(m), Some(row)) = (m, row) else {
                 continue;
             };
-            let Some(row) = rows.find(agent.value(i), wstart.value(i)) else {
-                continue;
-            };
-            let t = (ts.value(i) - wstart.value(i)) as f64 / 60_000.0;
-            self.fits
-                .entry((row, m))
-                .or_default()
-                .add(t, value.value(i));
+            let t = (ts.value(i) - w) as f64 / 60_000.0;
+            self.fits[row * self.metrics + m].add(t, value.value(i));
         }
         Ok(())
     }
 
     fn slope(&self, row: usize, metric: usize) -> Option<f64> {
-        self.fits.get(&(row, metric)).and_then(Fit::slope)
+        self.fits
+            .get(row * self.metrics + metric)
+            .and_then(Fit::slope)
     }
 }
 
@@ -244,4 +271,96 @@ pub fn build(rows: &Rows, metrics: &[String], trends: &Trends, lags: usize) -> V
             .collect(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::ArrayRef;
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn ts(v: Vec<i64>) -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from(v))
+    }
+
+    fn strings(v: Vec<&str>) -> ArrayRef {
+        Arc::new(StringArray::from(v))
+    }
+
+    fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, c)| Field::new(*n, c.data_type().clone(), false))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            cols.into_iter().map(|(_, c)| c).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trends_are_least_squares_slopes_per_window_and_metric_in_units_per_minute() {
+        let w = 300_000i64;
+        let (rows, _) = Rows::new(batch(vec![
+            ("agent_id", strings(vec!["b", "a", "a"])),
+            ("window_start", ts(vec![0, w, 0])),
+            ("window_end", ts(vec![w, 2 * w, w])),
+        ]))
+        .unwrap();
+        // Agent a, window 0: cpu rises 2 per minute (points at 0, 1, 2, 4 min), mem is flat;
+        // agent a, window 1: cpu falls 0.5 per minute; agent b: one point (no slope); a point of
+        // an unselected metric and one of an unknown window are ignored.
+        let pts: Vec<(&str, i64, &str, i64, f64)> = vec![
+            ("a", 0, "cpu", 0, 10.0),
+            ("a", 0, "cpu", 60_000, 12.0),
+            ("a", 0, "cpu", 120_000, 14.0),
+            ("a", 0, "cpu", 240_000, 18.0),
+            ("a", 0, "mem", 0, 5.0),
+            ("a", 0, "mem", 240_000, 5.0),
+            ("a", 0, "disk", 0, 1.0),
+            ("a", w, "cpu", w, 3.0),
+            ("a", w, "cpu", w + 120_000, 2.0),
+            ("b", 0, "cpu", 0, 1.0),
+            ("c", 0, "cpu", 0, 1.0),
+        ];
+        let series = batch(vec![
+            ("agent_id", strings(pts.iter().map(|p| p.0).collect())),
+            ("window_start", ts(pts.iter().map(|p| p.1).collect())),
+            ("metric", strings(pts.iter().map(|p| p.2).collect())),
+            ("ts", ts(pts.iter().map(|p| p.3).collect())),
+            (
+                "value",
+                Arc::new(Float64Array::from(
+                    pts.iter().map(|p| p.4).collect::<Vec<_>>(),
+                )),
+            ),
+        ]);
+        let metrics = vec!["cpu".to_string(), "mem".to_string()];
+        let mut trends = Trends::new(rows.agent.len(), metrics.len());
+        // Two batches, split mid-window: fits accumulate across batches.
+        trends
+            .add_series(&rows, &metrics, &series.slice(0, 2))
+            .unwrap();
+        trends
+            .add_series(&rows, &metrics, &series.slice(2, pts.len() - 2))
+            .unwrap();
+        let (a0, a1, b0) = (
+            rows.find("a", 0).unwrap(),
+            rows.find("a", w).unwrap(),
+            rows.find("b", 0).unwrap(),
+        );
+        let close = |got: Option<f64>, want: f64| {
+            assert!(
+                got.is_some_and(|g| (g - want).abs() < 1e-12),
+                "{got:?} vs {want}"
+            )
+        };
+        close(trends.slope(a0, 0), 2.0);
+        close(trends.slope(a0, 1), 0.0);
+        close(trends.slope(a1, 0), -0.5);
+        assert_eq!(trends.slope(b0, 0), None, "one point has no slope");
+        assert_eq!(trends.slope(a1, 1), None, "no points");
+    }
 }

@@ -228,7 +228,7 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
             );
         }
     }
-    let mut trends = features::Trends::default();
+    let mut trends = features::Trends::new(rows.agent.len(), metrics.len());
     let series_selection = Selection {
         metrics: metrics.clone(),
         ..selection.clone()
