@@ -12,7 +12,9 @@
 //!
 //! Run: `cargo build --release -p fleetset-agent && cargo bench -p fleetset-aggregator --bench
 //! live_latency` (env AGENTS, WINDOWS, RATE, LOADGEN, COMMIT_MS: the aggregator's commit
-//! interval, default 5000; agents get acks, and release their next frames, once per commit).
+//! interval, default 5000; agents get acks, and release their next frames, once per commit;
+//! LOADGEN_CPUS: a `taskset -c` CPU list for the load generators, e.g. `1` with the bench itself
+//! under `taskset -c 0`).
 
 use clap::Parser;
 use fleetset_agent::replay::{replay, ReplayFlags};
@@ -167,10 +169,20 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::anyhow!("build the agent first: cargo build --release -p fleetset-agent")
             })?;
         let mut children = Vec::new();
+        // LOADGEN_CPUS=1: the load generators run on that CPU list only (`taskset -c`), as
+        // agents on other hosts would; run the bench itself under `taskset -c 0`.
+        let pin = std::env::var("LOADGEN_CPUS").ok();
         for (a, csv_args) in argv.iter().enumerate() {
+            let mut cmd = match &pin {
+                Some(cpus) => {
+                    let mut c = std::process::Command::new("taskset");
+                    c.args(["-c", cpus]).arg(&agent);
+                    c
+                }
+                None => std::process::Command::new(&agent),
+            };
             children.push(
-                std::process::Command::new(&agent)
-                    .args(csv_args)
+                cmd.args(csv_args)
                     .env("RUST_LOG", "warn")
                     .stderr(std::process::Stdio::from(std::fs::File::create(
                         dir.join(format!("agent{a}.log")),
