@@ -21,7 +21,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,8 +114,8 @@ pub struct Recovery {
     pub orphans_removed: usize,
     /// Unreadable Parquet files moved to `<data_dir>/quarantine/`.
     pub quarantined: usize,
-    /// Committed windows: `agent_id` → (seqs, window starts).
-    pub index: HashMap<String, (HashSet<u64>, HashSet<i64>)>,
+    /// Committed windows' keys.
+    pub index: super::index::DedupIndex,
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {
@@ -224,9 +224,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         match read_window_keys(&path) {
             Ok(rows) => {
                 for (agent, seq, start) in rows {
-                    let e = r.index.entry(agent).or_default();
-                    e.0.insert(seq);
-                    e.1.insert(start);
+                    r.index.insert(&agent, seq, start);
                 }
                 committed.insert(key);
             }
@@ -256,8 +254,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         }
     }
     info!(
-        windows = r.index.values().map(|v| v.0.len()).sum::<usize>(),
-        agents = r.index.len(),
+        windows = r.index.windows(),
+        agents = r.index.agents(),
+        index_runs = r.index.runs(),
         temp_files_removed = r.temp_files_removed,
         orphans_removed = r.orphans_removed,
         quarantined = r.quarantined,

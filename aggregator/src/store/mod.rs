@@ -8,6 +8,7 @@
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
 pub mod files;
+pub mod index;
 pub mod tables;
 
 use crate::counters::Counters;
@@ -16,7 +17,8 @@ use crate::ingest::{ack, AckTo};
 use anyhow::Result;
 use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use index::DedupIndex as Index;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,19 +48,13 @@ pub struct StoreConfig {
     pub commit_rows: usize,
 }
 
-type Index = HashMap<String, (HashSet<u64>, HashSet<i64>)>;
-
 /// Whether `(agent_id, seq)` or `(agent_id, window start)` is in `index`.
 fn is_known(index: &Index, agent_id: &str, seq: u64, start: i64) -> bool {
-    index
-        .get(agent_id)
-        .is_some_and(|(seqs, starts)| seqs.contains(&seq) || starts.contains(&start))
+    index.contains(agent_id, seq, start)
 }
 
 fn remember(index: &mut Index, s: &Snapshot) {
-    let e = index.entry(s.agent_id.clone()).or_default();
-    e.0.insert(s.seq);
-    e.1.insert(s.start);
+    index.insert(&s.agent_id, s.seq, s.start);
 }
 
 /// Buffered, not yet committed state.
