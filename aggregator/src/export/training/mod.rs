@@ -207,11 +207,12 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
             flags.data_dir.display()
         );
     };
+    check_memory(&batch)?;
     let mut report = validate::Report {
         rows_read: batch.num_rows(),
         ..Default::default()
     };
-    let (rows, duplicates) = Rows::new(batch)?;
+    let (mut rows, duplicates) = Rows::new(batch)?;
     report.duplicates_dropped = duplicates;
     let metrics = features::metrics_of(&rows.batch, &selection.metrics);
     if metrics.is_empty() {
@@ -237,7 +238,8 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     for b in series_scan.batches(|_| {}) {
         trends.add_series(&rows, &metrics, &b?)?;
     }
-    let feats = features::build(&rows, &metrics, &trends, t.lags);
+    let mut feats = features::build(&rows, &metrics, &trends, t.lags);
+    drop(trends);
     let outlier = report.check(&rows, &metrics, &feats, t.max_missing);
 
     // Labels from the following window.
@@ -318,6 +320,11 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
 
     // The output table of all labelled rows, then files per split and shard.
     let table = output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
+    // The output table holds every value written from here on: free the inputs' columns.
+    rows.batch = RecordBatch::new_empty(rows.batch.schema());
+    for f in &mut feats {
+        f.values = Vec::new();
+    }
     let tmp_dir = flags.output.with_file_name(format!(
         ".tmp-{:016x}-{}",
         rand::random::<u64>(),
@@ -417,6 +424,41 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     );
     Ok(())
 }
+
+/// Peak memory of a training export as a multiple of its windows batch (Arrow bytes): the
+/// sorted rows, the feature columns (16 bytes per value), the trend fits and the output table.
+/// Measured: 5.1 KB per window at 1.2 KB of batch (docs/benchmarks.md).
+const PEAK_PER_BATCH_BYTE: f64 = 4.5;
+
+/// Refuses a selection whose estimated peak memory exceeds the memory available now, with a
+/// message that says how to narrow it (the whole selection is held in memory; see README).
+fn check_memory(batch: &RecordBatch) -> Result<()> {
+    let Ok(mut sys) = sysinfo::System::new() else {
+        return Ok(()); // no memory figures on this platform: nothing to check against
+    };
+    sys.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
+    fits_in_memory(
+        batch.get_array_memory_size() as f64 * PEAK_PER_BATCH_BYTE,
+        batch.num_rows(),
+        sys.available_memory() as f64,
+    )
+}
+
+/// Whether `need` bytes for `windows` windows fit in `available` bytes (0: unknown, fits).
+fn fits_in_memory(need: f64, windows: usize, available: f64) -> Result<()> {
+    if available > 0.0 && need > available {
+        bail!(
+            "this training set would need about {:.1} GiB of memory ({} windows, about {:.1} KB each), more than the {:.1} GiB available; narrow the selection with --from/--to (or --hours), --agents or --metrics",
+            need / GIB,
+            windows,
+            need / windows.max(1) as f64 / 1000.0,
+            available / GIB
+        );
+    }
+    Ok(())
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// One output row per labelled row (index k of `labelled`): identity, labels, features, target.
 fn output_table(
@@ -540,6 +582,31 @@ fn shards(table: &RecordBatch, train: &[usize], test: &[usize]) -> Result<ShardM
     Ok(out)
 }
 
+/// Files with fewer rows than this (most per-agent shards) are written uncompressed: zstd gains
+/// little on a few dozen values per column, and its per-column context setup made up a fifth of
+/// a training export's time.
+const COMPRESS_FROM_ROWS: usize = 1024;
+
+/// The store's writer settings ([`writer_properties`]), uncompressed for small files.
+fn file_properties(
+    schema: &Schema,
+    rows: usize,
+) -> Result<parquet::file::properties::WriterProperties> {
+    let props = writer_properties(schema)?;
+    Ok(if rows < COMPRESS_FROM_ROWS {
+        props
+            .into_builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+            .build()
+    } else {
+        props
+    })
+}
+
+/// Rows taken from the output table per write, bounding the copy a split file needs.
+const WRITE_CHUNK_ROWS: usize = 65_536;
+
 /// Writes rows `ks` of `table` to `dir/rel` (Parquet, zstd) and describes the file.
 fn write_file(
     dir: &Path,
@@ -554,17 +621,40 @@ fn write_file(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let idx: UInt32Array = ks.iter().map(|k| *k as u32).collect();
-    let rows = take_record_batch(table, &idx)?;
     let file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = ArrowWriter::try_new(
         file,
         table.schema(),
-        Some(writer_properties(&table.schema())?),
+        Some(file_properties(&table.schema(), ks.len())?),
     )?;
-    w.write(&rows)?;
+    // In slices, so a split file never needs a second copy of the whole table.
+    for chunk in ks.chunks(WRITE_CHUNK_ROWS) {
+        let idx: UInt32Array = chunk.iter().map(|k| *k as u32).collect();
+        w.write(&take_record_batch(table, &idx)?)?;
+    }
     let file = w.into_inner()?;
     file.sync_all()?;
-    manifest::FileEntry::of(&path, rel, rows.num_rows(), split, shard)
+    manifest::FileEntry::of(&path, rel, ks.len(), split, shard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_larger_than_the_available_memory_is_refused_with_a_way_out() {
+        let err = fits_in_memory(30.0 * GIB, 6_000_000, 24.0 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("about 30.0 GiB"), "{err}");
+        assert!(err.contains("6000000 windows"), "{err}");
+        assert!(err.contains("24.0 GiB available"), "{err}");
+        assert!(err.contains("--from/--to"), "{err}");
+        assert!(fits_in_memory(1.0 * GIB, 1000, 24.0 * GIB).is_ok());
+        assert!(
+            fits_in_memory(30.0 * GIB, 1000, 0.0).is_ok(),
+            "unknown: not refused"
+        );
+    }
 }
