@@ -230,3 +230,66 @@ async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
         .sum();
     assert_eq!(late_rows, 2 * 50);
 }
+
+/// `frames_received_total` of the aggregator's `/metrics`.
+fn frames_received(agg: &Aggregator) -> f64 {
+    let text = http_get(&agg.metrics, "/metrics").unwrap();
+    prom_value(&text, "fleetset_aggregator_frames_received_total").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_that_never_reads_its_acks_is_pushed_back_not_buffered_for() {
+    // 100,000 corrupt frames on one Publish stream whose acks are never read. Without a bound the
+    // aggregator reads them all and queues 100,000 REJECTED acks; with it, it stops reading once
+    // its 1,024-ack queue, h2's send buffer (~400 KB) and the client's HTTP/2 receive window
+    // (hyper: 2 MB) are full — ~12,000 acks of ~150 bytes — and the client's sends stall.
+    let dir = TempDir::new("ack-backpressure");
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "100ms"]).unwrap();
+    let mut corrupt = scenario("mute", Encoding::Protobuf).swap_remove(1).0;
+    corrupt.header.as_mut().unwrap().seq = 2;
+    let mut client = IngestClient::connect(agg.grpc.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let _unread_acks = client
+        .publish(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let sender = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            if tx.send(corrupt.clone()).await.is_err() {
+                break;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Wait until reading has stopped: the count holds still for 2 s.
+    let mut last = -1.0;
+    let plateau = wait_for(
+        "frames_received to stop growing",
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = frames_received(&agg);
+            let still = now == last;
+            last = now;
+            still.then_some(now)
+        },
+    )
+    .unwrap();
+    let sent_n = sent.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("frames read by the aggregator: {plateau}; sent by the client: {sent_n}");
+    assert!(
+        plateau < 30_000.0,
+        "the aggregator kept reading a client that reads no acks: {plateau} frames"
+    );
+    assert!(sent_n < 100_000, "the client's sends were never held back");
+    // Everybody else is unaffected: a good frame on another stream is committed.
+    let good = scenario("polite", Encoding::Protobuf).swap_remove(0);
+    check(
+        over_grpc(&agg.grpc, std::slice::from_ref(&good)).await,
+        &[good],
+    );
+    sender.abort();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}

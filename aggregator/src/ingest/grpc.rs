@@ -1,16 +1,24 @@
 //! gRPC ingest: the `fleetset.v1.Ingest` service. `Publish` is a bidirectional stream: the agent
 //! sends frames, the aggregator answers each with one ack when it is committed, a duplicate or
 //! rejected (acks may arrive out of order).
+//!
+//! A client that stops reading acks is pushed back, not buffered for: its acks wait in a queue
+//! of [`ACK_QUEUE`], and no further frame of its stream is read while that queue is full (HTTP/2
+//! flow control then stalls its sends). An ack that finds the queue full is dropped and counted
+//! (`acks_undeliverable`); the agent resends that frame and gets DUPLICATE.
 
 use super::{AckTo, Admission};
 use fleetset_proto::pb::{self, ingest_server::Ingest};
 use std::pin::Pin;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
+
+/// Acks queued per `Publish` stream at most (16 × the agent's default `--max-in-flight`).
+pub const ACK_QUEUE: usize = 1024;
 
 /// The `Ingest` service.
 pub struct IngestService {
@@ -29,11 +37,20 @@ impl Ingest for IngestService {
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<Self::PublishStream>, Status> {
         let mut frames = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(ACK_QUEUE);
         let admission = self.admission.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
+                // Read the next frame only once its ack has room (backpressure, module docs).
+                let open = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    // The permit is only a check: dropped at once, the slot stays free.
+                    r = tx.reserve() => r.is_ok(),
+                };
+                if !open {
+                    break; // the response stream is gone
+                }
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     f = frames.message() => f,
@@ -52,7 +69,7 @@ impl Ingest for IngestService {
                 }
             }
         });
-        let stream = UnboundedReceiverStream::new(rx).map(Ok);
+        let stream = ReceiverStream::new(rx).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -30,18 +30,20 @@ pub enum AckTo {
         /// The ROUTER send task's queue.
         tx: mpsc::UnboundedSender<(Bytes, pb::Ack)>,
     },
-    /// A gRPC `Publish` response stream.
-    Grpc(mpsc::UnboundedSender<pb::Ack>),
+    /// A gRPC `Publish` response stream (bounded: see [`grpc::ACK_QUEUE`]).
+    Grpc(mpsc::Sender<pb::Ack>),
     /// The OTLP receiver's window buffer (its WAL is trimmed on acks).
     Otlp(mpsc::UnboundedSender<pb::Ack>),
 }
 
 impl AckTo {
-    /// Sends `ack`; returns false if the peer is gone (it will resend and get DUPLICATE).
+    /// Sends `ack`; returns false if the peer is gone, or (gRPC) its ack queue is full because
+    /// it stopped reading acks: it will resend and get DUPLICATE.
     pub fn send(&self, ack: pb::Ack) -> bool {
         match self {
             AckTo::Zmq { identity, tx } => tx.send((identity.clone(), ack)).is_ok(),
-            AckTo::Grpc(tx) | AckTo::Otlp(tx) => tx.send(ack).is_ok(),
+            AckTo::Grpc(tx) => tx.try_send(ack).is_ok(),
+            AckTo::Otlp(tx) => tx.send(ack).is_ok(),
         }
     }
 }
