@@ -83,7 +83,8 @@ fn main() -> anyhow::Result<()> {
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&out);
     }
-    let (ack_tx, _ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Acks are never sent here: commit_blocking writes files only.
+    let (ack_tx, _ack_rx) = tokio::sync::mpsc::channel(1);
     let reply = AckTo::Grpc(ack_tx);
     let ds = Downsampler {
         threshold: 60,
