@@ -15,29 +15,23 @@
 pub mod features;
 pub mod labels;
 pub mod manifest;
+mod output;
 pub mod split;
 pub mod validate;
 
 use super::anonymize::Anonymizer;
 use super::scan::{column, read_all, Scan};
 use super::{prepare_output, ExportFlags, Selection, Table};
-use crate::store::files::writer_properties;
 use anyhow::{bail, Context, Result};
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, StringArray,
-    TimestampMillisecondArray, UInt32Array,
-};
-use arrow::compute::{lexsort_to_indices, take, take_record_batch, SortColumn};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{BooleanArray, StringArray, TimestampMillisecondArray};
+use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::record_batch::RecordBatch;
 use clap::Args;
 use labels::LabelRule;
-use parquet::arrow::ArrowWriter;
 use split::Part;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 /// Training-set flags of `export` (with `--training`).
 #[derive(Debug, Args)]
@@ -319,7 +313,7 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     }
 
     // The output table of all labelled rows, then files per split and shard.
-    let table = output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
+    let table = output::output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
     // The output table holds every value written from here on: free the inputs' columns.
     rows.batch = RecordBatch::new_empty(rows.batch.schema());
     for f in &mut feats {
@@ -337,8 +331,8 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     let written = (|| -> Result<Vec<manifest::FileEntry>> {
         let mut files = Vec::new();
         for (name, ks) in [("train", &train), ("test", &test)] {
-            let ordered = time_order(&table, ks)?;
-            files.push(write_file(
+            let ordered = output::time_order(&table, ks)?;
+            files.push(output::write_file(
                 &tmp_dir,
                 &format!("{name}.parquet"),
                 &table,
@@ -347,10 +341,10 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
                 None,
             )?);
         }
-        for ((site, agent), (tr, te)) in shards(&table, &train, &test)? {
+        for ((site, agent), (tr, te)) in output::shards(&table, &train, &test)? {
             let dir = format!("shards/site={site}/agent={agent}");
             for (name, ks) in [("train", &tr), ("test", &te)] {
-                files.push(write_file(
+                files.push(output::write_file(
                     &tmp_dir,
                     &format!("{dir}/{name}.parquet"),
                     &table,
@@ -459,184 +453,6 @@ fn fits_in_memory(need: f64, windows: usize, available: f64) -> Result<()> {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
-
-/// One output row per labelled row (index k of `labelled`): identity, labels, features, target.
-fn output_table(
-    rows: &Rows,
-    feats: &[features::Feature],
-    outlier: &[bool],
-    labelled: &[(usize, i32)],
-    classes: &[&str],
-    anon: Option<&Anonymizer>,
-) -> Result<RecordBatch> {
-    let idx: arrow::array::UInt32Array = labelled.iter().map(|(i, _)| *i as u32).collect();
-    let mut fields: Vec<Field> = Vec::new();
-    let mut cols: Vec<ArrayRef> = Vec::new();
-    let schema = rows.batch.schema();
-    let identity = [
-        "agent_id",
-        "window_start",
-        "window_end",
-        "seq",
-        "payload_sha256",
-    ];
-    let operator_labels = schema
-        .fields()
-        .iter()
-        .filter(|f| f.name().starts_with("label_"))
-        .map(|f| f.name().as_str());
-    for name in identity.into_iter().chain(operator_labels) {
-        if let Some(c) = rows.batch.column_by_name(name) {
-            let f = schema.field_with_name(name)?;
-            fields.push(f.clone());
-            cols.push(take(c.as_ref(), &idx, None)?);
-        }
-    }
-    for f in feats {
-        let pick = labelled.iter().map(|(i, _)| f.values[*i]);
-        if f.integer {
-            fields.push(Field::new(&f.name, DataType::Int32, true));
-            cols.push(Arc::new(
-                pick.map(|v| v.map(|v| v as i32)).collect::<Int32Array>(),
-            ));
-        } else {
-            fields.push(Field::new(&f.name, DataType::Float64, true));
-            cols.push(Arc::new(pick.collect::<Float64Array>()));
-        }
-    }
-    fields.push(Field::new("is_outlier", DataType::Boolean, false));
-    cols.push(Arc::new(
-        labelled
-            .iter()
-            .map(|(i, _)| Some(outlier[*i]))
-            .collect::<BooleanArray>(),
-    ));
-    fields.push(Field::new("label", DataType::Utf8, false));
-    cols.push(Arc::new(
-        labelled
-            .iter()
-            .map(|(_, l)| Some(classes[*l as usize]))
-            .collect::<StringArray>(),
-    ));
-    fields.push(Field::new("label_id", DataType::Int32, false));
-    cols.push(Arc::new(
-        labelled.iter().map(|(_, l)| *l).collect::<Int32Array>(),
-    ));
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
-    match anon {
-        Some(a) => a.apply(&batch),
-        None => Ok(batch),
-    }
-}
-
-/// `ks` ordered by (window_start, agent_id) of `table`.
-fn time_order(table: &RecordBatch, ks: &[usize]) -> Result<Vec<usize>> {
-    let starts =
-        column::<TimestampMillisecondArray>(table, "window_start").context("window_start")?;
-    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
-    let mut out = ks.to_vec();
-    out.sort_by(|a, b| {
-        (starts.value(*a), agents.value(*a)).cmp(&(starts.value(*b), agents.value(*b)))
-    });
-    Ok(out)
-}
-
-/// A path component from a label or id: `[A-Za-z0-9._-]`, others as `_`; empty → `unknown`.
-fn path_safe(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.chars().all(|c| c == '.') {
-        "unknown".into()
-    } else {
-        out
-    }
-}
-
-type ShardMap = BTreeMap<(String, String), (Vec<usize>, Vec<usize>)>;
-
-/// Train and test rows per (site, agent) in time order (agent ids as in `table`).
-fn shards(table: &RecordBatch, train: &[usize], test: &[usize]) -> Result<ShardMap> {
-    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
-    let sites = column::<StringArray>(table, "label_site");
-    let key = |k: usize| {
-        let site = sites
-            .filter(|s| s.is_valid(k))
-            .map_or("unknown", |s| s.value(k));
-        (path_safe(site), path_safe(agents.value(k)))
-    };
-    let mut out = ShardMap::new();
-    for &k in &time_order(table, train)? {
-        out.entry(key(k)).or_default().0.push(k);
-    }
-    for &k in &time_order(table, test)? {
-        out.entry(key(k)).or_default().1.push(k);
-    }
-    Ok(out)
-}
-
-/// Files with fewer rows than this (most per-agent shards) are written uncompressed: zstd gains
-/// little on a few dozen values per column, and its per-column context setup made up a fifth of
-/// a training export's time.
-const COMPRESS_FROM_ROWS: usize = 1024;
-
-/// The store's writer settings ([`writer_properties`]), uncompressed for small files.
-fn file_properties(
-    schema: &Schema,
-    rows: usize,
-) -> Result<parquet::file::properties::WriterProperties> {
-    let props = writer_properties(schema)?;
-    Ok(if rows < COMPRESS_FROM_ROWS {
-        props
-            .into_builder()
-            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
-            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
-            .build()
-    } else {
-        props
-    })
-}
-
-/// Rows taken from the output table per write, bounding the copy a split file needs.
-const WRITE_CHUNK_ROWS: usize = 65_536;
-
-/// Writes rows `ks` of `table` to `dir/rel` (Parquet, zstd) and describes the file.
-fn write_file(
-    dir: &Path,
-    rel: &str,
-    table: &RecordBatch,
-    ks: &[usize],
-    split: &str,
-    shard: Option<(&str, &str)>,
-) -> Result<manifest::FileEntry> {
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = ArrowWriter::try_new(
-        file,
-        table.schema(),
-        Some(file_properties(&table.schema(), ks.len())?),
-    )?;
-    // In slices, so a split file never needs a second copy of the whole table.
-    for chunk in ks.chunks(WRITE_CHUNK_ROWS) {
-        let idx: UInt32Array = chunk.iter().map(|k| *k as u32).collect();
-        w.write(&take_record_batch(table, &idx)?)?;
-    }
-    let file = w.into_inner()?;
-    file.sync_all()?;
-    manifest::FileEntry::of(&path, rel, ks.len(), split, shard)
-}
 
 #[cfg(test)]
 mod tests {
