@@ -15,9 +15,8 @@ use super::Rows;
 use crate::export::scan::{column, stat_column_metric};
 use crate::store::tables::STAT_NAMES;
 use anyhow::Result;
-use arrow::array::{
-    Array, Float64Array, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array,
-};
+use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, Timelike};
 use std::collections::{BTreeSet, HashMap};
@@ -36,8 +35,8 @@ pub struct Feature {
     pub source: String,
     /// Whether the column is an integer (Int32) rather than a Float64.
     pub integer: bool,
-    /// One value per row of [`Rows`].
-    pub values: Vec<Option<f64>>,
+    /// One value per row of [`Rows`] (a statistics column shares the windows batch's buffer).
+    pub values: Float64Array,
 }
 
 /// The unit of a metric, from the naming convention of README "Metric names".
@@ -75,23 +74,21 @@ pub fn metrics_of(windows: &RecordBatch, selected: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A numeric windows column as `f64`s (UInt64, UInt32 or Float64); all null when absent.
-pub fn numbers(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
-    let n = b.num_rows();
+/// A numeric windows column as Float64 (a Float64 column is shared, not copied; UInt64 and
+/// UInt32 are cast); all null when absent or not numeric.
+pub fn numbers(b: &RecordBatch, name: &str) -> Float64Array {
     if let Some(c) = column::<Float64Array>(b, name) {
-        return (0..n).map(|i| c.is_valid(i).then(|| c.value(i))).collect();
+        return c.clone();
     }
-    if let Some(c) = column::<UInt64Array>(b, name) {
-        return (0..n)
-            .map(|i| c.is_valid(i).then(|| c.value(i) as f64))
-            .collect();
-    }
-    if let Some(c) = column::<UInt32Array>(b, name) {
-        return (0..n)
-            .map(|i| c.is_valid(i).then(|| c.value(i).into()))
-            .collect();
-    }
-    vec![None; n]
+    b.column_by_name(name)
+        .and_then(|c| arrow::compute::cast(c, &DataType::Float64).ok())
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+        .unwrap_or_else(|| Float64Array::new_null(b.num_rows()))
+}
+
+/// Row `i` of `a`, `None` when null.
+pub fn get(a: &Float64Array, i: usize) -> Option<f64> {
+    a.is_valid(i).then(|| a.value(i))
 }
 
 /// Running sums of a least-squares fit of value on time (minutes from the window start).
@@ -227,7 +224,7 @@ pub fn build(rows: &Rows, metrics: &[String], trends: &Trends, lags: usize) -> V
                 source: format!("{m}__mean of the agent's window {k} window(s) earlier"),
                 integer: false,
                 values: (0..n)
-                    .map(|i| rows.back(i, k).and_then(|j| mean[j]))
+                    .map(|i| rows.back(i, k).and_then(|j| get(&mean, j)))
                     .collect(),
             });
         }

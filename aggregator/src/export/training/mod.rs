@@ -23,7 +23,7 @@ use super::anonymize::Anonymizer;
 use super::scan::{column, read_all, Scan};
 use super::{prepare_output, ExportFlags, Selection, Table};
 use anyhow::{bail, Context, Result};
-use arrow::array::{BooleanArray, StringArray, TimestampMillisecondArray};
+use arrow::array::{BooleanArray, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::record_batch::RecordBatch;
 use clap::Args;
@@ -246,7 +246,7 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
             continue;
         }
         let label = rows.next(i).and_then(|j| {
-            let value = label_values.as_ref().and_then(|v| v[j]);
+            let value = label_values.as_ref().and_then(|v| features::get(v, j));
             rule.label(&rows.agent[i], rows.start[j], rows.end[j], value)
         });
         match label {
@@ -317,7 +317,7 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     // The output table holds every value written from here on: free the inputs' columns.
     rows.batch = RecordBatch::new_empty(rows.batch.schema());
     for f in &mut feats {
-        f.values = Vec::new();
+        f.values = Float64Array::from(Vec::<f64>::new());
     }
     let tmp_dir = flags.output.with_file_name(format!(
         ".tmp-{:016x}-{}",
@@ -420,9 +420,10 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
 }
 
 /// Peak memory of a training export as a multiple of its windows batch (Arrow bytes): the
-/// sorted rows, the feature columns (16 bytes per value), the trend fits and the output table.
-/// Measured: 5.1 KB per window at 1.2 KB of batch (docs/benchmarks.md).
-const PEAK_PER_BATCH_BYTE: f64 = 4.5;
+/// sorted rows (whose statistics columns the features share), the computed feature columns,
+/// the trend fits and the output table. Measured: 3.7 KB per window at 1.2 KB of batch, 3.0×
+/// (docs/benchmarks.md); 3.5× leaves room for the allocator.
+const PEAK_PER_BATCH_BYTE: f64 = 3.5;
 
 /// Refuses a selection whose estimated peak memory exceeds the memory available now, with a
 /// message that says how to narrow it (the whole selection is held in memory; see README).

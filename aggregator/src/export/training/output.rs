@@ -51,7 +51,7 @@ pub(super) fn output_table(
         }
     }
     for f in feats {
-        let pick = labelled.iter().map(|(i, _)| f.values[*i]);
+        let pick = labelled.iter().map(|(i, _)| features::get(&f.values, *i));
         if f.integer {
             fields.push(Field::new(&f.name, DataType::Int32, true));
             cols.push(Arc::new(

@@ -12,6 +12,7 @@
 
 use super::features::{numbers, Feature};
 use super::Rows;
+use arrow::array::{Array, Float64Array};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -63,8 +64,8 @@ pub fn metric_range(metric: &str) -> Option<(f64, f64)> {
     }
 }
 
-fn quartiles(values: &[Option<f64>]) -> Option<(f64, f64)> {
-    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+fn quartiles(values: &Float64Array) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.iter().flatten().collect();
     if v.len() < 4 {
         return None;
     }
@@ -97,7 +98,7 @@ impl Report {
         }
         let n = rows.batch.num_rows();
         for f in features.iter().filter(|f| !f.name.contains("__mean_lag")) {
-            let missing = f.values.iter().filter(|v| v.is_none()).count();
+            let missing = f.values.null_count();
             let skip = f.name == "minutes_since_last_window" || f.name.ends_with("__trend");
             if missing > 0 && n > 0 && !skip {
                 let frac = missing as f64 / n as f64;
@@ -119,7 +120,7 @@ impl Report {
             for stat in ["min", "max", "mean", "first", "last"] {
                 let name = format!("{m}__{stat}");
                 let bad = numbers(&rows.batch, &name)
-                    .into_iter()
+                    .iter()
                     .flatten()
                     .filter(|v| *v < lo || *v > hi)
                     .count();
@@ -208,8 +209,15 @@ mod tests {
 
     #[test]
     fn quartiles_interpolate_like_pandas() {
-        let v: Vec<Option<f64>> = [1.0, 2.0, 3.0, 4.0, 100.0].map(Some).to_vec();
-        assert_eq!(quartiles(&v), Some((2.0, 4.0)));
+        let v = Float64Array::from(vec![
+            Some(1.0),
+            Some(2.0),
+            None,
+            Some(3.0),
+            Some(4.0),
+            Some(100.0),
+        ]);
+        assert_eq!(quartiles(&v), Some((2.0, 4.0)), "nulls are skipped");
     }
 
     #[test]
