@@ -44,15 +44,8 @@ mkdir -p "$work/bin" "$work/out"
 if [ -n "${FLEETSET_PYTHON:-}" ]; then
   python="$FLEETSET_PYTHON"
 else
-  venv="${FLEETSET_VENV:-$repo/.venv}"
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  if ! cmp -s tests/requirements.txt "$venv/.fleetset-requirements"; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-    cp tests/requirements.txt "$venv/.fleetset-requirements"
-  fi
-  python="$venv/bin/python"
+  source scripts/venv.sh
+  python="$(fleetset_venv_python)"
 fi
 
 # The binary under test.

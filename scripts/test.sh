@@ -6,15 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${FLEETSET_VENV:-$PWD/.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! cmp -s tests/requirements.txt "$venv/.fleetset-requirements"; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-  cp tests/requirements.txt "$venv/.fleetset-requirements"
-fi
-export FLEETSET_PYTHON="$venv/bin/python"
+source scripts/venv.sh
+FLEETSET_PYTHON="$(fleetset_venv_python)"
+export FLEETSET_PYTHON
 
 # The agent must stay small: no Arrow or Parquet anywhere in its dependency tree.
 if cargo tree -p fleetset-agent -e normal,build --prefix none | grep -qE '^(arrow|parquet)'; then

@@ -403,25 +403,39 @@ impl Rng {
 /// A `fleetset-agent run` on the deterministic synthetic source (50 ms samples, `window`
 /// windows, label `site=<site>`), state in `dir/<id>`, log in `dir/<id>.log`.
 pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
-    let state = dir.join(id);
     let label = format!("site={site}");
-    let args = [
+    synthetic_agent_with(
+        dir,
+        id,
+        (window, "50ms"),
+        &["--aggregator", endpoint, "--label", &label],
+    )
+}
+
+/// `fleetset-agent run` on the synthetic source as `--agent-id id`, with state in `dir/<id>`,
+/// `--window` and `--sample-interval` from `(window, sample)`, then `extra`; stderr in
+/// `dir/<id>.log`.
+pub fn synthetic_agent_with(
+    dir: &Path,
+    id: &str,
+    (window, sample): (&str, &str),
+    extra: &[&str],
+) -> Proc {
+    let state = dir.join(id);
+    let mut args = vec![
         "run",
         "--agent-id",
         id,
         "--state-dir",
         state.to_str().unwrap_or_default(),
-        "--aggregator",
-        endpoint,
         "--source",
         "synthetic",
         "--window",
         window,
         "--sample-interval",
-        "50ms",
-        "--label",
-        &label,
+        sample,
     ];
+    args.extend_from_slice(extra);
     agent(dir, id, &args)
 }
 

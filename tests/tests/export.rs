@@ -36,29 +36,18 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
     let mut agents: Vec<Proc> = AGENTS
         .iter()
         .map(|(id, site)| {
-            let (state, label) = (dir.join(id), format!("site={site}"));
-            let args = [
-                "run",
+            let label = format!("site={site}");
+            let extra = [
                 "--config",
                 config.to_str().unwrap(),
-                "--agent-id",
-                id,
-                "--state-dir",
-                state.to_str().unwrap(),
                 "--aggregator",
                 &agg.zmq,
-                "--source",
-                "synthetic",
-                "--window",
-                "500ms",
-                "--sample-interval",
-                "50ms",
                 "--process-interval",
                 "200ms",
                 "--label",
                 &label,
             ];
-            agent(dir, id, &args)
+            synthetic_agent_with(dir, id, ("500ms", "50ms"), &extra)
         })
         .collect();
     wait_for("agents' acked windows", Duration::from_secs(90), || {

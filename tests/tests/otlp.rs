@@ -406,24 +406,8 @@ fn metrics_endpoint_moves_with_the_store_during_a_replay() {
 fn agent_windows_reach_the_aggregator_over_otlp() {
     let dir = TempDir::new("otlp-agent");
     let mut agg = Aggregator::start(dir.path(), &OTLP_FLAGS).unwrap();
-    let spawn = |id: &str, extra: &[&str]| {
-        let state = dir.path().join(id);
-        let mut args = vec![
-            "run",
-            "--agent-id",
-            id,
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--source",
-            "synthetic",
-            "--window",
-            "1s",
-            "--sample-interval",
-            "100ms",
-        ];
-        args.extend_from_slice(extra);
-        agent(dir.path(), id, &args)
-    };
+    let spawn =
+        |id: &str, extra: &[&str]| synthetic_agent_with(dir.path(), id, ("1s", "100ms"), extra);
     // Only OTLP, spooled and acked; and ZeroMQ frames plus a best-effort OTLP copy.
     let mut only = spawn(
         "otlp-only",

@@ -65,31 +65,17 @@ fn survive_restart(transport: &str) {
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "{log}");
 }
 
-/// A synthetic agent with 500 ms windows and a 1 s ack timeout, logging to `dir/agent.log`.
+/// A synthetic agent with 500 ms windows and a 1 s ack timeout.
 fn live_agent(dir: &std::path::Path, agent_id: &str, endpoint: &str, transport: &str) -> Proc {
-    let args: Vec<String> = [
-        "run",
-        "--agent-id",
-        agent_id,
-        "--state-dir",
-        dir.join("st").to_str().unwrap(),
+    let extra = [
         "--aggregator",
         endpoint,
         "--transport",
         transport,
-        "--source",
-        "synthetic",
-        "--window",
-        "500ms",
-        "--sample-interval",
-        "50ms",
         "--ack-timeout",
         "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Proc::spawn(&bin("fleetset-agent"), &args, dir.join("agent.log")).unwrap()
+    ];
+    synthetic_agent_with(dir, agent_id, ("500ms", "50ms"), &extra)
 }
 
 /// Every window the agent logged as acked is stored exactly once, and nothing else is.

@@ -151,26 +151,12 @@ async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
     .unwrap();
 
     // A real agent keeps sending over ZeroMQ while we misbehave on both transports.
-    let args: Vec<String> = [
-        "run",
-        "--agent-id",
+    let mut agent = synthetic_agent_with(
+        dir.path(),
         "steady",
-        "--state-dir",
-        dir.path().join("st").to_str().unwrap(),
-        "--aggregator",
-        &agg.zmq,
-        "--source",
-        "synthetic",
-        "--window",
-        "1s",
-        "--sample-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut agent =
-        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
+        ("1s", "100ms"),
+        &["--aggregator", &agg.zmq],
+    );
 
     let zmq_frames = scenario("probe-zmq", Encoding::Msgpack);
     check(over_zmq(&agg.zmq, &zmq_frames).await, &zmq_frames);

@@ -17,7 +17,7 @@ use crate::ingest::{ack, AckTo};
 use anyhow::Result;
 use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
-use index::DedupIndex as Index;
+use index::DedupIndex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,20 +48,11 @@ pub struct StoreConfig {
     pub commit_rows: usize,
 }
 
-/// Whether `(agent_id, seq)` or `(agent_id, window start)` is in `index`.
-fn is_known(index: &Index, agent_id: &str, seq: u64, start: i64) -> bool {
-    index.contains(agent_id, seq, start)
-}
-
-fn remember(index: &mut Index, s: &Snapshot) {
-    index.insert(&s.agent_id, s.seq, s.start);
-}
-
 /// Buffered, not yet committed state.
 #[derive(Default)]
 struct Buffer {
     subs: Vec<Submission>,
-    keys: Index,
+    keys: DedupIndex,
     /// Duplicates of buffered windows `(reply, agent_id, seq, start)`: acked DUPLICATE once
     /// the original is committed.
     waiting: Vec<(AckTo, String, u64, i64)>,
@@ -146,7 +137,7 @@ pub enum StoreMsg {
 pub async fn run(
     cfg: StoreConfig,
     mut rx: mpsc::Receiver<StoreMsg>,
-    mut index: Index,
+    mut index: DedupIndex,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
@@ -175,7 +166,7 @@ pub async fn run(
     info!(counters = %counters.summary(), "store stopped");
 }
 
-fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, m: StoreMsg) {
+fn admit(buf: &mut Buffer, index: &DedupIndex, counters: &Counters, m: StoreMsg) {
     let s = match m {
         StoreMsg::Window(s) => *s,
         StoreMsg::Barrier(tx) => {
@@ -184,7 +175,7 @@ fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, m: StoreMsg) {
         }
     };
     let snap = &s.snapshot;
-    if is_known(index, &snap.agent_id, snap.seq, snap.start) {
+    if index.contains(&snap.agent_id, snap.seq, snap.start) {
         Counters::add(&counters.frames_duplicate, 1);
         if !s
             .reply
@@ -192,11 +183,12 @@ fn admit(buf: &mut Buffer, index: &Index, counters: &Counters, m: StoreMsg) {
         {
             Counters::add(&counters.acks_undeliverable, 1);
         }
-    } else if is_known(&buf.keys, &snap.agent_id, snap.seq, snap.start) {
+    } else if buf.keys.contains(&snap.agent_id, snap.seq, snap.start) {
         buf.waiting
             .push((s.reply, snap.agent_id.clone(), snap.seq, snap.start));
     } else {
-        remember(&mut buf.keys, &s.snapshot);
+        buf.keys
+            .insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
         buf.rows += s.snapshot.data.values().map(Vec::len).sum::<usize>();
         buf.subs.push(s);
     }
@@ -209,7 +201,12 @@ fn answer(barriers: Vec<tokio::sync::oneshot::Sender<()>>) {
     }
 }
 
-async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters: &Arc<Counters>) {
+async fn commit(
+    cfg: &StoreConfig,
+    buf: &mut Buffer,
+    index: &mut DedupIndex,
+    counters: &Arc<Counters>,
+) {
     let taken = std::mem::take(buf);
     if taken.subs.is_empty() && taken.waiting.is_empty() {
         answer(taken.barriers);
@@ -231,7 +228,7 @@ async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters
     };
     for (s, committed) in subs.into_iter().zip(ok) {
         if committed {
-            remember(index, &s.snapshot);
+            index.insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
             Counters::add(&counters.frames_committed, 1);
             if !s.reply.send(ack(
                 &s.snapshot.agent_id,
@@ -245,7 +242,7 @@ async fn commit(cfg: &StoreConfig, buf: &mut Buffer, index: &mut Index, counters
     for (reply, agent_id, seq, start) in waiting {
         // Only a duplicate of a window that is now committed may be acked; if the original's
         // commit failed, the duplicate gets no ack either and is resent.
-        if is_known(index, &agent_id, seq, start) {
+        if index.contains(&agent_id, seq, start) {
             Counters::add(&counters.frames_duplicate, 1);
             if !reply.send(ack(&agent_id, seq, AckStatus::Duplicate)) {
                 Counters::add(&counters.acks_undeliverable, 1);
