@@ -5,6 +5,7 @@
 //! (`[labels] site = "eu-1"`). Durations are humantime strings ("250ms", "5m").
 
 use clap::{Args, ValueEnum};
+use fleetset_core::names::parse_label;
 use fleetset_proto::{Compression, Encoding};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -184,16 +185,6 @@ pub struct RunFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
-    if k.is_empty() {
-        return Err(format!("label {s:?} has an empty key"));
-    }
-    Ok((k.to_string(), v.to_string()))
 }
 
 fn labels_as_table<S: serde::Serializer>(

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fleetset_agent::process::{init_logging, stop_on_signal};
 use fleetset_agent::{AgentConfig, RunFlags};
+use fleetset_core::process::{init_logging, stop_on_signal};
 use tokio_util::sync::CancellationToken;
 
 /// fleetset host agent: samples metrics, downsamples windows with MinMax-LTTB and publishes

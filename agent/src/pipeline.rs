@@ -10,13 +10,13 @@
 
 use crate::config::AgentConfig;
 use crate::counters::Counters;
-use crate::downsample::Downsampler;
 use crate::sender::{self, lock, SenderConfig, SharedSpool};
 use crate::spool::{Spool, Spooled};
-use crate::state::{new_salt, StateDir};
-use crate::telemetry::Telemetry;
-use crate::window::{build_snapshot, ClosedWindow, ProcessNaming};
+use crate::state::StateDir;
 use anyhow::{Context, Result};
+use fleetset_core::downsample::Downsampler;
+use fleetset_core::telemetry::Telemetry;
+use fleetset_core::window::{build_snapshot, ClosedWindow, ProcessNaming};
 use fleetset_proto::{seal, HostInfo, SealOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,8 +28,6 @@ use tracing::{info, warn};
 
 /// How often counters go to the status file (and every 60 s to the log).
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
-/// How often own telemetry is pushed over OTLP (with `--telemetry-otlp`).
-pub const TELEMETRY_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Name of the status file in the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -101,7 +99,7 @@ fn start_otlp_side(
 /// Counters exposed as gauges (levels, not totals).
 const GAUGES: [&str; 2] = ["spool_frames", "spool_bytes"];
 
-/// Own telemetry of the agent (see [`crate::telemetry`]): the counters through the SDK, a
+/// Own telemetry of the agent (see [`fleetset_core::telemetry`]): the counters through the SDK, a
 /// `/metrics` endpoint unless `no_metrics` (a bind failure is logged, not fatal), OTLP export
 /// with `telemetry_otlp`. `None` when both are off.
 fn start_telemetry(
@@ -116,7 +114,7 @@ fn start_telemetry(
         "agent",
         agent_id,
         cfg.telemetry_otlp.as_deref(),
-        TELEMETRY_EXPORT_INTERVAL,
+        fleetset_core::telemetry::EXPORT_INTERVAL,
     )?;
     let names: Vec<String> = counters
         .snapshot()
@@ -147,7 +145,7 @@ fn start_telemetry(
 fn write_status(state: &StateDir, agent_id: &str, counters: &Counters) -> Result<()> {
     let body = serde_json::json!({
         "agent_id": agent_id,
-        "updated_ms": crate::run::now_ms(),
+        "updated_ms": fleetset_core::time::now_ms(),
         "counters": counters.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
     state.write(STATUS_FILE, &serde_json::to_string_pretty(&body)?)
@@ -164,7 +162,7 @@ pub fn read_status(state_dir: &std::path::Path) -> Result<String> {
     })?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let age_ms = crate::run::now_ms() - v["updated_ms"].as_i64().unwrap_or(0);
+    let age_ms = fleetset_core::time::now_ms() - v["updated_ms"].as_i64().unwrap_or(0);
     Ok(format!(
         "{text}\nupdated {:.1} s ago\n",
         age_ms as f64 / 1000.0
@@ -183,7 +181,11 @@ impl Pipeline {
         let state = StateDir::open(&cfg.state_dir)?;
         let salt = match &cfg.process_name_salt {
             Some(s) => s.clone(),
-            None => state.get_or_init("salt", new_salt)?,
+            None => hex::encode(fleetset_core::secret::load_or_create(
+                &state.path("salt"),
+                32,
+                16,
+            )?),
         };
         let counters = Arc::new(Counters::default());
         let spool_dir = cfg

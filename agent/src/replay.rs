@@ -22,9 +22,10 @@
 use crate::config::{AgentConfig, RunFlags};
 use crate::pipeline::Pipeline;
 use crate::run::{resolve_agent_id, AGENT_VERSION};
-use crate::window::{window_start, ClosedWindow};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use fleetset_core::names::metric_name;
+use fleetset_core::window::{window_start, ClosedWindow};
 use fleetset_proto::HostInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -92,26 +93,6 @@ fn parse_map(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// A column or file name made into a valid metric name.
-pub fn metric_name(raw: &str) -> String {
-    let mut s: String = raw
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
-        s.insert(0, 'm');
-    }
-    s.truncate(fleetset_proto::model::MAX_METRIC_NAME_LEN);
-    s
-}
-
 /// What replay found in the input and did about it.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
@@ -150,13 +131,7 @@ fn parse_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i64> {
         };
         return ms.is_finite().then(|| ms.round() as i64);
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_millis());
-    }
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|t| t.and_utc().timestamp_millis())
+    fleetset_core::time::parse_time(s).ok()
 }
 
 /// Samples of one file: `(ts_ms, metric, value)` in file order, and the file's median step (ms).
@@ -415,7 +390,7 @@ mod tests {
     #[test]
     fn names_become_valid_metrics() {
         assert_eq!(metric_name("CPU Util %"), "cpu_util__");
-        assert_eq!(metric_name("5min"), "m5min");
+        assert_eq!(metric_name("5min"), "m_5min");
         assert!(fleetset_proto::model::is_valid_metric_name(&metric_name(
             "ec2_cpu_utilization_24ae8d_value"
         )));

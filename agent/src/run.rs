@@ -12,9 +12,9 @@ use crate::config::{AgentConfig, SourceArg};
 use crate::counters::Counters;
 use crate::pipeline::Pipeline;
 use crate::state::{derive_agent_id, StateDir};
-use crate::window::{ClosedWindow, WindowAssembler};
 use anyhow::{Context, Result};
-use std::time::{SystemTime, UNIX_EPOCH};
+use fleetset_core::time::now_ms;
+use fleetset_core::window::{ClosedWindow, WindowAssembler};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -28,13 +28,6 @@ pub struct RunReport {
     pub agent_id: String,
     /// Final counter values.
     pub counters: Vec<(&'static str, u64)>,
-}
-
-/// Now as Unix ms.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn make_collector(source: SourceArg) -> Result<Box<dyn Collector>> {

@@ -4,6 +4,7 @@
 //! directory.
 
 use anyhow::{Context, Result};
+use fleetset_core::names::id_component;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,11 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+
+    /// The path of the state file `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     /// Atomically replaces the file `name` with `value`.
@@ -68,21 +74,6 @@ impl StateDir {
     }
 }
 
-/// `name` as the first part of an agent id: lower-case ASCII letters, digits and `-` (any other
-/// character `-`), at most `max` characters.
-pub fn id_component(name: &str, max: usize) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(max)
-        .collect()
-}
-
 /// A new agent id: `<hostname>-<8 random hex>`, so two hosts with one name stay distinct.
 pub fn derive_agent_id() -> String {
     let host = sysinfo::System::host_name().unwrap_or_else(|_| "host".into());
@@ -91,11 +82,6 @@ pub fn derive_agent_id() -> String {
         id_component(&host, 64),
         hex::encode(rand::random::<[u8; 4]>())
     )
-}
-
-/// A new 32-byte random salt, hex.
-pub fn new_salt() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Stored bytes per host-minute (SPEC.md target: ≤ 0.5 KB for the base metric set with exact
 //! window stats), measured through the real code path: the agent's window assembly, exact stats
-//! and MinMax-LTTB (`fleetset_agent::window`), then the aggregator's Arrow tables and Parquet
+//! and MinMax-LTTB (`fleetset_core::window`), then the aggregator's Arrow tables and Parquet
 //! writer (`fleetset_aggregator::store`), with many hosts per commit as at fleet scale.
 //!
 //! Side by side, in the same run: the same raw 1 s samples written as a long-format zstd Parquet
@@ -18,11 +18,11 @@
 //! (`scripts/export_bench.sh` uses it).
 
 use fleetset_agent::collect::synthetic::{synthetic_value, SYNTHETIC_METRICS};
-use fleetset_agent::collect::ProcessSample;
-use fleetset_agent::downsample::Downsampler;
-use fleetset_agent::window::{build_snapshot, ProcessNaming, WindowAssembler};
 use fleetset_aggregator::ingest::AckTo;
 use fleetset_aggregator::store::{files, tables, Submission};
+use fleetset_core::downsample::Downsampler;
+use fleetset_core::window::ProcessSample;
+use fleetset_core::window::{build_snapshot, ProcessNaming, WindowAssembler};
 use std::sync::Arc;
 
 fn env(name: &str, default: usize) -> usize {

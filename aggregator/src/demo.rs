@@ -70,7 +70,7 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
         Some(d) => d,
         None => std::env::current_dir()?.join(format!(
             "fleetset-demo-{}",
-            fleetset_agent::run::now_ms() / 1000
+            fleetset_core::time::now_ms() / 1000
         )),
     };
     let cfg = ServerConfig {

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod counters;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
 pub mod ingest;

@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fleetset_agent::process::{init_logging, stop_on_signal};
 use fleetset_aggregator::config::{ServeFlags, ServerConfig};
+#[cfg(feature = "demo")]
 use fleetset_aggregator::demo::{self, DemoFlags};
+use fleetset_core::process::{init_logging, stop_on_signal};
 use tokio_util::sync::CancellationToken;
 
 /// fleetset aggregator: verifies, de-duplicates and commits agent frames to partitioned Parquet.
@@ -20,6 +21,7 @@ enum Command {
     /// Receive frames over ZeroMQ and gRPC and commit them to Parquet until SIGINT/SIGTERM.
     Serve(Box<ServeFlags>),
     /// Run an aggregator and two local agents for a while, then show what was stored.
+    #[cfg(feature = "demo")]
     Demo(DemoFlags),
     /// Export the store (CSV, JSON Lines, Parquet, Arrow, SQLite) or build a training set.
     Export(Box<fleetset_aggregator::export::ExportFlags>),
@@ -36,8 +38,8 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo(_) | Command::Status { .. } | Command::Tail(_) | Command::Export(_) => "warn",
         Command::Serve(_) => "info",
+        _ => "warn",
     };
     init_logging(default_level);
     match cli.command {
@@ -49,6 +51,7 @@ fn main() -> Result<()> {
                 fleetset_aggregator::server::serve(config, shutdown).await
             })
         }
+        #[cfg(feature = "demo")]
         Command::Demo(flags) => block_on(demo::run(flags)),
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),

@@ -27,7 +27,7 @@ pub const STATUS_FILE: &str = "status.json";
 /// Writes the counters as JSON to `data_dir/status.json` (atomically).
 fn write_status(data_dir: &std::path::Path, counters: &Counters) -> Result<()> {
     let body = serde_json::json!({
-        "updated_ms": fleetset_agent::run::now_ms(),
+        "updated_ms": fleetset_core::time::now_ms(),
         "counters": counters.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
     let tmp = data_dir.join(".status.json.tmp");
@@ -61,7 +61,7 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// Shared counters.
     pub counters: Arc<Counters>,
-    telemetry: fleetset_agent::telemetry::Telemetry,
+    telemetry: fleetset_core::telemetry::Telemetry,
     data_dir: std::path::PathBuf,
     ingest_stop: CancellationToken,
     store_stop: CancellationToken,
@@ -266,12 +266,12 @@ fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,
     stop: CancellationToken,
-) -> Result<(fleetset_agent::telemetry::Telemetry, Option<SocketAddr>)> {
-    let telemetry = fleetset_agent::telemetry::Telemetry::start(
+) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
+    let telemetry = fleetset_core::telemetry::Telemetry::start(
         "aggregator",
         &format!("aggregator:{}", cfg.metrics_listen),
         cfg.telemetry_otlp.as_deref(),
-        fleetset_agent::pipeline::TELEMETRY_EXPORT_INTERVAL,
+        fleetset_core::telemetry::EXPORT_INTERVAL,
     )?;
     let names: Vec<String> = counters
         .snapshot()

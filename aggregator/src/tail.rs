@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use fleetset_core::names::parse_label;
 use fleetset_proto::pb::{self, live_client::LiveClient, subscribe_response::Event};
 
 /// Flags of `fleetset-aggregator tail`.
@@ -27,12 +28,6 @@ pub struct TailFlags {
     /// Stop after this many windows (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {s:?} is not key=value"))
 }
 
 /// One output line for a window: agent, seq, window start (RFC 3339), and `metric=mean` pairs.
@@ -68,7 +63,7 @@ pub async fn run(flags: TailFlags) -> Result<()> {
         metrics: flags.metrics,
         since_ms: flags
             .since
-            .map_or(0, |d| fleetset_agent::run::now_ms() - d.as_millis() as i64),
+            .map_or(0, |d| fleetset_core::time::now_ms() - d.as_millis() as i64),
     };
     let mut stream = client
         .subscribe(request)

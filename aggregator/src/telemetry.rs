@@ -1,5 +1,5 @@
 //! The aggregator's own instruments beyond its counters (which are observed as OTel counters
-//! by `fleetset_agent::telemetry`): histograms created from the global meter provider that
+//! by `fleetset_core::telemetry`): histograms created from the global meter provider that
 //! `server::start` installs. Before that (unit tests, benches) they are no-ops.
 
 use opentelemetry::metrics::Histogram;

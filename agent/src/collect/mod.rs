@@ -22,26 +22,8 @@
 pub mod host;
 pub mod synthetic;
 
+pub use fleetset_core::window::ProcessSample;
 use fleetset_proto::HostInfo;
-
-/// One process seen by a process scan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessSample {
-    /// Process id.
-    pub pid: u32,
-    /// Clear process name (hashed before it leaves the host).
-    pub name: String,
-    /// Resident set size, bytes.
-    pub rss_bytes: u64,
-    /// Virtual memory size, bytes.
-    pub virtual_memory_bytes: u64,
-    /// CPU usage since the previous scan, percent of one core.
-    pub cpu_percent: f64,
-    /// Bytes read from storage since the previous scan.
-    pub disk_read_bytes: u64,
-    /// Bytes written to storage since the previous scan.
-    pub disk_write_bytes: u64,
-}
 
 /// A source of metric samples and process scans.
 pub trait Collector: Send {

@@ -102,34 +102,7 @@ fn load_salt(flags: &AnonymizeFlags, data_dir: &Path) -> Result<Vec<u8>> {
         .salt_file
         .clone()
         .unwrap_or_else(|| data_dir.join("export.salt"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let salt = hex::decode(text.trim())
-                .with_context(|| format!("salt file {} is not hex", path.display()))?;
-            if salt.len() < 16 {
-                bail!("salt file {} holds fewer than 16 bytes", path.display());
-            }
-            Ok(salt)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let salt: [u8; 32] = rand::random();
-            write_private(&path, &hex::encode(salt))
-                .with_context(|| format!("creating salt file {}", path.display()))?;
-            Ok(salt.to_vec())
-        }
-        Err(e) => Err(e).with_context(|| format!("reading salt file {}", path.display())),
-    }
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    fleetset_core::secret::load_or_create(&path, 32, 16)
 }
 
 /// `s` with every whitespace-separated token that contains `/` or `\` cut to its last path

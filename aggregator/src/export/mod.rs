@@ -113,25 +113,7 @@ impl ExportFlags {
     }
 }
 
-/// Parses an export time bound: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f]`, `YYYY-MM-DDTHH:MM:SS[.f]`
-/// or `YYYY-MM-DD` (UTC) → Unix ms.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(t.and_utc().timestamp_millis());
-        }
-    }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
-        .ok_or_else(|| {
-            format!("time {s:?} is not RFC 3339, YYYY-MM-DD HH:MM:SS[.f] or YYYY-MM-DD (UTC)")
-        })
-}
+pub use fleetset_core::time::parse_time;
 
 /// Runs `export`: a training set with `--training`, else a plain export.
 pub fn run(flags: &ExportFlags) -> Result<()> {

@@ -68,7 +68,7 @@ fn commit_blocking(
     subs: &[Submission],
     counters: &Counters,
 ) -> Vec<bool> {
-    let now = fleetset_agent::run::now_ms();
+    let now = fleetset_core::time::now_ms();
     let mut by_date: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in subs.iter().enumerate() {
         by_date

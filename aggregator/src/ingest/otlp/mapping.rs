@@ -26,6 +26,7 @@
 //! without identity, a point with time 0, a NaN or infinite value, a metric name over 255
 //! bytes, an attribute value over 4096 bytes, a metric without data.
 
+use fleetset_core::names::{metric_component, metric_stem};
 use fleetset_proto::HostInfo;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -95,21 +96,6 @@ fn text(v: &Option<AnyValue>) -> String {
     }
 }
 
-/// `s` as a metric-name component: lower case, `[a-z0-9_]` kept (and `.` when `dots`), any
-/// other character `_`.
-fn component(s: &str, dots: bool) -> String {
-    s.chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dots && c == '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The series name of `name` with sorted attributes appended as `.<key>_<value>`; `Err`
 /// names an oversized attribute.
 fn series_name(
@@ -126,15 +112,12 @@ fn series_name(
                 a.key.chars().take(40).collect::<String>()
             ));
         }
-        kv.insert(component(&a.key, false), component(&v, false));
+        kv.insert(metric_component(&a.key, false), metric_component(&v, false));
     }
     if let Some((k, v)) = extra {
-        kv.insert(k.to_string(), component(&v, false));
+        kv.insert(k.to_string(), metric_component(&v, false));
     }
-    let mut out = component(name, true);
-    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
-        out.insert_str(0, "m_");
-    }
+    let mut out = metric_stem(name);
     for (k, v) in kv {
         out.push('.');
         out.push_str(&k);
@@ -260,7 +243,7 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
         h.update(identity.join("/").as_bytes());
         let agent_id = format!(
             "otel-{}-{}",
-            fleetset_agent::state::id_component(primary, 40),
+            fleetset_core::names::id_component(primary, 40),
             hex::encode(&h.finalize()[..4])
         );
         let host = HostInfo {

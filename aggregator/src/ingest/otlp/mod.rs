@@ -67,18 +67,8 @@ impl MetricsService for OtlpReceiver {
     }
 }
 
-/// The identity salt in `data_dir/otlp.salt` (16 random bytes, hex; created on first use).
+/// The identity salt in `data_dir/otlp.salt` (16 random bytes, hex; a secret file created on
+/// first use, see `fleetset_core::secret`).
 pub fn load_salt(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    let path = data_dir.join("otlp.salt");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => hex::decode(s.trim()).with_context(|| format!("{} is not hex", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let salt: [u8; 16] = rand::random();
-            std::fs::write(&path, hex::encode(salt))
-                .with_context(|| format!("writing {}", path.display()))?;
-            Ok(salt.to_vec())
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    fleetset_core::secret::load_or_create(&data_dir.join("otlp.salt"), 16, 16)
 }

@@ -22,8 +22,8 @@ use super::mapping::SourcePoints;
 use crate::counters::Counters;
 use crate::ingest::{AckTo, Admission};
 use anyhow::{Context, Result};
-use fleetset_agent::downsample::Downsampler;
-use fleetset_agent::window::{build_snapshot, window_start, ClosedWindow, ProcessNaming};
+use fleetset_core::downsample::Downsampler;
+use fleetset_core::window::{build_snapshot, window_start, ClosedWindow, ProcessNaming};
 use fleetset_proto::pb::{self, AckStatus};
 use fleetset_proto::{seal, Compression, Encoding, HostInfo, SealOptions};
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,7 @@ impl OtlpWindows {
                 _ = stop.cancelled() => break,
                 Some(ack) = acks.recv() => self.acked(&ack),
                 _ = tick.tick() => {
-                    for frame in self.due(fleetset_agent::run::now_ms()) {
+                    for frame in self.due(fleetset_core::time::now_ms()) {
                         if !admission.admit(frame, AckTo::Otlp(ack_tx.clone())).await {
                             return;
                         }

@@ -2,11 +2,29 @@
 //! multiples of the window length, and at window close the exact statistics, the MinMax-LTTB
 //! series and the top-N processes of a [`Snapshot`].
 
-use crate::collect::ProcessSample;
 use crate::downsample::{clean, CleanReport, Downsampler};
 use fleetset_proto::{ProcessRecord, Snapshot, WindowStats};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// One process seen by a process scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSample {
+    /// Process id.
+    pub pid: u32,
+    /// Clear process name (hashed before it leaves the host).
+    pub name: String,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Virtual memory size, bytes.
+    pub virtual_memory_bytes: u64,
+    /// CPU usage since the previous scan, percent of one core.
+    pub cpu_percent: f64,
+    /// Bytes read from storage since the previous scan.
+    pub disk_read_bytes: u64,
+    /// Bytes written to storage since the previous scan.
+    pub disk_write_bytes: u64,
+}
 
 /// A bounded FIFO of raw `(ts_ms, value)` samples for one metric; when full, the oldest
 /// sample is overwritten and counted in `overwritten`.

@@ -26,6 +26,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How often own telemetry is pushed over OTLP when `telemetry.otlp` is set.
+pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A [`ManualReader`] shared between the provider and the `/metrics` handler.
 #[derive(Debug, Clone)]
 struct SharedReader(Arc<ManualReader>);

@@ -1,0 +1,23 @@
+//! # fleetset-core
+//!
+//! What both fleetset binaries use, so that neither depends on the other:
+//! - the data path of a window: [`window`] (ring buffers, wall-clock-aligned windows, exact
+//!   statistics, snapshot building) and [`downsample`] (MinMax-LTTB through the `minmaxlttb`
+//!   crate, with the cleaning it needs);
+//! - the rules for names and times: [`names`] (agent ids, metric names, labels) and [`time`];
+//! - [`secret`] files (get-or-create, fsynced, mode 0600);
+//! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push) and process plumbing
+//!   ([`process`]: logging, signals).
+//!
+//! The wire contract (snapshot model, codecs, frames) stays in `fleetset-proto`. This crate links
+//! no Arrow or Parquet: the agent depends on it.
+
+#![warn(missing_docs)]
+
+pub mod downsample;
+pub mod names;
+pub mod process;
+pub mod secret;
+pub mod telemetry;
+pub mod time;
+pub mod window;
