@@ -5,6 +5,7 @@
 //!   statistics, snapshot building) and [`downsample`] (MinMax-LTTB through the `minmaxlttb`
 //!   crate, with the cleaning it needs);
 //! - the rules for names and times: [`names`] (agent ids, metric names, labels) and [`time`];
+//! - [`config`]: configuration declared once (layering, checks, `print-config`, docs);
 //! - [`secret`] files (get-or-create, fsynced, mode 0600);
 //! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push) and process plumbing
 //!   ([`process`]: logging, signals).
@@ -14,6 +15,10 @@
 
 #![warn(missing_docs)]
 
+// The `Section` derive names `::fleetset_core`, also inside this crate.
+extern crate self as fleetset_core;
+
+pub mod config;
 pub mod downsample;
 pub mod names;
 pub mod process;

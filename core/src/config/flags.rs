@@ -1,0 +1,160 @@
+//! The command line of a configuration: `--config FILE`, the declaration's common flags
+//! (`#[key(flag = "…")]`), and `--set section.key=value` for every other key.
+
+use super::{layer, ConfigError, Section, Source, Sources};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+/// A binary's root configuration: a [`Section`] with relations between keys to check.
+pub trait ConfigCommand: Section {
+    /// The first lines of `print-config` output (what the file is, how to use it).
+    const TITLE: &'static str;
+    /// Checks what single-key ranges cannot (e.g. a window that is a multiple of the sample
+    /// interval); the error names the key, its value and what is allowed.
+    fn check(&self) -> Result<(), ConfigError>;
+}
+
+/// The configuration sources given on a command line; parsed by clap from the declaration.
+#[derive(Debug, Clone)]
+pub struct ConfigArgs<C> {
+    /// `--config FILE`.
+    pub file: Option<PathBuf>,
+    /// Common flags (in declaration order), then `--set` values (in command-line order).
+    pub overrides: Vec<(String, String, Source)>,
+    config: PhantomData<fn() -> C>,
+}
+
+impl<C> Default for ConfigArgs<C> {
+    fn default() -> Self {
+        ConfigArgs {
+            file: None,
+            overrides: Vec::new(),
+            config: PhantomData,
+        }
+    }
+}
+
+impl<C: ConfigCommand> ConfigArgs<C> {
+    /// Args with `file` and `--set`-style `overrides` (for programs that build a command line).
+    pub fn new(file: Option<PathBuf>, sets: &[(&str, &str)]) -> Self {
+        ConfigArgs {
+            file,
+            overrides: sets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string(), Source::Set))
+                .collect(),
+            config: PhantomData,
+        }
+    }
+
+    /// The sources: the file, the environment, then the command line.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            file: self.file.clone(),
+            env: true,
+            overrides: self.overrides.clone(),
+        }
+    }
+
+    /// The effective, checked configuration (see [`layer::load`] and [`ConfigCommand::check`]).
+    pub fn load(&self) -> Result<C, ConfigError> {
+        let config: C = layer::load(&self.sources())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// `validate`: `Ok` with a one-line summary, or the first error.
+    pub fn validate(&self) -> Result<String, ConfigError> {
+        self.load()?;
+        Ok(match &self.file {
+            Some(f) => format!("{}: configuration is valid", f.display()),
+            None => "configuration (defaults, environment, flags) is valid".into(),
+        })
+    }
+
+    /// `print-config`: the effective configuration as commented TOML.
+    pub fn print_config(&self) -> Result<String, ConfigError> {
+        Ok(super::render_toml(&self.load()?, C::TITLE))
+    }
+}
+
+impl<C: Section> FromArgMatches for ConfigArgs<C> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = ConfigArgs::default();
+        args.update_from_arg_matches(m)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.file = m.get_one::<PathBuf>("config").cloned();
+        self.overrides.clear();
+        for k in C::keys() {
+            let Some(flag) = k.flag else { continue };
+            for v in m.get_many::<String>(flag).into_iter().flatten() {
+                self.overrides
+                    .push((k.path.clone(), v.clone(), Source::Flag(flag)));
+            }
+        }
+        for s in m.get_many::<String>("set").into_iter().flatten() {
+            let (k, v) = s.split_once('=').ok_or_else(|| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!("--set {s:?}: expected section.key=value\n"),
+                )
+            })?;
+            self.overrides
+                .push((k.trim().to_string(), v.to_string(), Source::Set));
+        }
+        Ok(())
+    }
+}
+
+impl<C: Section> Args for ConfigArgs<C> {
+    fn augment_args(cmd: Command) -> Command {
+        let defaults = toml::Table::try_from(C::default()).unwrap_or_default();
+        let mut cmd = cmd
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("TOML configuration file (see `print-config` for every key)"),
+            )
+            .arg(
+                Arg::new("set")
+                    .long("set")
+                    .value_name("KEY=VALUE")
+                    .action(ArgAction::Append)
+                    .help("Set any configuration key, e.g. `--set store.commit_rows=1000` (repeatable; wins over flags, environment and file)"),
+            );
+        for k in C::keys() {
+            let Some(flag) = k.flag else { continue };
+            let default = (!k.secret)
+                .then(|| super::render::lookup(&defaults, &k.path))
+                .flatten();
+            let help = match default {
+                Some(d) if !d.as_table().is_some_and(|t| t.is_empty()) => {
+                    format!("{} [key {}; default: {d}]", k.doc, k.path)
+                }
+                _ => format!("{} [key {}]", k.doc, k.path),
+            };
+            cmd = cmd.arg(
+                Arg::new(flag)
+                    .long(flag)
+                    .value_name(if k.map { "KEY=VALUE" } else { "VALUE" })
+                    .action(if k.map {
+                        ArgAction::Append
+                    } else {
+                        ArgAction::Set
+                    })
+                    .help(help),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}

@@ -1,0 +1,281 @@
+//! Layering: defaults < TOML file < environment < common flags < `--set`, key by key, with every
+//! value checked against its declaration before it is used.
+
+use super::{ConfigError, KeyDoc, Section};
+use std::fmt;
+use std::path::PathBuf;
+use toml::{Table, Value};
+
+/// Where a value came from (named in errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The TOML file at this path.
+    File(String),
+    /// This environment variable.
+    Env(String),
+    /// This command-line flag (`--name`).
+    Flag(&'static str),
+    /// `--set`.
+    Set,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "in {p}"),
+            Source::Env(v) => write!(f, "from environment variable {v}"),
+            Source::Flag(n) => write!(f, "from --{n}"),
+            Source::Set => write!(f, "from --set"),
+        }
+    }
+}
+
+/// What to layer over the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The TOML file (`--config`).
+    pub file: Option<PathBuf>,
+    /// Read `FLEETSET_<SECTION>_<KEY>` variables.
+    pub env: bool,
+    /// Command-line values in order: `(dotted key, value as text, where from)`.
+    pub overrides: Vec<(String, String, Source)>,
+}
+
+/// Builds a `C` from its defaults and `sources`, then checks the declared ranges.
+///
+/// Errors: an unreadable or non-TOML file; a key no section declares ([`ConfigError::Unknown`]);
+/// a value of the wrong type ([`ConfigError::Type`]); a value out of range
+/// ([`ConfigError::Invalid`]). Each names the key, the value (never a secret's) and where it
+/// was set.
+pub fn load<C: Section>(sources: &Sources) -> Result<C, ConfigError> {
+    let keys = C::keys();
+    let mut table = Table::new();
+    if let Some(path) = &sources.file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        absorb(&keys, &mut table, file, "", &Source::File(shown))?;
+    }
+    if sources.env {
+        for k in keys.iter().filter(|k| !k.section) {
+            let var = k.env_var();
+            if let Ok(raw) = std::env::var(&var) {
+                set_text(&keys, &mut table, &k.path, &raw, &Source::Env(var))?;
+            }
+        }
+    }
+    for (key, raw, source) in &sources.overrides {
+        set_text(&keys, &mut table, key, raw, source)?;
+    }
+    let config: C = Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Type {
+            key: "(configuration)".into(),
+            origin: Source::Set,
+            value: String::new(),
+            why: e.message().to_string(),
+        })?;
+    config.check_ranges("")?;
+    Ok(config)
+}
+
+fn find<'a>(keys: &'a [KeyDoc], path: &str) -> Option<&'a KeyDoc> {
+    keys.iter().find(|k| k.path == path)
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The known keys next to an unknown `path`, for its error.
+fn hint(keys: &[KeyDoc], path: &str) -> String {
+    let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+    let siblings: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.path.rsplit_once('.').map_or("", |(p, _)| p) == parent)
+        .map(|k| k.path.rsplit_once('.').map_or(k.path.as_str(), |(_, n)| n))
+        .collect();
+    if parent.is_empty() || find(keys, parent).is_some() {
+        let at = if parent.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in [{parent}]")
+        };
+        format!("known {at}: {}", siblings.join(", "))
+    } else {
+        hint(keys, parent)
+    }
+}
+
+/// Places `value` at the dotted `path` in `root`, merging tables.
+fn insert(root: &mut Table, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    let mut t = root;
+    for p in parts {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        let Value::Table(next) = entry else {
+            unreachable!("just made a table")
+        };
+        t = next;
+    }
+    match (t.get_mut(last), value) {
+        (Some(Value::Table(old)), Value::Table(new)) => old.extend(new),
+        (_, value) => {
+            t.insert(last.to_string(), value);
+        }
+    }
+}
+
+fn shown(k: &KeyDoc, v: &Value) -> String {
+    if k.secret {
+        "<secret>".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn check(k: &KeyDoc, v: &Value, source: &Source) -> Result<(), ConfigError> {
+    match k.check {
+        Some(check) => check(v.clone()).map_err(|why| ConfigError::Type {
+            key: k.path.clone(),
+            origin: source.clone(),
+            value: shown(k, v),
+            // serde's message quotes the value: never for a secret.
+            why: if k.secret {
+                format!("expected {}", k.ty)
+            } else {
+                why
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Takes every key of a file's (sub)table `src` at `prefix` into `root`, checking each.
+fn absorb(
+    keys: &[KeyDoc],
+    root: &mut Table,
+    src: Table,
+    prefix: &str,
+    source: &Source,
+) -> Result<(), ConfigError> {
+    for (name, value) in src {
+        let path = join(prefix, &name);
+        let Some(k) = find(keys, &path) else {
+            return Err(ConfigError::Unknown {
+                hint: hint(keys, &path),
+                key: path,
+                origin: source.clone(),
+            });
+        };
+        if k.section {
+            match value {
+                Value::Table(t) => absorb(keys, root, t, &path, source)?,
+                other => {
+                    return Err(ConfigError::Type {
+                        key: path.clone(),
+                        origin: source.clone(),
+                        value: other.to_string(),
+                        why: format!("[{path}] is a section: give it as a table"),
+                    })
+                }
+            }
+        } else {
+            check(k, &value, source)?;
+            insert(root, &path, value);
+        }
+    }
+    Ok(())
+}
+
+/// The typed value of text given for `k` on the command line or in the environment: the text
+/// as a TOML value if that has the key's type (`5`, `true`, `["a"]`), else as a string
+/// (`5s`, `tcp://host:5555`).
+fn typed(k: &KeyDoc, raw: &str, source: &Source) -> Result<Value, ConfigError> {
+    let parsed = toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    if let Some(v) = &parsed {
+        if check(k, v, source).is_ok() {
+            return Ok(v.clone());
+        }
+    }
+    let text = Value::String(raw.to_string());
+    if check(k, &text, source).is_ok() {
+        return Ok(text);
+    }
+    // Report the error of the reading that looked like the intended type.
+    match parsed {
+        Some(v) if !v.is_str() => check(k, &v, source).map(|()| v),
+        _ => check(k, &text, source).map(|()| text),
+    }
+}
+
+/// Sets the key `path` from text: a plain key, a map key (`k=v[,k=v]`, merged), or one entry of
+/// a map (`labels.site` = `eu-1`).
+fn set_text(
+    keys: &[KeyDoc],
+    root: &mut Table,
+    path: &str,
+    raw: &str,
+    source: &Source,
+) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::Unknown {
+        key: path.to_string(),
+        origin: source.clone(),
+        hint: hint(keys, path),
+    };
+    match find(keys, path) {
+        Some(k) if k.section => Err(ConfigError::Type {
+            key: path.to_string(),
+            origin: source.clone(),
+            value: raw.to_string(),
+            why: "this is a section; set one of its keys".into(),
+        }),
+        Some(k) if k.map => {
+            let mut t = Table::new();
+            for entry in raw.split(',').filter(|e| !e.trim().is_empty()) {
+                let (ek, ev) =
+                    crate::names::parse_label(entry.trim()).map_err(|why| ConfigError::Type {
+                        key: path.to_string(),
+                        origin: source.clone(),
+                        value: raw.to_string(),
+                        why,
+                    })?;
+                t.insert(ek, Value::String(ev));
+            }
+            insert(root, path, Value::Table(t));
+            Ok(())
+        }
+        Some(k) => {
+            let v = typed(k, raw, source)?;
+            insert(root, path, v);
+            Ok(())
+        }
+        None => match path.rsplit_once('.') {
+            Some((parent, entry)) if find(keys, parent).is_some_and(|k| k.map) => {
+                let mut t = Table::new();
+                t.insert(entry.to_string(), Value::String(raw.to_string()));
+                insert(root, parent, Value::Table(t));
+                Ok(())
+            }
+            _ => Err(unknown()),
+        },
+    }
+}

@@ -1,0 +1,209 @@
+use super::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where rows go.
+#[derive(Debug, Clone, Serialize, Deserialize, Section, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Store {
+    /// Data directory.
+    #[key(default = "/var/lib/x".into(), flag = "data-dir")]
+    data_dir: String,
+    /// Commit at least this often.
+    #[key(default = Duration::from_secs(5), unit = "duration", min = Duration::from_millis(10))]
+    #[serde(with = "humantime_serde")]
+    commit_interval: Duration,
+    /// Rows per commit.
+    #[key(default = 500, unit = "rows", min = 1, max = 1_000_000)]
+    commit_rows: usize,
+    /// Fleet key.
+    #[key(secret)]
+    key_hex: Option<String>,
+}
+
+/// The ZeroMQ listener.
+#[derive(Debug, Clone, Serialize, Deserialize, Section, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Zmq {
+    /// Serve it.
+    #[key(default = true)]
+    enabled: bool,
+    /// Bind address.
+    #[key(default = "tcp://0.0.0.0:5555".into(), flag = "zmq-bind")]
+    bind: String,
+}
+
+/// Ingest.
+#[derive(Debug, Clone, Serialize, Deserialize, Section, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Ingest {
+    /// ZeroMQ.
+    #[key(section)]
+    zmq: Zmq,
+}
+
+/// Test root.
+#[derive(Debug, Clone, Serialize, Deserialize, Section, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Root {
+    /// Labels.
+    #[key(map, flag = "label")]
+    labels: BTreeMap<String, String>,
+    /// The store.
+    #[key(section)]
+    store: Store,
+    /// Ingest.
+    #[key(section)]
+    ingest: Ingest,
+}
+
+impl ConfigCommand for Root {
+    const TITLE: &'static str = "test";
+    fn check(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+fn file(text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetset-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let f = dir.join(format!(
+        "c{}.toml",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+fn with(file: Option<std::path::PathBuf>, sets: &[(&str, &str)]) -> Result<Root, ConfigError> {
+    ConfigArgs::<Root>::new(file, sets).load()
+}
+
+#[test]
+fn layers_override_key_by_key() {
+    let f = file("[store]\ncommit_rows = 7\ndata_dir = \"/d\"\n[ingest.zmq]\nenabled = false\n[labels]\nsite = \"eu\"\n");
+    let c = with(
+        Some(f),
+        &[
+            ("store.commit_rows", "9"),
+            ("labels.rack", "r1"),
+            ("store.commit_interval", "250ms"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.store.commit_rows, 9);
+    assert_eq!(c.store.data_dir, "/d");
+    assert_eq!(c.store.commit_interval, Duration::from_millis(250));
+    assert!(!c.ingest.zmq.enabled);
+    assert_eq!(c.ingest.zmq.bind, "tcp://0.0.0.0:5555");
+    assert_eq!(c.labels.len(), 2);
+    assert_eq!(with(None, &[]).unwrap(), Root::default());
+}
+
+#[test]
+fn errors_name_the_key_the_value_and_what_is_allowed() {
+    let e = with(Some(file("[store]\ncommit_rwos = 7\n")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.commit_rwos") && e.contains("commit_rows"),
+        "{e}"
+    );
+    let e = with(Some(file("[stor]\nx = 1\n")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`stor`") && e.contains("store, ingest"), "{e}");
+    let e = with(Some(file("[store]\ncommit_rows = \"many\"\n")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("store.commit_rows") && e.contains("many"), "{e}");
+    let e = with(None, &[("store.commit_rows", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("store.commit_rows") && e.contains(">= 1"), "{e}");
+    let e = with(None, &[("store.commit_interval", "1ms")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("commit_interval") && e.contains("1ms") && e.contains(">= \"10ms\""),
+        "{e}"
+    );
+    let e = with(None, &[("store.commit_interval", "soon")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("commit_interval") && e.contains("soon"), "{e}");
+    let e = with(None, &[("ingest.zmq.enabled", "maybe")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.zmq.enabled"), "{e}");
+    let e = with(Some(file("[store]\nkey_hex = 12345\n")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("12345") && e.contains("<secret>"), "{e}");
+    let e = with(Some(file("store = 3\n")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("section"), "{e}");
+    let e = with(Some(file("[store\n")), &[]).unwrap_err().to_string();
+    assert!(e.contains("not valid TOML"), "{e}");
+}
+
+#[test]
+fn print_config_round_trips_and_hides_secrets() {
+    let args = ConfigArgs::<Root>::new(
+        None,
+        &[
+            ("store.key_hex", "00ff"),
+            ("labels.site", "eu"),
+            ("store.commit_rows", "3"),
+        ],
+    );
+    let text = args.print_config().unwrap();
+    assert!(!text.contains("00ff"), "{text}");
+    assert!(
+        text.contains("[ingest.zmq]") && !text.contains("[ingest]\n"),
+        "{text}"
+    );
+    let back = with(Some(file(&text)), &[]).unwrap();
+    let mut want = args.load().unwrap();
+    want.store.key_hex = None;
+    assert_eq!(back, want);
+    let md = render_markdown::<Root>();
+    assert!(
+        md.contains("| `store.commit_rows` | `500` | rows |"),
+        "{md}"
+    );
+    assert!(md.contains("`--zmq-bind`"), "{md}");
+}
+
+#[test]
+fn flags_and_environment_come_from_the_declaration() {
+    use clap::{Args as _, FromArgMatches as _};
+    let cmd = ConfigArgs::<Root>::augment_args(clap::Command::new("t"));
+    let m = cmd
+        .try_get_matches_from([
+            "t",
+            "--data-dir",
+            "/x",
+            "--label",
+            "a=1",
+            "--label",
+            "b=2",
+            "--set",
+            "store.commit_rows=4",
+            "--set",
+            "ingest.zmq.bind=tcp://127.0.0.1:1",
+        ])
+        .unwrap();
+    let args = ConfigArgs::<Root>::from_arg_matches(&m).unwrap();
+    let c = args.load().unwrap();
+    assert_eq!(c.store.data_dir, "/x");
+    assert_eq!(c.labels.len(), 2);
+    assert_eq!(c.store.commit_rows, 4);
+    assert_eq!(c.ingest.zmq.bind, "tcp://127.0.0.1:1");
+    let keys = Root::keys();
+    let k = keys.iter().find(|k| k.path == "ingest.zmq.bind").unwrap();
+    assert_eq!(k.env_var(), "FLEETSET_INGEST_ZMQ_BIND");
+}
