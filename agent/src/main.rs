@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fleetset_agent::{AgentConfig, RunFlags};
+use fleetset_agent::RunFlags;
 use fleetset_core::process::{init_logging, stop_on_signal};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,11 @@ enum Command {
     Run(Box<RunFlags>),
     /// Replay CSV files of timestamped measurements through the normal pipeline, then exit.
     Replay(Box<fleetset_agent::replay::ReplayFlags>),
+    /// Check a configuration (file, environment, flags): exit non-zero with an error that names
+    /// the key, the value and what is allowed.
+    Validate(Box<RunFlags>),
+    /// Print the effective configuration as TOML, every default filled in.
+    PrintConfig(Box<RunFlags>),
     /// Print the counters of the agent using this state directory (written every 5 s).
     Status {
         /// The agent's state directory.
@@ -34,7 +39,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(flags) => {
-            let config = AgentConfig::load(&flags)?;
+            let config = flags.load()?;
             until_signal(|shutdown| async move {
                 fleetset_agent::run(config, shutdown).await.map(|_| ())
             })
@@ -44,6 +49,14 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
+        Command::Validate(flags) => {
+            println!("{}", flags.validate()?);
+            Ok(())
+        }
+        Command::PrintConfig(flags) => {
+            print!("{}", flags.print_config()?);
+            Ok(())
+        }
         Command::Status { state_dir } => {
             print!("{}", fleetset_agent::pipeline::read_status(&state_dir)?);
             Ok(())

@@ -63,12 +63,12 @@ fn start_otlp_side(
     cfg: &AgentConfig,
     counters: &Arc<Counters>,
 ) -> Option<mpsc::Sender<fleetset_proto::Snapshot>> {
-    let url = cfg.otlp_endpoint.clone()?;
-    if cfg.transport == crate::config::TransportArg::Otlp {
+    let url = cfg.transport.otlp_endpoint.clone()?;
+    if cfg.transport.protocol == crate::config::TransportArg::Otlp {
         return None;
     }
     let (tx, mut rx) = mpsc::channel::<fleetset_proto::Snapshot>(OTLP_SIDE_QUEUE);
-    let (counters, timeout) = (counters.clone(), cfg.ack_timeout);
+    let (counters, timeout) = (counters.clone(), cfg.transport.ack_timeout);
     tokio::spawn(async move {
         let mut exporter: Option<crate::otlp::OtlpExporter> = None;
         while let Some(snapshot) = rx.recv().await {
@@ -107,13 +107,13 @@ fn start_telemetry(
     agent_id: &str,
     counters: &Arc<Counters>,
 ) -> Result<Option<(Telemetry, CancellationToken)>> {
-    if cfg.no_metrics && cfg.telemetry_otlp.is_none() {
+    if !cfg.telemetry.enabled && cfg.telemetry.otlp.is_none() {
         return Ok(None);
     }
     let t = Telemetry::start(
         "agent",
         agent_id,
-        cfg.telemetry_otlp.as_deref(),
+        cfg.telemetry.otlp.as_deref(),
         fleetset_core::telemetry::EXPORT_INTERVAL,
     )?;
     let names: Vec<String> = counters
@@ -129,8 +129,8 @@ fn start_telemetry(
             .collect()
     });
     let stop = CancellationToken::new();
-    if !cfg.no_metrics {
-        match t.serve(&cfg.metrics_listen, stop.clone()) {
+    if cfg.telemetry.enabled {
+        match t.serve(&cfg.telemetry.listen, stop.clone()) {
             Ok(addr) => info!(%addr, "own telemetry on http://{addr}/metrics"),
             Err(e) => warn!(
                 error = format!("{e:#}"),
@@ -179,7 +179,7 @@ impl Pipeline {
         drain_timeout: Option<Duration>,
     ) -> Result<Pipeline> {
         let state = StateDir::open(&cfg.state_dir)?;
-        let salt = match &cfg.process_name_salt {
+        let salt = match &cfg.collect.process_name_salt {
             Some(s) => s.clone(),
             None => hex::encode(fleetset_core::secret::load_or_create(
                 &state.path("salt"),
@@ -188,14 +188,11 @@ impl Pipeline {
             )?),
         };
         let counters = Arc::new(Counters::default());
-        let spool_dir = cfg
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| cfg.state_dir.join("spool"));
+        let spool_dir = cfg.spool_dir();
         let spool = Spool::open(
             &spool_dir,
-            cfg.spool_max_bytes,
-            cfg.spool_fsync,
+            cfg.spool.max_bytes,
+            cfg.spool.fsync,
             counters.clone(),
         )?;
         let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
@@ -213,14 +210,14 @@ impl Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = tokio::spawn(sender::run(
             SenderConfig {
-                transport: cfg.transport,
-                endpoint: match (cfg.transport, &cfg.otlp_endpoint) {
+                transport: cfg.transport.protocol,
+                endpoint: match (cfg.transport.protocol, &cfg.transport.otlp_endpoint) {
                     (crate::config::TransportArg::Otlp, Some(url)) => url.clone(),
-                    _ => cfg.aggregator.clone(),
+                    _ => cfg.transport.aggregator.clone(),
                 },
                 agent_id: agent_id.clone(),
-                max_in_flight: cfg.max_in_flight,
-                ack_timeout: cfg.ack_timeout,
+                max_in_flight: cfg.transport.max_in_flight,
+                ack_timeout: cfg.transport.ack_timeout,
                 drain_timeout,
             },
             spool.clone(),
@@ -247,29 +244,31 @@ impl Pipeline {
         };
         let telemetry = start_telemetry(cfg, &agent_id, &counters)?;
         let otlp_side = start_otlp_side(cfg, &counters);
-        info!(%agent_id, aggregator = %cfg.aggregator, transport = ?cfg.transport, encoding = ?cfg.encoding,
+        info!(%agent_id, aggregator = %cfg.transport.aggregator, transport = ?cfg.transport.protocol, encoding = ?cfg.transport.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");
         Ok(Pipeline {
             agent_id,
             host,
-            sample_interval_ms: cfg.sample_interval.as_millis() as u64,
-            downsampler: Downsampler {
-                threshold: cfg.lttb_threshold,
-                ratio: cfg.lttb_ratio,
-            },
+            sample_interval_ms: cfg.collect.sample_interval.as_millis() as u64,
+            downsampler: cfg.window.lttb,
             naming: ProcessNaming {
                 salt,
-                send_names: cfg.send_process_names,
+                send_names: cfg.collect.send_process_names,
             },
             seal: SealOptions {
-                encoding: cfg.encoding.into(),
-                compression: cfg.compression.into(),
-                hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
+                encoding: cfg.transport.encoding.into(),
+                compression: cfg.transport.compression.into(),
+                hmac_key: cfg
+                    .transport
+                    .hmac_key_hex
+                    .as_deref()
+                    .map(hex::decode)
+                    .transpose()?,
             },
             state,
             next_seq,
             last_window,
-            raw_dump_dir: cfg.raw_dump_dir.clone(),
+            raw_dump_dir: cfg.collect.raw_dump_dir.clone(),
             spool,
             tx,
             sender,

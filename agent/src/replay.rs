@@ -19,7 +19,7 @@
 //! stats, and the latest reading wins in the downsampled series (counted); gaps longer than 3×
 //! the median step are counted and simply leave windows out.
 
-use crate::config::{AgentConfig, RunFlags};
+use crate::config::RunFlags;
 use crate::pipeline::Pipeline;
 use crate::run::{resolve_agent_id, AGENT_VERSION};
 use anyhow::{bail, Context, Result};
@@ -289,7 +289,7 @@ fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
 
 /// Replays `flags.files` (see the module docs); returns what it found and did.
 pub async fn replay(flags: ReplayFlags, shutdown: CancellationToken) -> Result<ReplayReport> {
-    let cfg = AgentConfig::load(&flags.agent)?;
+    let cfg = flags.agent.load()?;
     let mut report = ReplayReport::default();
     let names = plan_names(&flags)?;
     let mut metrics: Vec<String> = Vec::new();
@@ -301,7 +301,7 @@ pub async fn replay(flags: ReplayFlags, shutdown: CancellationToken) -> Result<R
         samples.extend(f.samples);
     }
     samples.sort_by_key(|s| s.0); // stable: repeated timestamps keep file order
-    let window_ms = cfg.window.as_millis() as i64;
+    let window_ms = cfg.window.length.as_millis() as i64;
 
     let agent_id = resolve_agent_id(&cfg)?;
     let host = HostInfo {

@@ -54,23 +54,28 @@ pub fn resolve_agent_id(cfg: &AgentConfig) -> Result<String> {
 /// or reusing a window.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunReport> {
     let agent_id = resolve_agent_id(&cfg)?;
-    let mut collector = make_collector(cfg.source)?;
+    let mut collector = make_collector(cfg.collect.source)?;
     let mut host = collector.host_info();
     host.agent_version = AGENT_VERSION.to_string();
     host.labels = cfg.labels.clone();
-    let mut pipeline = Pipeline::start(&cfg, agent_id.clone(), host, Some(cfg.ack_timeout))?;
+    let mut pipeline = Pipeline::start(
+        &cfg,
+        agent_id.clone(),
+        host,
+        Some(cfg.transport.ack_timeout),
+    )?;
     let counters = pipeline.counters.clone();
 
-    let window_ms = cfg.window.as_millis() as i64;
-    let interval_ms = cfg.sample_interval.as_millis() as i64;
+    let window_ms = cfg.window.length.as_millis() as i64;
+    let interval_ms = cfg.collect.sample_interval.as_millis() as i64;
     let mut windows = WindowAssembler::new(
         window_ms,
         (window_ms / interval_ms) as usize,
-        cfg.top_processes,
+        cfg.collect.top_processes,
     );
-    let mut sample_tick = tokio::time::interval(cfg.sample_interval);
+    let mut sample_tick = tokio::time::interval(cfg.collect.sample_interval);
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut process_tick = tokio::time::interval(cfg.process_interval);
+    let mut process_tick = tokio::time::interval(cfg.collect.process_interval);
     process_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut samples: Vec<(&'static str, f64)> = Vec::with_capacity(32);
     let mut scan: Vec<ProcessSample> = Vec::new();

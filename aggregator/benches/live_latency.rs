@@ -59,16 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("fleetset-latency-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let cfg = ServerConfig {
-        data_dir: dir.join("data"),
-        zmq_bind: "tcp://127.0.0.1:0".into(),
-        grpc_listen: "127.0.0.1:0".into(),
-        zmq_pub: "tcp://127.0.0.1:0".into(),
-        otlp_listen: "127.0.0.1:0".into(),
-        no_metrics: true,
-        commit_interval: Duration::from_millis(env("COMMIT_MS", 5000) as u64),
-        ..Default::default()
-    };
+    let mut cfg = ServerConfig::loopback(dir.join("data"));
+    cfg.telemetry.enabled = false;
+    cfg.store.commit_interval = Duration::from_millis(env("COMMIT_MS", 5000) as u64);
     let server = fleetset_aggregator::server::start(&cfg).await?;
     let zmq = server.zmq_endpoint.clone().unwrap_or_default();
     let grpc = format!(

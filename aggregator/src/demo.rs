@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use arrow::array::{Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
 use clap::Args;
-use fleetset_agent::config::{AgentConfig, EncodingArg, SourceArg, TransportArg};
+use fleetset_agent::config::RunFlags;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,16 +73,8 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
             fleetset_core::time::now_ms() / 1000
         )),
     };
-    let cfg = ServerConfig {
-        data_dir: data_dir.clone(),
-        zmq_bind: "tcp://127.0.0.1:0".into(),
-        grpc_listen: "127.0.0.1:0".into(),
-        zmq_pub: "tcp://127.0.0.1:0".into(),
-        otlp_listen: "127.0.0.1:0".into(),
-        metrics_listen: "127.0.0.1:0".into(),
-        commit_interval: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let mut cfg = ServerConfig::loopback(data_dir.clone());
+    cfg.store.commit_interval = Duration::from_secs(1);
     let server = server::start(&cfg).await?;
     let zmq = server.zmq_endpoint.clone().context("zmq listener")?;
     let grpc = format!("http://{}", server.grpc_addr.context("grpc listener")?);
@@ -92,39 +84,32 @@ pub async fn run(flags: DemoFlags) -> Result<()> {
     );
 
     let stop = CancellationToken::new();
-    let agent = |name: &str, transport, encoding, endpoint: String| AgentConfig {
-        agent_id: Some(name.to_string()),
-        state_dir: data_dir.join("agent-state").join(name),
-        aggregator: endpoint,
-        transport,
-        encoding,
-        source: if flags.synthetic {
-            SourceArg::Synthetic
-        } else {
-            SourceArg::Host
-        },
-        sample_interval: Duration::from_millis(250),
-        process_interval: Duration::from_secs(2),
-        window: Duration::from_secs(5),
-        lttb_threshold: 10,
-        ack_timeout: Duration::from_secs(5),
-        labels: [("site".to_string(), "demo".to_string())].into(),
-        no_metrics: true,
-        ..Default::default()
+    let source = if flags.synthetic { "synthetic" } else { "host" };
+    let agent = |name: &str, transport: &str, encoding: &str, endpoint: &str| {
+        let mut c = RunFlags::new(
+            None,
+            &[
+                ("agent_id", name),
+                ("transport.protocol", transport),
+                ("transport.aggregator", endpoint),
+                ("transport.encoding", encoding),
+                ("transport.ack_timeout", "5s"),
+                ("collect.source", source),
+                ("collect.sample_interval", "250ms"),
+                ("collect.process_interval", "2s"),
+                ("window.length", "5s"),
+                ("window.lttb.threshold", "10"),
+                ("labels.site", "demo"),
+                ("telemetry.enabled", "false"),
+            ],
+        )
+        .load()?;
+        c.state_dir = data_dir.join("agent-state").join(name);
+        anyhow::Ok(c)
     };
     let agents = [
-        agent(
-            "demo-zmq-msgpack",
-            TransportArg::Zmq,
-            EncodingArg::Msgpack,
-            zmq,
-        ),
-        agent(
-            "demo-grpc-protobuf",
-            TransportArg::Grpc,
-            EncodingArg::Protobuf,
-            grpc,
-        ),
+        agent("demo-zmq-msgpack", "zmq", "msgpack", &zmq)?,
+        agent("demo-grpc-protobuf", "grpc", "protobuf", &grpc)?,
     ];
     let handles: Vec<_> = agents
         .into_iter()

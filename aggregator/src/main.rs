@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fleetset_aggregator::config::{ServeFlags, ServerConfig};
+use fleetset_aggregator::config::ServeFlags;
 #[cfg(feature = "demo")]
 use fleetset_aggregator::demo::{self, DemoFlags};
 use fleetset_core::process::{init_logging, stop_on_signal};
@@ -23,6 +23,11 @@ enum Command {
     /// Run an aggregator and two local agents for a while, then show what was stored.
     #[cfg(feature = "demo")]
     Demo(DemoFlags),
+    /// Check a configuration (file, environment, flags): exit non-zero with an error that names
+    /// the key, the value and what is allowed.
+    Validate(Box<ServeFlags>),
+    /// Print the effective configuration as TOML, every default filled in.
+    PrintConfig(Box<ServeFlags>),
     /// Export the store (CSV, JSON Lines, Parquet, Arrow, SQLite) or build a training set.
     Export(Box<fleetset_aggregator::export::ExportFlags>),
     /// Print live windows as they arrive (gRPC Live/Subscribe), optionally filtered.
@@ -44,7 +49,7 @@ fn main() -> Result<()> {
     init_logging(default_level);
     match cli.command {
         Command::Serve(flags) => {
-            let config = ServerConfig::load(&flags)?;
+            let config = flags.load()?;
             block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -55,6 +60,14 @@ fn main() -> Result<()> {
         Command::Demo(flags) => block_on(demo::run(flags)),
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),
+        Command::Validate(flags) => {
+            println!("{}", flags.validate()?);
+            Ok(())
+        }
+        Command::PrintConfig(flags) => {
+            print!("{}", flags.print_config()?);
+            Ok(())
+        }
         Command::Status { data_dir } => {
             println!("{}", fleetset_aggregator::server::read_status(&data_dir)?);
             Ok(())

@@ -6,11 +6,10 @@ use crate::config::ServerConfig;
 use crate::counters::Counters;
 use crate::ingest::{grpc::IngestService, zmq, Admission};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
-use crate::store::{self, files, StoreConfig};
+use crate::store::{self, files};
 use anyhow::{Context, Result};
 use fleetset_proto::pb::ingest_server::IngestServer;
 use fleetset_proto::pb::live_server::LiveServer;
-use fleetset_proto::VerifyOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,33 +70,28 @@ pub struct Server {
 
 /// Recovers the data directory and starts listening; returns once every listener is bound.
 pub async fn start(cfg: &ServerConfig) -> Result<Server> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let data_dir = cfg.data_dir.clone();
-    let recovery = tokio::task::spawn_blocking(move || files::recover(&data_dir)).await??;
+    let data_dir = cfg.store.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let recovery = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || files::recover(&dir)).await??
+    };
     let counters = Arc::new(Counters::default());
     let ingest_stop = CancellationToken::new();
     let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
-    let hub = Hub::new(cfg.live_queue);
+    let hub = Hub::new(cfg.live.queue);
     let store_stop = CancellationToken::new();
     let store_task = tokio::spawn(store::run(
-        StoreConfig {
-            data_dir: cfg.data_dir.clone(),
-            commit_interval: cfg.commit_interval,
-            commit_rows: cfg.commit_rows,
-        },
+        cfg.store.clone(),
         store_rx,
         recovery.index,
         counters.clone(),
         store_stop.clone(),
     ));
     let admission = Admission::new(
-        VerifyOptions {
-            max_frame_bytes: cfg.max_frame_bytes,
-            max_decompressed_bytes: cfg.max_decompressed_bytes,
-            hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
-        },
+        cfg.ingest.verify_options()?,
         store_tx.clone(),
         hub.clone(),
         counters.clone(),
@@ -105,9 +99,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
 
     let mut ingest_tasks = Vec::new();
     let mut zmq_endpoint = None;
-    if !cfg.no_zmq {
+    if cfg.ingest.zmq.enabled {
         let (endpoint, task) = zmq::start(
-            &cfg.zmq_bind,
+            &cfg.ingest.zmq.bind,
             admission.clone(),
             counters.clone(),
             ingest_stop.clone(),
@@ -117,15 +111,25 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         ingest_tasks.push(task);
     }
     let mut zmq_pub_endpoint = None;
-    if !cfg.no_zmq_pub {
-        let (endpoint, task) =
-            zmq_pub::start(&cfg.zmq_pub, cfg.zmq_pub_hwm, &hub, ingest_stop.clone()).await?;
+    if cfg.live.zmq.enabled {
+        let (endpoint, task) = zmq_pub::start(
+            &cfg.live.zmq.bind,
+            cfg.live.zmq.hwm,
+            &hub,
+            ingest_stop.clone(),
+        )
+        .await?;
         zmq_pub_endpoint = Some(endpoint);
         ingest_tasks.push(task);
     }
     let mut grpc_addr = None;
-    if !cfg.no_grpc {
-        let addr: SocketAddr = cfg.grpc_listen.parse().context("grpc_listen")?;
+    if cfg.ingest.grpc.enabled {
+        let addr: SocketAddr = cfg
+            .ingest
+            .grpc
+            .listen
+            .parse()
+            .context("ingest.grpc.listen")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("grpc listen {addr}"))?;
@@ -143,9 +147,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         .max_decoding_message_size(max_msg);
         let live = LiveServer::new(LiveService {
             hub: hub.clone(),
-            overflow: cfg.subscriber_overflow,
+            overflow: cfg.live.subscriber_overflow,
             shutdown: ingest_stop.clone(),
-            data_dir: cfg.data_dir.clone(),
+            data_dir: data_dir.clone(),
             store: store_tx.clone(),
         });
         // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
@@ -177,7 +181,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             }
         }));
     }
-    let otlp_addr = if cfg.no_otlp {
+    let otlp_addr = if !cfg.otlp.enabled {
         None
     } else {
         let (addr, task) = start_otlp(cfg, &admission, &counters, ingest_stop.clone()).await?;
@@ -187,7 +191,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     drop(admission);
 
     let (log_counters, log_stop, log_dir) =
-        (counters.clone(), store_stop.clone(), cfg.data_dir.clone());
+        (counters.clone(), store_stop.clone(), data_dir.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STATUS_INTERVAL);
         for n in 1u64.. {
@@ -205,7 +209,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         }
     });
 
-    info!(data_dir = %cfg.data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, otlp = ?otlp_addr, metrics = ?metrics_addr, "aggregator listening");
+    info!(data_dir = %data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, otlp = ?otlp_addr, metrics = ?metrics_addr, "aggregator listening");
     if let Some(path) = &cfg.ready_file {
         let body = serde_json::json!({
             "zmq": zmq_endpoint,
@@ -213,7 +217,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             "zmq_pub": zmq_pub_endpoint,
             "otlp": otlp_addr.map(|a| a.to_string()),
             "metrics": metrics_addr.map(|a| a.to_string()),
-            "data_dir": cfg.data_dir,
+            "data_dir": data_dir,
             "pid": std::process::id(),
         });
         let tmp = path.with_extension("tmp");
@@ -228,7 +232,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         metrics_addr,
         counters,
         telemetry,
-        data_dir: cfg.data_dir.clone(),
+        data_dir,
         ingest_stop,
         store_stop,
         ingest_tasks,
@@ -269,8 +273,8 @@ fn start_telemetry(
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
         "aggregator",
-        &format!("aggregator:{}", cfg.metrics_listen),
-        cfg.telemetry_otlp.as_deref(),
+        &format!("aggregator:{}", cfg.telemetry.listen),
+        cfg.telemetry.otlp.as_deref(),
         fleetset_core::telemetry::EXPORT_INTERVAL,
     )?;
     let names: Vec<String> = counters
@@ -281,10 +285,10 @@ fn start_telemetry(
         .collect();
     let c = counters.clone();
     telemetry.observe_counters(&names, &[], move || c.snapshot());
-    let addr = if cfg.no_metrics {
+    let addr = if !cfg.telemetry.enabled {
         None
     } else {
-        Some(telemetry.serve(&cfg.metrics_listen, stop)?)
+        Some(telemetry.serve(&cfg.telemetry.listen, stop)?)
     };
     Ok((telemetry, addr))
 }
@@ -298,24 +302,24 @@ async fn start_otlp(
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     use crate::ingest::otlp::{load_salt, windows, OtlpReceiver};
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
-    let addr: SocketAddr = cfg.otlp_listen.parse().context("otlp_listen")?;
+    let addr: SocketAddr = cfg.otlp.listen.parse().context("otlp.listen")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("otlp listen {addr}"))?;
     let bound = listener.local_addr()?;
     let buffer = Arc::new(windows::OtlpWindows::open(
         windows::OtlpWindowConfig {
-            window_ms: cfg.otlp_window.as_millis() as i64,
-            grace_ms: cfg.otlp_grace.as_millis() as i64,
-            wal_dir: cfg.data_dir.join("otlp-wal"),
-            lttb_threshold: 60,
-            hmac_key: cfg.hmac_key_hex.as_deref().map(hex::decode).transpose()?,
+            window_ms: cfg.otlp.window.as_millis() as i64,
+            grace_ms: cfg.otlp.grace.as_millis() as i64,
+            wal_dir: cfg.store.data_dir.join("otlp-wal"),
+            lttb: cfg.otlp.lttb,
+            hmac_key: cfg.ingest.hmac_key()?,
         },
         counters.clone(),
     )?);
     let receiver = OtlpReceiver {
         windows: buffer.clone(),
-        salt: load_salt(&cfg.data_dir)?,
+        salt: load_salt(&cfg.store.data_dir)?,
         counters: counters.clone(),
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));

@@ -62,12 +62,18 @@ fn dedup_timestamps(sorted: &[(i64, f64)], report: &mut CleanReport) -> Vec<Poin
     out
 }
 
-/// A configured MinMax-LTTB downsampler.
-#[derive(Debug, Clone, Copy)]
+/// A configured MinMax-LTTB downsampler; also the configuration section that sets it
+/// (the agent's `[window.lttb]`, the aggregator's `[otlp.lttb]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, crate::config::Section,
+)]
+#[serde(default, deny_unknown_fields)]
 pub struct Downsampler {
-    /// Output points per series (>= 3).
+    /// MinMax-LTTB output points per series per window (LTTB keeps the first and last point plus one per bucket).
+    #[key(default = 60, unit = "points", min = 3)]
     pub threshold: usize,
-    /// MinMax preselection ratio (>= 2).
+    /// MinMax preselection ratio (tsdownsample's default 4): the min and max of `threshold × ratio / 2` buckets go to LTTB.
+    #[key(default = 4, min = 2)]
     pub ratio: usize,
 }
 

@@ -26,6 +26,21 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The `[telemetry]` section of both binaries: own metrics over Prometheus text and OTLP.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, crate::config::Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Serve own telemetry: `/metrics` (Prometheus text) and `/healthz`.
+    #[key(default = true)]
+    pub enabled: bool,
+    /// Address of `/metrics` and `/healthz` (the agent only warns when it cannot bind it, e.g. an aggregator on the same host holds it).
+    #[key(default = "0.0.0.0:9464".into(), flag = "metrics-listen")]
+    pub listen: String,
+    /// Also push own telemetry over OTLP/gRPC every 10 s to this collector, e.g. `http://otel:4317`.
+    #[key(flag = "telemetry-otlp")]
+    pub otlp: Option<String>,
+}
+
 /// How often own telemetry is pushed over OTLP when `telemetry.otlp` is set.
 pub const EXPORT_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -5,6 +5,7 @@
 //! to the store, which acks it after the commit that holds its rows, and publishes it to live
 //! consumers right away ([`crate::live::Hub`], which drops recent repeats).
 
+pub mod config;
 pub mod grpc;
 pub mod otlp;
 pub mod zmq;

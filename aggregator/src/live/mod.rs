@@ -13,6 +13,7 @@
 //! set) a window may be published again; consumers de-duplicate by `(agent_id, seq)` or the
 //! payload SHA-256.
 
+pub mod config;
 pub mod grpc;
 pub mod history;
 pub mod zmq_pub;

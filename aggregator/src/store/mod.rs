@@ -7,6 +7,7 @@
 //! If a commit fails (e.g. a full disk), its frames are not acked and are dropped from the
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
+pub mod config;
 pub mod files;
 pub mod index;
 pub mod tables;
@@ -21,7 +22,6 @@ use index::DedupIndex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -37,16 +37,7 @@ pub struct Submission {
     pub reply: AckTo,
 }
 
-/// Store settings.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Commit at least this often when rows are buffered.
-    pub commit_interval: Duration,
-    /// Commit when this many series rows are buffered.
-    pub commit_rows: usize,
-}
+pub use config::StoreConfig;
 
 /// Buffered, not yet committed state.
 #[derive(Default)]

@@ -21,7 +21,7 @@ mod render;
 pub use flags::{ConfigArgs, ConfigCommand};
 pub use fleetset_core_macros::Section;
 pub use layer::{load, Source, Sources};
-pub use render::{render_markdown, render_toml};
+pub use render::{check_docs, render_markdown, render_toml};
 
 /// One declared key (or, with `section`, the header of a nested section).
 #[derive(Debug, Clone)]

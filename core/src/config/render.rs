@@ -82,3 +82,55 @@ pub fn render_markdown<C: Section>() -> String {
     }
     out
 }
+
+/// Checks that the generated docs of `C` are what the repository holds: the Markdown table
+/// between `<!-- config:NAME -->` and `<!-- /config:NAME -->` in `readme`, and the whole of
+/// `example` (commented TOML of the defaults). With `FLEETSET_UPDATE_DOCS=1` it writes them
+/// instead. For a unit test of each binary; `Err` says what drifted and how to regenerate.
+pub fn check_docs<C: super::ConfigCommand>(
+    name: &str,
+    readme: &std::path::Path,
+    example: &std::path::Path,
+) -> Result<(), String> {
+    let update = std::env::var_os("FLEETSET_UPDATE_DOCS").is_some_and(|v| v == "1");
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))
+    };
+    let (open, close) = (
+        format!("<!-- config:{name} -->\n"),
+        format!("<!-- /config:{name} -->"),
+    );
+    let text = read(readme)?;
+    let start = text
+        .find(&open)
+        .ok_or_else(|| format!("{} has no {open:?} marker", readme.display()))?
+        + open.len();
+    let end = text[start..]
+        .find(&close)
+        .ok_or_else(|| format!("{} has no {close:?} marker", readme.display()))?
+        + start;
+    let table = render_markdown::<C>();
+    let toml_text = render_toml(&C::default(), C::TITLE);
+    let mut drift = Vec::new();
+    if text[start..end] != table {
+        drift.push(readme.display().to_string());
+        if update {
+            let new = format!("{}{table}{}", &text[..start], &text[end..]);
+            std::fs::write(readme, new).map_err(|e| e.to_string())?;
+        }
+    }
+    if read(example).unwrap_or_default() != toml_text {
+        drift.push(example.display().to_string());
+        if update {
+            std::fs::write(example, &toml_text).map_err(|e| e.to_string())?;
+        }
+    }
+    match (drift.is_empty(), update) {
+        (true, _) | (false, true) => Ok(()),
+        (false, false) => Err(format!(
+            "{} differ from the `{name}` configuration declaration; regenerate with \
+             FLEETSET_UPDATE_DOCS=1 cargo test -p fleetset-{name} docs_match",
+            drift.join(" and ")
+        )),
+    }
+}

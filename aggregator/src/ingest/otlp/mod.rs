@@ -10,6 +10,7 @@
 //! cannot be made durable gets `UNAVAILABLE` (the exporter retries); nothing crashes the
 //! receiver.
 
+pub mod config;
 pub mod mapping;
 pub mod quantiles;
 pub mod windows;

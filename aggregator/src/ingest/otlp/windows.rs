@@ -51,8 +51,8 @@ pub struct OtlpWindowConfig {
     pub grace_ms: i64,
     /// The write-ahead log directory.
     pub wal_dir: PathBuf,
-    /// MinMax-LTTB points per series per window.
-    pub lttb_threshold: usize,
+    /// MinMax-LTTB downsampling per series per window (`[otlp.lttb]`).
+    pub lttb: Downsampler,
     /// Fleet HMAC key, so the frames verify like agents' frames.
     pub hmac_key: Option<Vec<u8>>,
 }
@@ -276,15 +276,11 @@ impl OtlpWindows {
                 .collect(),
             processes: Vec::new(),
         };
-        let downsampler = Downsampler {
-            threshold: self.cfg.lttb_threshold,
-            ratio: 4,
-        };
         let naming = ProcessNaming {
             salt: String::new(),
             send_names: false,
         };
-        let (mut snapshot, _) = build_snapshot(closed, &downsampler, &naming);
+        let (mut snapshot, _) = build_snapshot(closed, &self.cfg.lttb, &naming);
         snapshot.agent_id = agent_id.to_string();
         snapshot.seq = (start.div_euclid(self.cfg.window_ms)).max(1) as u64;
         snapshot.host = open.host;

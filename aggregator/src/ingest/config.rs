@@ -1,0 +1,69 @@
+//! The `[ingest]` section: frame limits and keys, `[ingest.zmq]` and `[ingest.grpc]`.
+
+use fleetset_core::config::Section;
+use fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES;
+use serde::{Deserialize, Serialize};
+
+/// `[ingest.zmq]`: the ZeroMQ ROUTER agents connect to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZmqIngestConfig {
+    /// Serve the ZeroMQ ROUTER.
+    #[key(default = true)]
+    pub enabled: bool,
+    /// ZeroMQ bind endpoint, e.g. `tcp://0.0.0.0:5555` (`tcp://127.0.0.1:0`: a free port).
+    #[key(default = "tcp://0.0.0.0:5555".into(), flag = "zmq-bind")]
+    pub bind: String,
+}
+
+/// `[ingest.grpc]`: the gRPC server (`fleetset.v1.Ingest`, `Live`, health, reflection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcIngestConfig {
+    /// Serve gRPC.
+    #[key(default = true)]
+    pub enabled: bool,
+    /// gRPC listen address (`host:port`).
+    #[key(default = "0.0.0.0:50051".into(), flag = "grpc-listen")]
+    pub listen: String,
+}
+
+/// `[ingest]`: what every frame must pass, and the listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest accepted frame (header + payload); larger frames are rejected as OVERSIZE.
+    #[key(default = DEFAULT_MAX_FRAME_BYTES, unit = "bytes", min = 1024)]
+    pub max_frame_bytes: usize,
+    /// Largest accepted decompressed payload.
+    #[key(default = 4 * DEFAULT_MAX_FRAME_BYTES, unit = "bytes", min = 1024)]
+    pub max_decompressed_bytes: usize,
+    /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
+    #[key(secret)]
+    pub hmac_key_hex: Option<String>,
+    /// The ZeroMQ ROUTER.
+    #[key(section)]
+    pub zmq: ZmqIngestConfig,
+    /// The gRPC server.
+    #[key(section)]
+    pub grpc: GrpcIngestConfig,
+}
+
+impl IngestConfig {
+    /// The fleet key's bytes. Errors: not hex (named, value not shown).
+    pub fn hmac_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.hmac_key_hex
+            .as_deref()
+            .map(|k| hex::decode(k).map_err(|_| anyhow::anyhow!("ingest.hmac_key_hex is not hex")))
+            .transpose()
+    }
+
+    /// The frame verification options of these settings.
+    pub fn verify_options(&self) -> anyhow::Result<fleetset_proto::VerifyOptions> {
+        Ok(fleetset_proto::VerifyOptions {
+            max_frame_bytes: self.max_frame_bytes,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            hmac_key: self.hmac_key()?,
+        })
+    }
+}

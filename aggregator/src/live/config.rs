@@ -1,0 +1,33 @@
+//! The `[live]` section: the live queue, slow subscribers and `[live.zmq]`.
+
+use fleetset_core::config::Section;
+use serde::{Deserialize, Serialize};
+
+/// `[live.zmq]`: the ZeroMQ PUB socket of live windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveZmqConfig {
+    /// Serve the ZeroMQ PUB socket.
+    #[key(default = true)]
+    pub enabled: bool,
+    /// ZeroMQ PUB bind endpoint.
+    #[key(default = "tcp://0.0.0.0:5556".into(), flag = "zmq-pub")]
+    pub bind: String,
+    /// Send high-water mark: windows queued per subscriber at most (newer ones are dropped for that subscriber), so a stalled subscriber costs at most this many messages.
+    #[key(default = 1000, unit = "windows", min = 1)]
+    pub hwm: i32,
+}
+
+/// `[live]`: windows streamed to subscribers as they are accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Live windows buffered for subscribers; a subscriber further behind skips the oldest.
+    #[key(default = 1024, unit = "windows", min = 1)]
+    pub queue: usize,
+    /// What a gRPC subscriber that falls behind gets: `lag` (a Lag message, then on) or `disconnect`.
+    pub subscriber_overflow: super::grpc::Overflow,
+    /// The ZeroMQ PUB socket.
+    #[key(section)]
+    pub zmq: LiveZmqConfig,
+}
