@@ -48,7 +48,7 @@ def run(target, csv, stalled, work):
     before = rss_kib(agg.pid)
     subprocess.run([f"{target}/fleetset-agent", "replay", csv, "--agent-id", "load", "--state-dir",
                     os.path.join(work, f"st-{stalled}"), "--aggregator", info["zmq"], "--window", "1m",
-                    "--max-in-flight", "256", "--spool-fsync", "never"],
+                    "--set", "transport.max_in_flight=256", "--set", "spool.fsync=never"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     after = rss_kib(agg.pid)
     agg.terminate()

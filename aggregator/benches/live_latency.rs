@@ -134,9 +134,10 @@ async fn main() -> anyhow::Result<()> {
             "1m",
             "--rate",
             &rate.to_string(),
-            "--spool-fsync",
-            "never",
-            "--no-metrics",
+            "--set",
+            "spool.fsync=never",
+            "--set",
+            "telemetry.enabled=false",
         ]
         .map(String::from);
         let args = Args::try_parse_from(&cli)?;

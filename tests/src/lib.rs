@@ -94,7 +94,7 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(err)
             .env("RUST_LOG", "info")
-            .env("FLEETSET_METRICS_LISTEN", "127.0.0.1:0")
+            .env("FLEETSET_TELEMETRY_LISTEN", "127.0.0.1:0")
             .spawn()
             .with_context(|| format!("spawning {}", program.display()))?;
         Ok(Proc { child, log })

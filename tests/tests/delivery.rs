@@ -30,10 +30,10 @@ fn replay_args(
         transport,
         "--window",
         window,
-        "--ack-timeout",
-        "1s",
-        "--lttb-threshold",
-        "3",
+        "--set",
+        "transport.ack_timeout=1s",
+        "--set",
+        "window.lttb.threshold=3",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -51,7 +51,8 @@ fn aggregator_at(dir: &Path, endpoint: &str) -> Aggregator {
             "50ms",
             "--zmq-bind",
             endpoint,
-            "--no-grpc",
+            "--set",
+            "ingest.grpc.enabled=false",
         ],
     )
     .unwrap()
@@ -232,8 +233,10 @@ fn outage(tag: &str, spool_max: Option<&str>) -> (Vec<(i64, u64)>, u64) {
     let port = free_port();
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let state = dir.path().join("st");
+    let spool_max = spool_max.map(|m| format!("spool.max_bytes={m}"));
     let extra: Vec<&str> = spool_max
-        .map(|m| vec!["--spool-max-bytes", m])
+        .as_deref()
+        .map(|m| vec!["--set", m])
         .unwrap_or_default();
     let args = replay_args(&csv, &state, "outage", &endpoint, "zmq", "5m", &extra);
     let mut agent =

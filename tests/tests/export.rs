@@ -30,7 +30,7 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
-        "send_process_names = true\nprocess_name_salt = \"fleet-salt-for-tests\"\n",
+        "[collect]\nsend_process_names = true\nprocess_name_salt = \"fleet-salt-for-tests\"\n",
     )
     .unwrap();
     let mut agents: Vec<Proc> = AGENTS
@@ -42,8 +42,8 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
                 config.to_str().unwrap(),
                 "--aggregator",
                 &agg.zmq,
-                "--process-interval",
-                "200ms",
+                "--set",
+                "collect.process_interval=200ms",
                 "--label",
                 &label,
             ];

@@ -29,8 +29,16 @@ const RANGES: &[(&str, f64, Option<f64>)] = &[
 #[test]
 fn base_metrics_of_this_host_arrive_in_sane_ranges() {
     let dir = TempDir::new("host");
-    let mut agg =
-        Aggregator::start(dir.path(), &["--commit-interval", "200ms", "--no-grpc"]).unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "200ms",
+            "--set",
+            "ingest.grpc.enabled=false",
+        ],
+    )
+    .unwrap();
     let args: Vec<String> = [
         "run",
         "--agent-id",
@@ -43,8 +51,8 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
         "1s",
         "--sample-interval",
         "100ms",
-        "--process-interval",
-        "400ms",
+        "--set",
+        "collect.process_interval=400ms",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -183,7 +183,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
     let dir = TempDir::new("slow");
     let mut agg = Aggregator::start(
         dir.path(),
-        &["--commit-interval", "100ms", "--live-queue", "4"],
+        &["--commit-interval", "100ms", "--set", "live.queue=4"],
     )
     .unwrap();
     // The slow one: a small HTTP/2 receive window (as a slow reader's would be), never polled
@@ -239,10 +239,10 @@ async fn peak_rss_with_stalled_subscribers(stalled: bool) -> u64 {
         &[
             "--commit-interval",
             "50ms",
-            "--zmq-pub-hwm",
-            "100",
-            "--live-queue",
-            "64",
+            "--set",
+            "live.zmq.hwm=100",
+            "--set",
+            "live.queue=64",
         ],
     )
     .unwrap();
@@ -262,7 +262,7 @@ async fn peak_rss_with_stalled_subscribers(stalled: bool) -> u64 {
         "load",
         &agg.zmq,
         "5m",
-        &["--lttb-threshold", "300"],
+        &["--set", "window.lttb.threshold=300"],
     );
     let done = tokio::task::spawn_blocking(move || {
         let ok = p.wait(Duration::from_secs(240)).unwrap();
@@ -280,9 +280,9 @@ async fn peak_rss_with_stalled_subscribers(stalled: bool) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscribers_cost_at_most_the_documented_bound() {
     // The documented bound: the live ring (64 windows here) + 16 queued gRPC messages + the
-    // HTTP/2 send buffer, and --zmq-pub-hwm (100) messages for the SUB: about 2 MB for these
+    // HTTP/2 send buffer, and live.zmq.hwm (100) messages for the SUB: about 2 MB for these
     // ~7 KB frames. An unbounded queue keeps every frame for a stalled SUB: +61 MB measured for
-    // these 6,000 frames (libzmq with --zmq-pub-hwm 1000000; zeromq 0.7). Peak RSS of two
+    // these 6,000 frames (libzmq with live.zmq.hwm = 1000000; zeromq 0.7). Peak RSS of two
     // processes also differs by allocator noise (+2 MB here, up to +7 MB on a loaded 2-core CI
     // machine), hence the 12 MB line: it passes any bounded queue and fails an unbounded one.
     let without = peak_rss_with_stalled_subscribers(false).await;

@@ -48,8 +48,16 @@ fn every_nab_file_replays_and_its_window_stats_match_pandas() {
     files.sort();
     assert!(files.len() >= 5, "NAB files: {files:?}");
     let dir = TempDir::new("nab");
-    let mut agg =
-        Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--no-grpc"]).unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "50ms",
+            "--set",
+            "ingest.grpc.enabled=false",
+        ],
+    )
+    .unwrap();
     for f in &files {
         let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
         let mut p = replay_agent(dir.path(), f, &format!("nab-{stem}"), &agg.zmq, "1h", &[]);

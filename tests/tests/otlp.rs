@@ -24,10 +24,10 @@ use std::path::Path;
 use std::time::Duration;
 
 const OTLP_FLAGS: [&str; 6] = [
-    "--otlp-window",
-    "1s",
-    "--otlp-grace",
-    "300ms",
+    "--set",
+    "otlp.window=1s",
+    "--set",
+    "otlp.grace=300ms",
     "--commit-interval",
     "100ms",
 ];
@@ -492,10 +492,10 @@ fn own_telemetry_pushed_over_otlp_lands_in_another_aggregator() {
 async fn acked_otlp_points_survive_sigkill_exactly_once() {
     let dir = TempDir::new("otlp-kill");
     let flags = [
-        "--otlp-window",
-        "10s",
-        "--otlp-grace",
-        "300ms",
+        "--set",
+        "otlp.window=10s",
+        "--set",
+        "otlp.grace=300ms",
         "--commit-interval",
         "100ms",
     ];

@@ -38,14 +38,14 @@ fn run_pipeline(transport: &str, encoding: &str) {
         "1s",
         "--sample-interval",
         "50ms",
-        "--process-interval",
-        "300ms",
-        "--lttb-threshold",
-        &THRESHOLD.to_string(),
+        "--set",
+        "collect.process_interval=300ms",
+        "--set",
+        &format!("window.lttb.threshold={THRESHOLD}"),
         "--label",
         "site=test-1",
-        "--raw-dump-dir",
-        raw.to_str().unwrap(),
+        "--set",
+        &format!("collect.raw_dump_dir={}", raw.display()),
     ]
     .iter()
     .map(|s| s.to_string())

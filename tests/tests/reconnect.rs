@@ -72,8 +72,8 @@ fn live_agent(dir: &std::path::Path, agent_id: &str, endpoint: &str, transport: 
         endpoint,
         "--transport",
         transport,
-        "--ack-timeout",
-        "1s",
+        "--set",
+        "transport.ack_timeout=1s",
     ];
     synthetic_agent_with(dir, agent_id, ("500ms", "50ms"), &extra)
 }

@@ -143,12 +143,9 @@ async fn over_grpc(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_are_rejected_with_reasons_while_good_ones_flow() {
     let dir = TempDir::new("rejects");
-    let max = MAX_FRAME.to_string();
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &["--commit-interval", "100ms", "--max-frame-bytes", &max],
-    )
-    .unwrap();
+    let max = format!("ingest.max_frame_bytes={MAX_FRAME}");
+    let mut agg =
+        Aggregator::start(dir.path(), &["--commit-interval", "100ms", "--set", &max]).unwrap();
 
     // A real agent keeps sending over ZeroMQ while we misbehave on both transports.
     let mut agent = synthetic_agent_with(

@@ -18,8 +18,16 @@ const FILES: [&str; 3] = [
 fn nab_incidents_label_the_windows_before_them() {
     let nab = nab_dir();
     let dir = TempDir::new("training-nab");
-    let mut agg =
-        Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--no-grpc"]).unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "50ms",
+            "--set",
+            "ingest.grpc.enabled=false",
+        ],
+    )
+    .unwrap();
     for stem in FILES {
         let csv = nab.join(format!("{stem}.csv"));
         assert!(csv.exists(), "{} (set FLEETSET_SHARED_DIR)", csv.display());
