@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let t0 = 1_700_000_000 - 1_700_000_000 % 3600;
     let stop = CancellationToken::new();
     let mut replays = Vec::new();
-    let mut argv: Vec<[String; 15]> = Vec::new();
+    let mut argv: Vec<[String; 16]> = Vec::new();
     for a in 0..agents {
         let csv = dir.join(format!("agent{a}.csv"));
         let mut text = String::from("timestamp,cpu,mem,load\n");
