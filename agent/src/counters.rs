@@ -1,5 +1,8 @@
-//! Agent counters, logged periodically and at shutdown (`agent counters` log line).
+//! Agent counters, logged periodically and at shutdown (`agent counters` log line), written to
+//! `status.json` and observed as OpenTelemetry metrics (`fleetset.agent.<name with its first
+//! `_` made `.`>`, see [`fleetset_core::telemetry`]): every counter declared here is all three.
 
+use fleetset_core::window::WindowQuality;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
@@ -54,6 +57,12 @@ counters! {
     samples_non_finite,
     /// Samples left out of LTTB input for a repeated timestamp.
     samples_repeated_ts,
+    /// Series (one metric of one window) whose samples arrived out of time order and were
+    /// sorted before stats and downsampling (a clock stepped back; nothing is lost).
+    series_reordered,
+    /// Series where the MinMax-LTTB crate failed on cleaned input and evenly spaced samples were
+    /// kept instead (should stay 0; non-zero means a downsampling defect to report).
+    lttb_fallbacks,
     /// Samples lost to full ring buffers.
     samples_overwritten,
     /// Process scans run.
@@ -66,6 +75,24 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds one window's data-quality counts (every field of [`WindowQuality`]).
+    pub fn add_quality(&self, q: &WindowQuality) {
+        let WindowQuality {
+            non_finite,
+            repeated_ts,
+            reordered,
+            fallbacks,
+        } = *q;
+        for (counter, n) in [
+            (&self.samples_non_finite, non_finite),
+            (&self.samples_repeated_ts, repeated_ts),
+            (&self.series_reordered, reordered),
+            (&self.lttb_fallbacks, fallbacks),
+        ] {
+            Counters::add(counter, n as u64);
+        }
+    }
+
     /// The counters as one `name=value …` string for log lines.
     pub fn summary(&self) -> String {
         self.snapshot()
@@ -73,5 +100,70 @@ impl Counters {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetset_core::downsample::Downsampler;
+    use fleetset_core::window::{build_snapshot, ProcessNaming, WindowAssembler};
+
+    /// A window whose samples arrive out of time order (a clock step back inside the window)
+    /// shows in `series_reordered`, beside the non-finite and repeated-timestamp drops.
+    #[test]
+    fn window_quality_reaches_the_counters() {
+        let mut w = WindowAssembler::new(60_000, 60, 0);
+        w.push(5_000, [("cpu_percent", 2.0), ("load_avg", f64::NAN)]);
+        w.push(3_000, [("cpu_percent", 1.0), ("load_avg", 1.0)]);
+        w.push(3_000, [("cpu_percent", 1.5), ("load_avg", 1.0)]);
+        let naming = ProcessNaming {
+            salt: String::new(),
+            send_names: false,
+        };
+        let ds = Downsampler {
+            threshold: 60,
+            ratio: 4,
+        };
+        let (_, q) = build_snapshot(w.close().unwrap(), &ds, &naming);
+        let c = Counters::default();
+        c.add_quality(&q);
+        c.add_quality(&WindowQuality {
+            fallbacks: 1,
+            ..WindowQuality::default()
+        });
+        let got: std::collections::BTreeMap<_, _> = c.snapshot().into_iter().collect();
+        // cpu_percent only: load_avg's one late-stamped sample was the NaN, dropped first.
+        assert_eq!(got["series_reordered"], 1, "{got:?}");
+        assert_eq!(got["samples_non_finite"], 1, "{got:?}");
+        assert_eq!(got["samples_repeated_ts"], 2, "{got:?}");
+        assert_eq!(got["lttb_fallbacks"], 1, "{got:?}");
+
+        // Observed the way the pipeline observes every counter, they reach /metrics under the
+        // names README.md documents.
+        let t = fleetset_core::telemetry::Telemetry::start(
+            "agent",
+            "test",
+            None,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+        let names: Vec<String> = got.keys().map(|k| k.to_string()).collect();
+        let c = std::sync::Arc::new(c);
+        t.observe_counters(&names, &[], move || {
+            c.snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+        });
+        let text = t.render_prometheus();
+        for line in [
+            "fleetset_agent_series_reordered_total 1",
+            "fleetset_agent_lttb_fallbacks_total 1",
+            "fleetset_agent_samples_non_finite_total 1",
+            "fleetset_agent_samples_repeated_ts_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -304,11 +304,7 @@ impl Pipeline {
             dump_raw(dir, &self.agent_id, &closed)?;
         }
         let (mut snap, quality) = build_snapshot(closed, &self.downsampler, &self.naming);
-        Counters::add(&self.counters.samples_non_finite, quality.non_finite as u64);
-        Counters::add(
-            &self.counters.samples_repeated_ts,
-            quality.repeated_ts as u64,
-        );
+        self.counters.add_quality(&quality);
         snap.agent_id.clone_from(&self.agent_id);
         snap.seq = self.next_seq;
         snap.host = self.host.clone();

@@ -2,9 +2,10 @@
 //!
 //! - ZeroMQ: a DEALER connected to the aggregator's ROUTER; a frame is the two-part message
 //!   `[FrameHeader (protobuf), payload]`, an ack the one-part message `Ack (protobuf)`.
-//!   zeromq 0.7's DEALER never reconnects after the ROUTER restarts and has no heartbeats
-//!   (vetting §1.1), so the sender recreates the link when acks stop coming (the ZeroMQ guide's
-//!   "Lazy Pirate" pattern) or a send fails.
+//!   zeromq 0.7's DEALER never reconnects after the ROUTER restarts (every later send fails and
+//!   the new ROUTER receives nothing) and has no heartbeats (docs/dependencies.md), so the sender
+//!   recreates the link when acks stop coming (the ZeroMQ guide's "Lazy Pirate" pattern) or a
+//!   send fails.
 //! - gRPC: one `Ingest.Publish` bidirectional stream per link.
 //! - OTLP: one `MetricsService/Export` call per frame (see [`crate::otlp`]); the response is
 //!   turned into the frame's ack.

@@ -6,8 +6,8 @@
 //! equal-width partitions followed by LTTB (Steinarsson 2013), as implemented by the
 //! `minmaxlttb` crate (0.1.4).
 //!
-//! What the crate cannot take, measured in `shared/notes/dependency-vetting.md` §2.3, and what
-//! [`clean`] does about it, before any series reaches it:
+//! What the crate cannot take (it does not validate its input; measured, see
+//! docs/dependencies.md), and what [`clean`] does about it, before any series reaches it:
 //! - NaN or ±inf values make it fail (or panic in debug builds): non-finite samples are dropped
 //!   and counted.
 //! - Unsorted x panics even in release builds: samples are stably sorted by timestamp.

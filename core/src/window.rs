@@ -333,6 +333,27 @@ mod tests {
         assert_eq!(r.drain(), vec![(3, 3.0), (4, 4.0)]);
     }
 
+    /// pandas' `std()` (ddof = 1) is NaN for one sample: the snapshot's std is `None` then,
+    /// counting finite samples only, and pandas' value for two.
+    #[test]
+    fn std_of_one_sample_is_none_and_of_two_is_pandas_value() {
+        let mut w = WindowAssembler::new(10_000, 20, 0);
+        w.push(1000, [("one", 7.0), ("two", 1.0)]);
+        w.push(2000, [("one", f64::NAN), ("two", 4.0)]);
+        let naming = ProcessNaming {
+            salt: String::new(),
+            send_names: false,
+        };
+        let ds = Downsampler {
+            threshold: 60,
+            ratio: 4,
+        };
+        let (snap, _) = build_snapshot(w.close().unwrap(), &ds, &naming);
+        assert_eq!((snap.stats["one"].count, snap.stats["one"].std), (1, None));
+        // pandas.Series([1.0, 4.0]).std() == 2.1213203435596424
+        assert_eq!(snap.stats["two"].std, Some(2.1213203435596424));
+    }
+
     #[test]
     fn snapshot_has_exact_stats_and_hashed_top_n() {
         let mut w = WindowAssembler::new(300_000, 300, 2);

@@ -2,7 +2,7 @@
 //! fields) and Protobuf (`pb::Snapshot`). Both carry the same values: encoding a [`Snapshot`]
 //! either way and decoding it gives back an equal `Snapshot` (property-tested below).
 
-use crate::model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
+use crate::model::{wire_std, HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
 use crate::pb;
 use prost::Message;
 
@@ -59,6 +59,7 @@ impl From<WindowStats> for pb::WindowStats {
     }
 }
 
+/// `std` is `None` when `count < 2` whatever the wire holds (see [`wire_std`]).
 impl From<pb::WindowStats> for WindowStats {
     fn from(st: pb::WindowStats) -> Self {
         let pb::WindowStats {
@@ -75,7 +76,7 @@ impl From<pb::WindowStats> for WindowStats {
             min,
             max,
             mean,
-            std,
+            std: wire_std(count, std),
             first,
             last,
         }
@@ -220,12 +221,12 @@ mod tests {
     }
 
     fn stats() -> impl Strategy<Value = WindowStats> {
-        (any::<u64>(), vec(finite(), 6)).prop_map(|(count, v)| WindowStats {
+        (prop_oneof![0u64..3, any::<u64>()], vec(finite(), 6)).prop_map(|(count, v)| WindowStats {
             count,
             min: v[0],
             max: v[1],
             mean: v[2],
-            std: v[3],
+            std: (count >= 2).then_some(v[3]),
             first: v[4],
             last: v[5],
         })
@@ -370,6 +371,46 @@ mod tests {
             ("a1", 300_000, 600_000)
         );
         assert_eq!(old.data["cpu_percent"], vec![[300_000.0, 45.2]]);
+    }
+
+    /// A window of one sample has no std: it decodes as `None` from both encodings, from the
+    /// bytes today's encoders write and from those of encoders that predate `optional std`
+    /// (MessagePack 0.0; Protobuf without field 5), which stay the bytes written on the wire.
+    #[test]
+    fn undefined_std_is_none_and_the_wire_is_unchanged() {
+        #[derive(serde::Deserialize)]
+        struct OldStats {
+            std: f64,
+        }
+        let one = WindowStats::from_values(&[4.0]).unwrap();
+        let two = WindowStats::from_values(&[4.0, 4.0]).unwrap();
+        assert_eq!((one.std, two.std), (None, Some(0.0)));
+        // MessagePack: a number, as older decoders expect; read back as None / Some(0).
+        let bytes = rmp_serde::to_vec_named(&one).unwrap();
+        assert_eq!(rmp_serde::from_slice::<OldStats>(&bytes).unwrap().std, 0.0);
+        assert_eq!(rmp_serde::from_slice::<WindowStats>(&bytes).unwrap(), one);
+        let bytes = rmp_serde::to_vec_named(&two).unwrap();
+        assert_eq!(rmp_serde::from_slice::<WindowStats>(&bytes).unwrap(), two);
+        // A count of 1 with a stray std on the wire is still None.
+        let stray = rmp_serde::to_vec_named(&serde_json::json!({
+            "count": 1, "min": 4.0, "max": 4.0, "mean": 4.0, "std": 2.5, "first": 4.0, "last": 4.0
+        }))
+        .unwrap();
+        assert_eq!(rmp_serde::from_slice::<WindowStats>(&stray).unwrap(), one);
+        // Protobuf: no field 5 for one sample (what proto3 wrote for the old 0.0); an old
+        // encoder's omitted 0.0 with count 2 reads as Some(0.0).
+        let encoded = pb::WindowStats::from(one).encode_to_vec();
+        // count (tag + varint) and five tagged doubles; a std field would add 9 bytes.
+        assert_eq!(encoded.len(), 2 + 5 * 9);
+        assert_eq!(
+            WindowStats::from(pb::WindowStats::decode(&encoded[..]).unwrap()),
+            one
+        );
+        let old_two = pb::WindowStats {
+            std: None,
+            ..pb::WindowStats::from(two)
+        };
+        assert_eq!(WindowStats::from(old_two), two);
     }
 
     #[test]

@@ -49,9 +49,17 @@ impl<'de> Deserialize<'de> for Point {
 
 /// Exact statistics of one metric over a window's raw samples, computed before downsampling.
 ///
-/// `std` is the sample standard deviation (ddof = 1, like pandas' `Series.std`), 0 when
-/// `count < 2`. All values are in the metric's unit.
+/// `std` is the sample standard deviation (ddof = 1, like pandas' `Series.std`); it is `None`
+/// when `count < 2` (undefined; pandas gives NaN). All values are in the metric's unit.
+///
+/// On the wire (unchanged from earlier versions, so older peers interoperate): MessagePack
+/// carries `std` as a float64, 0 when `count < 2`; Protobuf's `optional double std` is absent
+/// then (which proto3 also did for the 0 older encoders wrote). Decoding either way gives
+/// `None` when `count < 2` whatever the wire holds, and `Some` otherwise (an absent Protobuf
+/// field or a MessagePack nil then reads as 0: older encoders omitted a zero). See
+/// [`wire_std`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(from = "WireStats", into = "WireStats")]
 pub struct WindowStats {
     /// Number of finite raw samples in the window.
     pub count: u64,
@@ -61,8 +69,8 @@ pub struct WindowStats {
     pub max: f64,
     /// Arithmetic mean.
     pub mean: f64,
-    /// Sample standard deviation (ddof = 1).
-    pub std: f64,
+    /// Sample standard deviation (ddof = 1); `None` when `count < 2`.
+    pub std: Option<f64>,
     /// Value of the earliest sample.
     pub first: f64,
     /// Value of the latest sample.
@@ -86,11 +94,7 @@ impl WindowStats {
             max = max.max(v);
         }
         let n = values.len();
-        let std = if n < 2 {
-            0.0
-        } else {
-            (m2 / (n - 1) as f64).sqrt()
-        };
+        let std = (n >= 2).then(|| (m2 / (n - 1) as f64).sqrt());
         Some(WindowStats {
             count: n as u64,
             min,
@@ -100,6 +104,55 @@ impl WindowStats {
             first,
             last,
         })
+    }
+}
+
+/// The standard deviation a decoder reports for a window of `count` samples whose wire form
+/// held `std` (`None`: absent or nil): `None` when `count < 2`, else the value, an absent one
+/// being 0 (proto3 encoders before `optional` omitted zeros).
+pub fn wire_std(count: u64, std: Option<f64>) -> Option<f64> {
+    (count >= 2).then(|| std.unwrap_or(0.0))
+}
+
+/// The MessagePack (serde) form of [`WindowStats`]: every field a number, as it always was.
+#[derive(Serialize, Deserialize)]
+struct WireStats {
+    count: u64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    /// 0 when undefined; a nil is accepted on input.
+    #[serde(default)]
+    std: Option<f64>,
+    first: f64,
+    last: f64,
+}
+
+impl From<WireStats> for WindowStats {
+    fn from(w: WireStats) -> Self {
+        WindowStats {
+            count: w.count,
+            min: w.min,
+            max: w.max,
+            mean: w.mean,
+            std: wire_std(w.count, w.std),
+            first: w.first,
+            last: w.last,
+        }
+    }
+}
+
+impl From<WindowStats> for WireStats {
+    fn from(s: WindowStats) -> Self {
+        WireStats {
+            count: s.count,
+            min: s.min,
+            max: s.max,
+            mean: s.mean,
+            std: Some(s.std.unwrap_or(0.0)),
+            first: s.first,
+            last: s.last,
+        }
     }
 }
 
@@ -246,9 +299,13 @@ mod tests {
     fn stats_match_textbook_values() {
         let s = WindowStats::from_values(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
         assert_eq!((s.count, s.min, s.max, s.mean), (8, 2.0, 9.0, 5.0));
-        assert!((s.std - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert!((s.std.unwrap() - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         assert_eq!((s.first, s.last), (2.0, 9.0));
-        assert_eq!(WindowStats::from_values(&[3.5]).unwrap().std, 0.0);
+        assert_eq!(WindowStats::from_values(&[3.5]).unwrap().std, None);
+        assert_eq!(
+            WindowStats::from_values(&[3.5, 3.5]).unwrap().std,
+            Some(0.0)
+        );
         assert!(WindowStats::from_values(&[]).is_none());
     }
 

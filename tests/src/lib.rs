@@ -496,12 +496,10 @@ pub fn export_ok(data_dir: &Path, args: &[&str]) -> String {
     stdout
 }
 
-/// `shared/data/nab` of the workplace (beside the repository), or under `FLEETSET_SHARED_DIR`.
+/// `tests/data/nab`: the Numenta Anomaly Benchmark files the tests replay (a subset of NAB's
+/// `data/`, unmodified, MIT; see its README.md), found from this crate's manifest directory.
 pub fn nab_dir() -> PathBuf {
-    std::env::var_os("FLEETSET_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("data/nab")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/nab")
 }
 
 /// `GET path` on `addr` (`host:port`) over plain HTTP/1.0; returns the body. Bounded by a 10 s

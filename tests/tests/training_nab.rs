@@ -1,8 +1,8 @@
 //! A training set labelled by NAB's own incident windows: three Numenta Anomaly Benchmark files
-//! replayed through real agents (1-hour windows on the files' time axis), exported with
-//! `--label-windows combined_windows.json`. Positive labels sit exactly on the windows whose
-//! following window overlaps a labelled incident, the split is time-ordered, and the manifest's
-//! checksums match the files. Needs `FLEETSET_PYTHON` (scripts/test.sh).
+//! from `tests/data/nab/` replayed through real agents (1-hour windows on the files' time axis),
+//! exported with `--label-windows combined_windows.json`. Positive labels sit exactly on the
+//! windows whose following window overlaps a labelled incident, the split is time-ordered, and
+//! the manifest's checksums match the files. Needs `FLEETSET_PYTHON` (scripts/test.sh).
 
 use fleetset_tests::*;
 use std::time::Duration;
@@ -30,7 +30,7 @@ fn nab_incidents_label_the_windows_before_them() {
     .unwrap();
     for stem in FILES {
         let csv = nab.join(format!("{stem}.csv"));
-        assert!(csv.exists(), "{} (set FLEETSET_SHARED_DIR)", csv.display());
+        assert!(csv.exists(), "{} is missing", csv.display());
         let mut p = replay_agent(
             dir.path(),
             &csv,

@@ -2,8 +2,9 @@
 //! `[FrameHeader (protobuf), payload]`; the ROUTER sees `[identity, header, payload]` and answers
 //! `[identity, Ack (protobuf)]`.
 //!
-//! zeromq 0.7 has no message size limit of its own: a frame larger than `max_frame_bytes` is
-//! received whole, then rejected as oversize (vetting §1.1).
+//! zeromq 0.7 has no message size limit of its own (its only socket options are identity,
+//! connect timeout and read buffer sizes; docs/dependencies.md): a frame larger than
+//! `max_frame_bytes` is received whole, then rejected as oversize.
 
 use super::{AckTo, Admission};
 use crate::counters::Counters;

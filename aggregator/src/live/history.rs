@@ -71,10 +71,12 @@ fn window_row(b: &RecordBatch, i: usize) -> Option<(Snapshot, Vec<u8>, String)> 
             let stat = |k: &str| {
                 column::<Float64Array>(b, &format!("{metric}__{k}"))
                     .filter(|c| !c.is_null(i))
-                    .map_or(f64::NAN, |c| c.value(i))
+                    .map(|c| c.value(i))
             };
             let [_, min, max, mean, std, first, last] =
-                STAT_NAMES.map(|k| if k == "count" { 0.0 } else { stat(k) });
+                STAT_NAMES.map(|k| if k == "count" { None } else { stat(k) });
+            let [min, max, mean, first, last] =
+                [min, max, mean, first, last].map(|v| v.unwrap_or(f64::NAN));
             s.stats.insert(
                 metric.to_string(),
                 WindowStats {

@@ -5,9 +5,10 @@
 //!   `value` (timestamps: UTC millisecond timestamps).
 //! - `windows`: one row per (agent, window) — header fields, host attributes, one
 //!   `label_<key>` column per operator label, and for every metric seven exact-statistics
-//!   feature columns `<metric>__{count,min,max,mean,std,first,last}`. A metric or label that
-//!   appears later adds columns in the files written from then on; older files simply lack them
-//!   (read with schema unification, see README).
+//!   feature columns `<metric>__{count,min,max,mean,std,first,last}` (all null where the window
+//!   lacks the metric; `std` null when it had fewer than 2 samples of it). A metric or label
+//!   that appears later adds columns in the files written from then on; older files simply lack
+//!   them (read with schema unification, see README).
 //! - `processes`: top-N process records per window.
 
 use crate::store::Submission;
@@ -156,15 +157,17 @@ fn encoding_name(e: i32) -> &'static str {
     }
 }
 
-fn stat(st: &WindowStats, i: usize) -> f64 {
+/// Statistic `i` (in [`STAT_NAMES`] order) of `st`; `None` for an undefined `std` (count < 2),
+/// stored as null.
+fn stat(st: &WindowStats, i: usize) -> Option<f64> {
     [
-        st.count as f64,
-        st.min,
-        st.max,
-        st.mean,
+        Some(st.count as f64),
+        Some(st.min),
+        Some(st.max),
+        Some(st.mean),
         st.std,
-        st.first,
-        st.last,
+        Some(st.first),
+        Some(st.last),
     ][i]
 }
 
@@ -284,7 +287,7 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
             } else {
                 let mut b = Float64Builder::with_capacity(n);
                 subs.iter().for_each(|s| {
-                    b.append_option(s.snapshot.stats.get(*metric).map(|st| stat(st, i)))
+                    b.append_option(s.snapshot.stats.get(*metric).and_then(|st| stat(st, i)))
                 });
                 push(field(&name, DataType::Float64, true), Arc::new(b.finish()));
             }
