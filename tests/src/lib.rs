@@ -11,7 +11,9 @@
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use fleetset_aggregator::store::files;
+use fleetset_aggregator::store::reader::{self, Query, Scan};
+use fleetset_aggregator::store::schema::Table;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -259,40 +261,19 @@ pub fn acked_frames(log: &str) -> Vec<Acked> {
         .collect()
 }
 
-/// Every record batch of one table (`series`, `windows`, `processes`) under `data_dir`;
-/// fails on any unreadable file.
+/// Every record batch of one table (`series`, `windows`, `processes`) under `data_dir`, read
+/// with the store's own reader (committed files, one union schema); fails on any unreadable
+/// file and on any file in a partition that is not a committed file.
 pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
-    let mut files = Vec::new();
-    for part in std::fs::read_dir(data_dir.join(table))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for f in std::fs::read_dir(part.path())?.flatten() {
-            files.push(f.path());
-        }
-    }
-    files.sort();
-    let mut out = Vec::new();
-    for p in files {
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        anyhow::ensure!(
-            name.starts_with("part-") && name.ends_with(".parquet"),
-            "unexpected file in a partition: {}",
-            p.display()
-        );
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p)?)
-            .with_context(|| format!("opening {}", p.display()))?
-            .build()?;
-        for b in reader {
-            out.push(b?);
-        }
-    }
-    Ok(out)
+    let table = Table::from_name(table).with_context(|| format!("no table {table}"))?;
+    let stray = files::uncommitted_files(data_dir, table);
+    anyhow::ensure!(
+        stray.is_empty(),
+        "unexpected files in a partition: {stray:?}"
+    );
+    Scan::open(data_dir, table, &Query::default())?
+        .batches(|_| {})
+        .collect()
 }
 
 /// Column `name` of `b` as strings.
@@ -370,18 +351,16 @@ pub fn write_csv(
     Ok(())
 }
 
-/// `(window_start ms, seq)` of every row of `windows/` for `agent_id`.
+/// `(window_start ms, seq)` of every stored window of `agent_id`, sorted.
 pub fn stored_windows(data_dir: &Path, agent_id: &str) -> Result<Vec<(i64, u64)>> {
-    let mut out = Vec::new();
-    for b in read_table(data_dir, "windows")? {
-        let (agents, starts) = (str_col(&b, "agent_id"), ts_col(&b, "window_start"));
-        let seqs = u64_col(&b, "seq").context("seq column")?;
-        for i in 0..b.num_rows() {
-            if agents.value(i) == agent_id {
-                out.push((starts.value(i), seqs.value(i)));
-            }
-        }
-    }
+    let query = Query {
+        agents: vec![agent_id.to_string()],
+        ..Default::default()
+    };
+    let mut out: Vec<(i64, u64)> = reader::windows(data_dir, &query)?
+        .iter()
+        .map(|w| (w.snapshot.start, w.snapshot.seq))
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -9,6 +9,8 @@
 
 pub mod files;
 pub mod index;
+pub mod reader;
+pub mod schema;
 pub mod tables;
 
 use crate::counters::Counters;
@@ -18,6 +20,7 @@ use anyhow::Result;
 use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
 use index::DedupIndex;
+use schema::Table;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,28 +75,29 @@ fn commit_blocking(
     let mut by_date: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in subs.iter().enumerate() {
         by_date
-            .entry(files::date_of(s.snapshot.start))
+            .entry(schema::date_of(s.snapshot.start))
             .or_default()
             .push(i);
     }
     let mut ok = vec![false; subs.len()];
     for (date, idx) in by_date {
         let group: Vec<&Submission> = idx.iter().map(|&i| &subs[i]).collect();
-        let batch_id = files::new_batch_id(now);
+        let batch_id = schema::new_batch_id(now);
         let mut written: Vec<PathBuf> = Vec::new();
         let result = (|| -> Result<()> {
             let series = tables::series_batch(&group)?;
             let processes = tables::processes_batch(&group)?;
             let windows = tables::windows_batch(&group, now)?;
+            // In schema::COMMIT_ORDER: the windows file, the commit record, last.
             let plan = [
-                ("series", Some(&series)),
-                ("processes", processes.as_ref()),
-                ("windows", Some(&windows)),
+                (Table::Series, Some(&series)),
+                (Table::Processes, processes.as_ref()),
+                (Table::Windows, Some(&windows)),
             ];
             for (table, batch) in plan {
                 if let Some(batch) = batch {
                     written.push(files::write_parquet(
-                        &files::partition_dir(data_dir, table, &date),
+                        &schema::partition_dir(data_dir, table, &date),
                         &batch_id,
                         batch,
                     )?);
