@@ -18,7 +18,6 @@
 //! (`scripts/export_bench.sh` uses it).
 
 use fleetset_agent::collect::synthetic::{synthetic_value, SYNTHETIC_METRICS};
-use fleetset_aggregator::ingest::AckTo;
 use fleetset_aggregator::store::schema::{self, Table};
 use fleetset_aggregator::store::{files, tables, Submission};
 use fleetset_core::downsample::Downsampler;
@@ -84,9 +83,6 @@ fn main() -> anyhow::Result<()> {
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&out);
     }
-    // Acks are never sent here: commit_blocking writes files only.
-    let (ack_tx, _ack_rx) = tokio::sync::mpsc::channel(1);
-    let reply = AckTo::Grpc(ack_tx);
     let ds = Downsampler {
         threshold: 60,
         ratio: 4,
@@ -146,15 +142,16 @@ fn main() -> anyhow::Result<()> {
             snap.host
                 .labels
                 .insert("site".into(), format!("site-{}", h % 4));
-            subs.push(Submission {
-                snapshot: snap,
-                header: fleetset_proto::pb::FrameHeader {
+            // Outcomes are never read here: tables and files are written directly.
+            let (sub, _outcome) = Submission::new(
+                snap,
+                fleetset_proto::pb::FrameHeader {
                     encoding: 1,
                     payload_sha256: vec![0xab; 32],
                     ..Default::default()
                 },
-                reply: reply.clone(),
-            });
+            );
+            subs.push(sub);
         }
         // One commit per window across the fleet, as the aggregator does under load.
         let refs: Vec<&Submission> = subs.iter().collect();
