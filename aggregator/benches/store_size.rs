@@ -18,7 +18,7 @@
 //! (`scripts/export_bench.sh` uses it).
 
 use fleetset_agent::collect::synthetic::{synthetic_value, SYNTHETIC_METRICS};
-use fleetset_aggregator::ingest::AckTo;
+use fleetset_aggregator::store::schema::{self, Table};
 use fleetset_aggregator::store::{files, tables, Submission};
 use fleetset_core::downsample::Downsampler;
 use fleetset_core::window::ProcessSample;
@@ -83,9 +83,6 @@ fn main() -> anyhow::Result<()> {
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&out);
     }
-    // Acks are never sent here: commit_blocking writes files only.
-    let (ack_tx, _ack_rx) = tokio::sync::mpsc::channel(1);
-    let reply = AckTo::Grpc(ack_tx);
     let ds = Downsampler {
         threshold: 60,
         ratio: 4,
@@ -145,34 +142,35 @@ fn main() -> anyhow::Result<()> {
             snap.host
                 .labels
                 .insert("site".into(), format!("site-{}", h % 4));
-            subs.push(Submission {
-                snapshot: snap,
-                header: fleetset_proto::pb::FrameHeader {
+            // Outcomes are never read here: tables and files are written directly.
+            let (sub, _outcome) = Submission::new(
+                snap,
+                fleetset_proto::pb::FrameHeader {
                     encoding: 1,
                     payload_sha256: vec![0xab; 32],
                     ..Default::default()
                 },
-                reply: reply.clone(),
-            });
+            );
+            subs.push(sub);
         }
         // One commit per window across the fleet, as the aggregator does under load.
         let refs: Vec<&Submission> = subs.iter().collect();
-        let batch_id = files::new_batch_id(start);
-        let date = files::date_of(start);
+        let batch_id = schema::new_batch_id(start);
+        let date = schema::date_of(start);
         files::write_parquet(
-            &files::partition_dir(&out, "series", &date),
+            &schema::partition_dir(&out, Table::Series, &date),
             &batch_id,
             &tables::series_batch(&refs)?,
         )?;
         if let Some(p) = tables::processes_batch(&refs)? {
             files::write_parquet(
-                &files::partition_dir(&out, "processes", &date),
+                &schema::partition_dir(&out, Table::Processes, &date),
                 &batch_id,
                 &p,
             )?;
         }
         files::write_parquet(
-            &files::partition_dir(&out, "windows", &date),
+            &schema::partition_dir(&out, Table::Windows, &date),
             &batch_id,
             &tables::windows_batch(&refs, start)?,
         )?;
@@ -180,19 +178,19 @@ fn main() -> anyhow::Result<()> {
         // Peer: the raw samples of the same window, same writer, zstd.
         let raw = arrow::record_batch::RecordBatch::try_from_iter([
             (
-                "agent_id",
+                schema::AGENT_ID,
                 Arc::new(arrow::array::StringArray::from_iter_values(
                     raw_rows.iter().map(|r| r.0.as_str()),
                 )) as _,
             ),
             (
-                "metric",
+                schema::METRIC,
                 Arc::new(arrow::array::StringArray::from_iter_values(
                     raw_rows.iter().map(|r| r.1),
                 )) as _,
             ),
             (
-                "ts",
+                schema::TS,
                 Arc::new(
                     arrow::array::TimestampMillisecondArray::from_iter_values(
                         raw_rows.iter().map(|r| r.2),
@@ -201,7 +199,7 @@ fn main() -> anyhow::Result<()> {
                 ) as _,
             ),
             (
-                "value",
+                schema::VALUE,
                 Arc::new(arrow::array::Float64Array::from_iter_values(
                     raw_rows.iter().map(|r| r.3),
                 )) as _,
@@ -216,8 +214,9 @@ fn main() -> anyhow::Result<()> {
     println!("store size: {hosts} hosts x {windows} windows of 5 min ({hours} h), 18 base metrics at 1 s, top-10 processes");
     println!("{:<28} {:>12} {:>16}", "table", "bytes", "bytes/host-min");
     let mut ours = 0;
-    for t in ["series", "windows", "processes"] {
-        let b = dir_bytes(&out.join(t));
+    for t in [Table::Series, Table::Windows, Table::Processes] {
+        let b = dir_bytes(&t.dir(&out));
+        let t = t.name();
         ours += b;
         println!("{t:<28} {b:>12} {:>16.1}", b as f64 / host_minutes);
     }

@@ -5,12 +5,11 @@
 
 use crate::config::ServerConfig;
 use crate::server;
+use crate::store::reader::{self, Query, Scan};
+use crate::store::schema::{self, Table, COMMIT_ORDER};
 use anyhow::{Context, Result};
-use arrow::array::{Array, StringArray, UInt64Array};
-use arrow::record_batch::RecordBatch;
 use clap::Args;
 use fleetset_agent::config::RunFlags;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,40 +27,6 @@ pub struct DemoFlags {
     /// Use the deterministic synthetic source instead of this host's metrics.
     #[arg(long)]
     pub synthetic: bool,
-}
-
-/// Reads every Parquet file under `dir` (one table) into record batches.
-pub fn read_table(dir: &Path) -> Result<Vec<RecordBatch>> {
-    let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = Vec::new();
-    for part in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(part.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let p = f.path();
-            if p.extension().is_some_and(|e| e == "parquet")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    for p in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p)?)?.build()?;
-        for b in reader {
-            out.push(b.with_context(|| format!("reading {}", p.display()))?);
-        }
-    }
-    Ok(out)
-}
-
-fn strings<'a>(b: &'a RecordBatch, col: &str) -> Option<&'a StringArray> {
-    b.column_by_name(col)?.as_any().downcast_ref()
 }
 
 /// Runs the demo (see the module docs).
@@ -161,30 +126,23 @@ fn training_set(data_dir: &Path) -> Result<()> {
 
 /// Prints windows and points per agent and a few rows of each table.
 fn summarize(data_dir: &Path) -> Result<()> {
-    let windows = read_table(&data_dir.join("windows"))?;
-    let series = read_table(&data_dir.join("series"))?;
+    let all = Query::default();
     let mut per_agent: BTreeMap<String, (usize, usize, u64)> = BTreeMap::new();
-    for b in &windows {
-        let agents = strings(b, "agent_id").context("windows.agent_id")?;
-        let seqs: &UInt64Array = b
-            .column_by_name("seq")
-            .and_then(|c| c.as_any().downcast_ref())
-            .context("windows.seq")?;
-        for i in 0..b.num_rows() {
-            let e = per_agent.entry(agents.value(i).to_string()).or_default();
-            e.0 += 1;
-            e.2 = e.2.max(seqs.value(i));
-        }
-    }
-    for b in &series {
-        let agents = strings(b, "agent_id").context("series.agent_id")?;
-        for i in 0..agents.len() {
-            per_agent.entry(agents.value(i).to_string()).or_default().1 += 1;
-        }
+    for w in reader::windows(data_dir, &all)? {
+        let e = per_agent.entry(w.snapshot.agent_id.clone()).or_default();
+        e.0 += 1;
+        e.1 += w.snapshot.data.values().map(Vec::len).sum::<usize>();
+        e.2 = e.2.max(w.snapshot.seq);
     }
     println!("\nParquet store: {}", data_dir.display());
-    for table in ["series", "windows", "processes"] {
-        println!("  {}/date=…/part-*.parquet", data_dir.join(table).display());
+    for table in COMMIT_ORDER {
+        println!(
+            "  {}/{}…/{}*{}",
+            table.dir(data_dir).display(),
+            schema::PARTITION_PREFIX,
+            schema::PART_PREFIX,
+            schema::PARQUET_SUFFIX
+        );
     }
     println!(
         "\n{:<22} {:>8} {:>10} {:>8}",
@@ -193,20 +151,26 @@ fn summarize(data_dir: &Path) -> Result<()> {
     for (agent, (w, p, s)) in &per_agent {
         println!("{agent:<22} {w:>8} {p:>10} {s:>8}");
     }
-    if let Some(b) = series.first() {
+    let first_batch = |table| -> Result<_> {
+        Scan::open(data_dir, table, &all)?
+            .batches(|_| {})
+            .next()
+            .transpose()
+    };
+    if let Some(b) = first_batch(Table::Series)? {
         println!(
             "\nseries (first rows):\n{}",
             arrow::util::pretty::pretty_format_batches(&[b.slice(0, b.num_rows().min(5))])?
         );
     }
-    if let Some(b) = windows.first() {
+    if let Some(b) = first_batch(Table::Windows)? {
         let cols: Vec<usize> = [
-            "agent_id",
-            "seq",
-            "window_start",
-            "cpu_percent__mean",
-            "cpu_percent__max",
-            "memory_used_mb__mean",
+            schema::AGENT_ID.to_string(),
+            schema::SEQ.to_string(),
+            schema::WINDOW_START.to_string(),
+            schema::stat_column("cpu_percent", "mean"),
+            schema::stat_column("cpu_percent", "max"),
+            schema::stat_column("memory_used_mb", "mean"),
         ]
         .iter()
         .filter_map(|c| b.schema().index_of(c).ok())
@@ -220,10 +184,10 @@ fn summarize(data_dir: &Path) -> Result<()> {
         );
     }
     println!(
-        "\nRead it with pandas:  pd.read_parquet(\"{}/windows\")",
-        data_dir.display()
+        "\nRead it with pandas:  pd.read_parquet(\"{}\")",
+        Table::Windows.dir(data_dir).display()
     );
-    println!("or DuckDB:            SELECT * FROM read_parquet('{}/series/*/*.parquet', hive_partitioning=true, union_by_name=true);", data_dir.display());
+    println!("or DuckDB:            SELECT * FROM read_parquet('{}/*/*.parquet', hive_partitioning=true, union_by_name=true);", Table::Series.dir(data_dir).display());
     anyhow::ensure!(
         per_agent.len() >= 2,
         "expected windows from both agents, got {:?}",

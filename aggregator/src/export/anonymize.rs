@@ -13,6 +13,7 @@
 //! - `--k-anonymity K` keeps a process record only if its process (name hash) is seen on at
 //!   least K distinct agents in the export; the others are dropped and counted.
 
+use crate::store::schema;
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -25,7 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Columns whose values are identifiers, exported as salted hashes.
-pub const HASHED_COLUMNS: [&str; 4] = ["agent_id", "hostname", "name", "name_hash"];
+pub const HASHED_COLUMNS: [&str; 4] = [
+    schema::AGENT_ID,
+    schema::HOSTNAME,
+    schema::NAME,
+    schema::NAME_HASH,
+];
 
 /// Granularity of `--generalize-time`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -254,10 +260,10 @@ mod tests {
         let mut a = Anonymizer::with_salt(b"0123456789abcdef");
         a.grain = Some(TimeGrain::Hour);
         let schema = Arc::new(Schema::new(vec![
-            Field::new("agent_id", DataType::Utf8, false),
+            Field::new(schema::AGENT_ID, DataType::Utf8, false),
             Field::new("kernel", DataType::Utf8, false),
             Field::new(
-                "window_start",
+                schema::WINDOW_START,
                 DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
                 false,
             ),

@@ -4,54 +4,21 @@
 //! (ADR-010, "Data Export & Training Pipeline"); validation and cleaning follow seed 001
 //! ("Data Quality Checks").
 //!
-//! Data flow: [`scan`] (committed Parquet files of one table, date-pruned, rows filtered by time,
-//! agent and metric, conformed to one schema) → [`anonymize`] → [`sink`] (one output file,
+//! Data flow: [`crate::store::reader::Scan`] (committed Parquet files of one table, date-pruned,
+//! rows filtered by time, agent and metric, conformed to one schema) → [`anonymize`] → [`sink`] (one output file,
 //! written to a temporary name and renamed into place when complete).
 
 pub mod anonymize;
 pub mod plain;
-pub mod scan;
 pub mod sink;
 pub mod training;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// A table of the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Table {
-    /// One row per downsampled point (`agent_id, window_start, metric, ts, value`).
-    Series,
-    /// One row per (agent, window): header, host attributes, labels, exact statistics.
-    Windows,
-    /// Top-N process records per window.
-    Processes,
-}
-
-impl Table {
-    /// Directory name of the table in the data directory.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Series => "series",
-            Table::Windows => "windows",
-            Table::Processes => "processes",
-        }
-    }
-}
-
-/// Which rows of the store an export reads.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    /// Inclusive lower bound on `window_start`, Unix ms UTC.
-    pub from_ms: Option<i64>,
-    /// Exclusive upper bound on `window_start`, Unix ms UTC.
-    pub to_ms: Option<i64>,
-    /// Only these agent ids (as stored, before anonymization); empty = all.
-    pub agents: Vec<String>,
-    /// Only these metrics (series rows; windows statistics columns); empty = all.
-    pub metrics: Vec<String>,
-}
+pub use crate::store::reader::Query;
+pub use crate::store::schema::Table;
 
 /// Flags of `fleetset-aggregator export`.
 #[derive(Debug, Args)]
@@ -99,15 +66,16 @@ pub struct ExportFlags {
 
 impl ExportFlags {
     /// The rows selected by the time, agent and metric flags (`now_ms` for `--hours`).
-    pub fn selection(&self, now_ms: i64) -> Selection {
+    pub fn selection(&self, now_ms: i64) -> Query {
         let from_ms = match self.hours {
             Some(h) => Some(now_ms - (h * 3_600_000.0) as i64),
             None => self.from,
         };
-        Selection {
+        Query {
             from_ms,
             to_ms: self.to,
             agents: self.agents.clone(),
+            labels: Vec::new(),
             metrics: self.metrics.clone(),
         }
     }
@@ -117,7 +85,7 @@ pub use fleetset_core::time::parse_time;
 
 /// Runs `export`: a training set with `--training`, else a plain export.
 pub fn run(flags: &ExportFlags) -> Result<()> {
-    if !flags.data_dir.join("windows").is_dir() {
+    if !Table::Windows.dir(&flags.data_dir).is_dir() {
         bail!(
             "{} holds no store (no windows/ directory); pass the aggregator's --data-dir",
             flags.data_dir.display()

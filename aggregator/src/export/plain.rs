@@ -4,9 +4,10 @@
 //! final line gives records, bytes and records/s.
 
 use super::anonymize::Anonymizer;
-use super::scan::{column, Scan};
 use super::sink::Sink;
-use super::{prepare_output, ExportFlags, Selection, Table};
+use super::{prepare_output, ExportFlags, Query, Table};
+use crate::store::reader::{column, Scan};
+use crate::store::schema;
 use anyhow::{Context, Result};
 use arrow::array::{BooleanArray, StringArray};
 use arrow::compute::filter_record_batch;
@@ -57,7 +58,7 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
 }
 
 /// Runs a plain export of `flags.table` to `flags.output` and prints the summary line.
-pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>) -> Result<()> {
+pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) -> Result<()> {
     prepare_output(&flags.output, flags.overwrite)?;
     let scan = Scan::open(&flags.data_dir, flags.table, selection)?;
     let k_allowed = match (anon.and_then(|a| a.k), flags.table) {
@@ -153,8 +154,8 @@ fn k_anonymous_processes(scan: &Scan, k: usize) -> Result<HashSet<String>> {
     for b in scan.batches(|_| {}) {
         let b = b?;
         let (Some(hashes), Some(agents)) = (
-            column::<StringArray>(&b, "name_hash"),
-            column::<StringArray>(&b, "agent_id"),
+            column::<StringArray>(&b, schema::NAME_HASH),
+            column::<StringArray>(&b, schema::AGENT_ID),
         ) else {
             continue;
         };
@@ -176,7 +177,7 @@ fn k_anonymous_processes(scan: &Scan, k: usize) -> Result<HashSet<String>> {
 
 /// `b` without the process records whose name hash is not in `allowed`, and how many went.
 fn keep_k_anonymous(b: &RecordBatch, allowed: &HashSet<String>) -> Result<(RecordBatch, u64)> {
-    let hashes = column::<StringArray>(b, "name_hash").context("processes lack name_hash")?;
+    let hashes = column::<StringArray>(b, schema::NAME_HASH).context("processes lack name_hash")?;
     let keep: BooleanArray = hashes
         .iter()
         .map(|h| Some(h.is_some_and(|h| allowed.contains(h))))

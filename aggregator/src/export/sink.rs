@@ -14,6 +14,7 @@
 //!   INTEGER Unix ms UTC; an index on `(agent_id, window_start)`.
 
 use crate::store::files::writer_properties;
+use crate::store::schema;
 use anyhow::{bail, Context, Result};
 use arrow::array::{
     Array, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
@@ -212,7 +213,7 @@ impl SqliteWriter {
         Ok(SqliteWriter {
             insert: format!("INSERT INTO {} VALUES ({marks})", quote(table)),
             table: table.to_string(),
-            has_index_columns: has("agent_id") && has("window_start"),
+            has_index_columns: has(schema::AGENT_ID) && has(schema::WINDOW_START),
             conn,
         })
     }

@@ -3,7 +3,9 @@
 //! (`fleetset_proto::verify`) and either rejects it at once — ack REJECTED with the reason,
 //! counted by reason, logged at warn once per agent and reason — or passes the decoded snapshot
 //! to the store, which acks it after the commit that holds its rows, and publishes it to live
-//! consumers right away ([`crate::live::Hub`], which drops recent repeats).
+//! consumers right away ([`crate::live::Hub`], which drops recent repeats). The store answers
+//! each frame with a [`CommitStatus`]; one ack task ([`Acks`]) turns `Committed` and
+//! `Duplicate` into acks to the frame's peer, and sends nothing for `Failed` (the agent resends).
 
 pub mod config;
 pub mod grpc;
@@ -12,14 +14,15 @@ pub mod zmq;
 
 use crate::counters::Counters;
 use crate::live::{Hub, LiveWindow};
-use crate::store::{StoreMsg, Submission};
+use crate::store::{CommitStatus, StoreMsg, Submission};
 use bytes::Bytes;
 use fleetset_proto::pb::{self, AckStatus};
 use fleetset_proto::{verify, FrameError, VerifyOptions};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
-use tracing::warn;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
 
 /// Where an ack goes back to.
 #[derive(Debug, Clone)]
@@ -66,11 +69,62 @@ pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
     }
 }
 
+/// A frame handed to the store whose ack waits for the store's answer.
+struct PendingAck {
+    reply: AckTo,
+    agent_id: String,
+    seq: u64,
+    outcome: oneshot::Receiver<CommitStatus>,
+}
+
+/// The ack task's queue: acks of frames in the store, sent once the store answers.
+#[derive(Clone)]
+struct Acks(mpsc::UnboundedSender<PendingAck>);
+
+impl Acks {
+    /// Starts the ack task; it ends when every sender is gone and every pending frame answered.
+    fn start(counters: Arc<Counters>) -> Acks {
+        let (tx, mut rx) = mpsc::unbounded_channel::<PendingAck>();
+        tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    p = rx.recv(), if open => match p {
+                        Some(p) => pending.push(async move {
+                            let status = p.outcome.await;
+                            (p.reply, p.agent_id, p.seq, status)
+                        }),
+                        None => open = false,
+                    },
+                    Some((reply, agent_id, seq, status)) = pending.next() => {
+                        let status = match status {
+                            Ok(CommitStatus::Committed) => AckStatus::Committed,
+                            Ok(CommitStatus::Duplicate) => AckStatus::Duplicate,
+                            Ok(CommitStatus::Failed(reason)) => {
+                                debug!(agent_id, seq, reason, "not acked: commit failed");
+                                continue;
+                            }
+                            Err(_) => continue, // the store stopped without an answer
+                        };
+                        if !reply.send(ack(&agent_id, seq, status)) {
+                            Counters::add(&counters.acks_undeliverable, 1);
+                        }
+                    },
+                    else => break,
+                }
+            }
+        });
+        Acks(tx)
+    }
+}
+
 /// Verification and hand-off to the store, shared by both transports.
 #[derive(Clone)]
 pub struct Admission {
     verify: Arc<VerifyOptions>,
     store: mpsc::Sender<StoreMsg>,
+    acks: Acks,
     hub: Hub,
     counters: Arc<Counters>,
     warned: Arc<Mutex<HashSet<(String, i32)>>>,
@@ -80,7 +134,7 @@ pub struct Admission {
 const MAX_WARNED: usize = 10_000;
 
 impl Admission {
-    /// Admission into `store` with `verify` limits.
+    /// Admission into `store` with `verify` limits; starts the ack task (needs a Tokio runtime).
     pub fn new(
         verify: VerifyOptions,
         store: mpsc::Sender<StoreMsg>,
@@ -90,6 +144,7 @@ impl Admission {
         Admission {
             verify: Arc::new(verify),
             store,
+            acks: Acks::start(counters.clone()),
             hub,
             counters,
             warned: Arc::default(),
@@ -141,15 +196,23 @@ impl Admission {
                     payload: Bytes::from(frame.payload),
                     received_at_us,
                 });
+                let (agent_id, seq) = (snapshot.agent_id.clone(), snapshot.seq);
+                let (submission, outcome) = Submission::new(snapshot, header);
                 let stored = self
                     .store
-                    .send(StoreMsg::Window(Box::new(Submission {
-                        snapshot,
-                        header,
-                        reply,
-                    })))
+                    .send(StoreMsg::Window(Box::new(submission)))
                     .await
                     .is_ok();
+                if stored {
+                    // The ack task outlives every Admission clone's use; a send error means it
+                    // is gone with the runtime, and nothing could be acked anyway.
+                    let _ = self.acks.0.send(PendingAck {
+                        reply,
+                        agent_id,
+                        seq,
+                        outcome,
+                    });
+                }
                 if let Some(w) = live.filter(|_| stored) {
                     self.hub.publish(w);
                 }
@@ -160,5 +223,83 @@ impl Admission {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{snapshot, TempDir};
+    use crate::store::{files, reader, run, StoreConfig};
+    use fleetset_proto::{seal, Compression, Encoding, SealOptions};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    /// Admission into a store on `data_dir`; the receiver of the acks of its OTLP-style peer.
+    fn admission(data_dir: &std::path::Path) -> (Admission, CancellationToken) {
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(
+            StoreConfig {
+                data_dir: data_dir.to_path_buf(),
+                commit_interval: Duration::from_millis(50),
+                commit_rows: 1_000_000,
+            },
+            rx,
+            files::recover(data_dir).expect("recover").index,
+            counters.clone(),
+            stop.clone(),
+        ));
+        let a = Admission::new(VerifyOptions::default(), tx, Hub::new(16), counters);
+        (a, stop)
+    }
+
+    fn frame(k: i64) -> pb::Frame {
+        let opts = SealOptions {
+            encoding: Encoding::Protobuf,
+            compression: Compression::None,
+            hmac_key: None,
+        };
+        seal(&snapshot("agent-1", k), &opts).expect("seal")
+    }
+
+    #[tokio::test]
+    async fn committed_and_duplicate_frames_are_acked_after_their_rows_are_stored() {
+        let dir = TempDir::new("ingest-ack");
+        let (admission, stop) = admission(&dir.0);
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        assert!(admission.admit(frame(0), AckTo::Otlp(tx.clone())).await);
+        let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("an ack within 10 s")
+            .expect("ack");
+        assert_eq!((a.seq, a.status), (1, AckStatus::Committed as i32));
+        let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
+        assert_eq!(stored.len(), 1, "acked COMMITTED only once stored");
+        assert!(admission.admit(frame(0), AckTo::Otlp(tx)).await);
+        let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("an ack within 10 s")
+            .expect("ack");
+        assert_eq!((a.seq, a.status), (1, AckStatus::Duplicate as i32));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_frame_whose_commit_failed_is_not_acked() {
+        let dir = TempDir::new("ingest-failed");
+        let data_dir = dir.0.join("a-file");
+        std::fs::write(&data_dir, b"").unwrap();
+        let (admission, stop) = admission(&data_dir);
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        assert!(admission.admit(frame(0), AckTo::Otlp(tx)).await);
+        // The ack task drops the frame's only reply handle once the store answers Failed,
+        // without sending on it: the channel closes with no ack in it.
+        let got = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("the store answers within 10 s");
+        assert!(got.is_none(), "no ack for a failed commit: {got:?}");
+        stop.cancel();
     }
 }

@@ -5,7 +5,7 @@
 //! (`--subscriber-overflow lag`, the default), or its stream ends with RESOURCE_EXHAUSTED
 //! (`disconnect`). Either way ingest and other subscribers never wait for it.
 //!
-//! With `since_ms`, the stream first replays stored windows ([`super::history`]) and then goes
+//! With `since_ms`, the stream first replays stored windows ([`crate::store::reader::windows`]) and then goes
 //! live, with no gap and no duplicate at the seam: the live subscription starts first; then a
 //! barrier goes through the store's channel and history is read once it is answered. Admission
 //! hands a window to the store before publishing it, so a window handed over before the barrier
@@ -13,6 +13,8 @@
 //! live windows already sent as history are skipped.
 
 use super::{Filter, Hub, LiveWindow};
+use crate::store::reader::{self, StoredWindow};
+use crate::store::schema;
 use crate::store::StoreMsg;
 use fleetset_proto::pb::{self, live_server::Live, subscribe_response::Event};
 use std::collections::HashSet;
@@ -59,16 +61,12 @@ pub struct LiveService {
     pub store: mpsc::Sender<StoreMsg>,
 }
 
-fn history_response(
-    (snapshot, sha, encoding): super::history::StoredWindow,
-) -> pb::SubscribeResponse {
-    let encoding = match encoding.as_str() {
-        "protobuf" => pb::Encoding::Protobuf,
-        _ => pb::Encoding::Msgpack,
-    };
+/// A stored window as a `historical` response (series and stats, no processes, no payload).
+fn history_response(w: StoredWindow) -> pb::SubscribeResponse {
+    let encoding = schema::encoding_of(&w.encoding).unwrap_or(pb::Encoding::Msgpack);
     pb::SubscribeResponse {
-        event: Some(Event::Snapshot(fleetset_proto::codec::to_pb(&snapshot))),
-        payload_sha256: sha,
+        event: Some(Event::Snapshot(fleetset_proto::codec::to_pb(&w.snapshot))),
+        payload_sha256: w.payload_sha256,
         encoding: encoding as i32,
         frame_payload: Vec::new(),
         historical: true,
@@ -93,11 +91,9 @@ async fn send_history(
             .await;
         return None;
     }
-    let f = filter.clone();
+    let query = filter.history_query(since_ms);
     let history =
-        match tokio::task::spawn_blocking(move || super::history::read(&data_dir, since_ms, &f))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || reader::windows(&data_dir, &query)).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 let _ = tx
@@ -109,7 +105,7 @@ async fn send_history(
         };
     let mut sent = HashSet::with_capacity(history.len());
     for w in history {
-        sent.insert((w.0.agent_id.clone(), w.0.start));
+        sent.insert((w.snapshot.agent_id.clone(), w.snapshot.start));
         tx.send(Ok(history_response(w))).await.ok()?;
     }
     Some(sent)

@@ -15,9 +15,9 @@
 
 pub mod config;
 pub mod grpc;
-pub mod history;
 pub mod zmq_pub;
 
+use crate::store::reader::Query;
 use bytes::Bytes;
 use fleetset_proto::pb;
 use fleetset_proto::Snapshot;
@@ -122,6 +122,18 @@ impl Filter {
                 .labels
                 .iter()
                 .all(|(k, v)| s.host.labels.get(k) == Some(v))
+    }
+
+    /// The store query for the stored windows starting at or after `since_ms` that this filter
+    /// selects (the history of a `since` subscription).
+    pub fn history_query(&self, since_ms: i64) -> Query {
+        Query {
+            from_ms: Some(since_ms),
+            to_ms: None,
+            agents: self.agents.clone(),
+            labels: self.labels.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Whether a metric filter is set (then snapshots are subsets).

@@ -1,8 +1,5 @@
-//! Parquet files of the store: atomic commit and crash recovery.
-//!
-//! Layout: `<data_dir>/<table>/date=YYYY-MM-DD/part-<batch>.parquet` for the tables `series`,
-//! `processes` and `windows` (Hive partitioning, zstd, column statistics). `<batch>` is
-//! `<commit Unix ms, 13 digits>-<16 hex random>`, so names sort by commit time.
+//! Parquet files of the store: atomic commit and crash recovery, on the layout of [`schema`]
+//! (Hive partitioning, zstd, column statistics).
 //!
 //! Commit protocol for one batch of one date: every file is written to
 //! `.tmp-<batch>.parquet` in its partition (readers skip dot-files), fsynced, renamed to its
@@ -12,6 +9,7 @@
 //! and [`recover`] deletes it (the agent resends those frames). So a partition never holds a
 //! partial file, and every acked window is in the store exactly once.
 
+use super::schema::{self, Table, COMMIT_ORDER, COMMIT_RECORD};
 use anyhow::{Context, Result};
 use arrow::array::{Array, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Schema};
@@ -26,25 +24,6 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
-
-/// The three tables, in commit order (`windows` last: it is the commit record).
-pub const TABLES: [&str; 3] = ["series", "processes", "windows"];
-
-/// `YYYY-MM-DD` (UTC) of a Unix ms timestamp.
-pub fn date_of(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(|| "1970-01-01".into(), |d| d.format("%Y-%m-%d").to_string())
-}
-
-/// A fresh batch id: commit time (ms, 13 digits) and 64 random bits.
-pub fn new_batch_id(now_ms: i64) -> String {
-    format!("{now_ms:013}-{:016x}", rand::random::<u64>())
-}
-
-/// The partition directory of `table` for `date`.
-pub fn partition_dir(data_dir: &Path, table: &str, date: &str) -> PathBuf {
-    data_dir.join(table).join(format!("date={date}"))
-}
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?
@@ -83,8 +62,8 @@ pub fn writer_properties(schema: &Schema) -> Result<WriterProperties> {
 /// final path. On error the temporary file is removed.
 pub fn write_parquet(dir: &Path, batch_id: &str, batch: &RecordBatch) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{batch_id}.parquet"));
-    let path = dir.join(format!("part-{batch_id}.parquet"));
+    let tmp = dir.join(schema::temp_file_name(batch_id));
+    let path = dir.join(schema::part_file_name(batch_id));
     let props = writer_properties(&batch.schema())?;
     let write = || -> Result<()> {
         let file = File::create(&tmp)?;
@@ -136,17 +115,16 @@ fn list_files(dir: &Path) -> Vec<PathBuf> {
 /// so its own date counts only when it is not midnight), sorted by path (date, then commit time).
 pub fn committed_files(
     data_dir: &Path,
-    table: &str,
+    table: Table,
     from_ms: Option<i64>,
     to_ms: Option<i64>,
 ) -> Vec<PathBuf> {
-    debug_assert!(TABLES.contains(&table));
-    let from = from_ms.map(|ms| format!("date={}", date_of(ms)));
-    let to = to_ms.map(|ms| format!("date={}", date_of(ms - 1)));
-    let mut out: Vec<PathBuf> = list_files(&data_dir.join(table))
+    let from = from_ms.map(|ms| schema::partition_name(&schema::date_of(ms)));
+    let to = to_ms.map(|ms| schema::partition_name(&schema::date_of(ms.saturating_sub(1))));
+    let mut out: Vec<PathBuf> = list_files(&table.dir(data_dir))
         .into_iter()
         .filter(|p| {
-            let Some((part, _)) = batch_key(p) else {
+            let Some((part, _)) = schema::part_file_key(p) else {
                 return false;
             };
             from.as_ref().is_none_or(|f| part >= *f) && to.as_ref().is_none_or(|t| part <= *t)
@@ -156,16 +134,19 @@ pub fn committed_files(
     out
 }
 
-/// `(partition dir name, batch id)` of a committed file `…/date=D/part-<batch>.parquet`.
-fn batch_key(path: &Path) -> Option<(String, String)> {
-    let name = path.file_name()?.to_str()?;
-    let batch = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    let part = path.parent()?.file_name()?.to_str()?;
-    Some((part.to_string(), batch.to_string()))
+/// Files in `table`'s partitions that do not have a committed file's name (temporary files of
+/// a write in progress or interrupted; anything else put there): readers never read them.
+pub fn uncommitted_files(data_dir: &Path, table: Table) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = list_files(&table.dir(data_dir))
+        .into_iter()
+        .filter(|p| schema::part_file_key(p).is_none())
+        .collect();
+    out.sort();
+    out
 }
 
 fn quarantine(data_dir: &Path, path: &Path) -> Result<()> {
-    let q = data_dir.join("quarantine");
+    let q = data_dir.join(schema::QUARANTINE_DIR);
     fs::create_dir_all(&q)?;
     let rel = path
         .strip_prefix(data_dir)
@@ -181,7 +162,7 @@ fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
     let mask = ProjectionMask::columns(
         builder.parquet_schema(),
-        ["agent_id", "seq", "window_start"],
+        [schema::AGENT_ID, schema::SEQ, schema::WINDOW_START],
     );
     let mut out = Vec::new();
     for batch in builder.with_projection(mask).build()? {
@@ -191,18 +172,24 @@ fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
                 .column_by_name(name)
                 .with_context(|| format!("{}: no column {name}", path.display()))
         };
-        let agents = col("agent_id")?
+        let agents = col(schema::AGENT_ID)?
             .as_any()
             .downcast_ref::<StringArray>()
-            .context("agent_id is not utf8")?;
-        let seqs = col("seq")?
+            .with_context(|| format!("{}: {} is not utf8", path.display(), schema::AGENT_ID))?;
+        let seqs = col(schema::SEQ)?
             .as_any()
             .downcast_ref::<UInt64Array>()
-            .context("seq is not uint64")?;
-        let starts = col("window_start")?
+            .with_context(|| format!("{}: {} is not uint64", path.display(), schema::SEQ))?;
+        let starts = col(schema::WINDOW_START)?
             .as_any()
             .downcast_ref::<TimestampMillisecondArray>()
-            .context("window_start is not a ms timestamp")?;
+            .with_context(|| {
+                format!(
+                    "{}: {} is not a ms timestamp",
+                    path.display(),
+                    schema::WINDOW_START
+                )
+            })?;
         for i in 0..batch.num_rows() {
             if !agents.is_null(i) {
                 out.push((agents.value(i).to_string(), seqs.value(i), starts.value(i)));
@@ -217,8 +204,8 @@ fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
 pub fn recover(data_dir: &Path) -> Result<Recovery> {
     let mut r = Recovery::default();
     let mut committed: HashSet<(String, String)> = HashSet::new();
-    for path in list_files(&data_dir.join("windows")) {
-        let Some(key) = batch_key(&path) else {
+    for path in list_files(&COMMIT_RECORD.dir(data_dir)) {
+        let Some(key) = schema::part_file_key(&path) else {
             continue;
         };
         match read_window_keys(&path) {
@@ -235,17 +222,17 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
             }
         }
     }
-    for table in TABLES {
-        for path in list_files(&data_dir.join(table)) {
+    for table in COMMIT_ORDER {
+        for path in list_files(&table.dir(data_dir)) {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.starts_with(".tmp-") {
+            if schema::is_temp_file_name(name) {
                 fs::remove_file(&path)?;
                 r.temp_files_removed += 1;
-            } else if table != "windows"
-                && batch_key(&path).is_some_and(|k| !committed.contains(&k))
+            } else if table != COMMIT_RECORD
+                && schema::part_file_key(&path).is_some_and(|k| !committed.contains(&k))
             {
                 warn!(file = %path.display(), "file of an unfinished commit removed (its frames were never acked)");
                 fs::remove_file(&path)?;
@@ -263,16 +250,4 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         "store recovered"
     );
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_utc() {
-        assert_eq!(date_of(0), "1970-01-01");
-        assert_eq!(date_of(1_763_683_199_999), "2025-11-20");
-        assert_eq!(date_of(1_763_683_200_000), "2025-11-21");
-    }
 }

@@ -1,28 +1,32 @@
 //! The store: de-duplicates verified snapshots, buffers them, commits them to Parquet
-//! ([`files`], [`tables`]) every `commit_interval` or `commit_rows` series rows, and only then
-//! sends their acks — COMMITTED for new windows, DUPLICATE for windows already stored (by
-//! `(agent_id, seq)` or `(agent_id, window_start)`), including duplicates that arrive while the
-//! original is still buffered (their ack waits for the same commit).
+//! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval` or
+//! `commit_rows` series rows, and only then answers each submission with its
+//! [`CommitStatus`]: `Committed` for a new window once the Parquet files holding its rows are
+//! fsynced and renamed into place, `Duplicate` for a window already stored (by `(agent_id,
+//! seq)` or `(agent_id, window_start)`), including a duplicate that arrives while the original
+//! is still buffered (its answer waits for the same commit). What to tell the peer (acks) is the
+//! caller's business; [`reader`] reads the store back.
 //!
-//! If a commit fails (e.g. a full disk), its frames are not acked and are dropped from the
+//! If a commit fails (e.g. a full disk), its frames are answered `Failed` and dropped from the
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
 pub mod config;
 pub mod files;
 pub mod index;
+pub mod reader;
+pub mod schema;
 pub mod tables;
 
 use crate::counters::Counters;
-use crate::ingest::{ack, AckTo};
 
 use anyhow::Result;
-use fleetset_proto::pb::AckStatus;
 use fleetset_proto::Snapshot;
 use index::DedupIndex;
+use schema::Table;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -33,8 +37,37 @@ pub struct Submission {
     pub snapshot: Snapshot,
     /// The verified frame header (encoding, payload SHA-256, …).
     pub header: fleetset_proto::pb::FrameHeader,
-    /// Where the ack goes.
-    pub reply: AckTo,
+    /// Where the store sends the outcome (a dropped receiver is no error).
+    pub done: oneshot::Sender<CommitStatus>,
+}
+
+/// The store's answer to a [`Submission`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitStatus {
+    /// The window's rows are in committed (fsynced, renamed, directory fsynced) Parquet files.
+    Committed,
+    /// The window was already committed (same `(agent_id, seq)` or `(agent_id, window_start)`).
+    Duplicate,
+    /// The commit holding the window failed (the reason); nothing of it is visible in the store.
+    Failed(String),
+}
+
+impl Submission {
+    /// A submission of `snapshot` with `header`, and the receiver of its outcome.
+    pub fn new(
+        snapshot: Snapshot,
+        header: fleetset_proto::pb::FrameHeader,
+    ) -> (Submission, oneshot::Receiver<CommitStatus>) {
+        let (done, rx) = oneshot::channel();
+        (
+            Submission {
+                snapshot,
+                header,
+                done,
+            },
+            rx,
+        )
+    }
 }
 
 pub use config::StoreConfig;
@@ -44,47 +77,48 @@ pub use config::StoreConfig;
 struct Buffer {
     subs: Vec<Submission>,
     keys: DedupIndex,
-    /// Duplicates of buffered windows `(reply, agent_id, seq, start)`: acked DUPLICATE once
+    /// Duplicates of buffered windows `(done, agent_id, seq, start)`: answered `Duplicate` once
     /// the original is committed.
-    waiting: Vec<(AckTo, String, u64, i64)>,
+    waiting: Vec<(oneshot::Sender<CommitStatus>, String, u64, i64)>,
     /// Barriers to answer after the next commit.
     barriers: Vec<tokio::sync::oneshot::Sender<()>>,
     rows: usize,
 }
 
-/// Writes each date's windows as one batch; returns for each submission whether its batch
-/// committed.
+/// Writes each date's windows as one batch; returns for each submission its batch's outcome
+/// (`Err` with the reason when it failed).
 fn commit_blocking(
     data_dir: &std::path::Path,
     subs: &[Submission],
     counters: &Counters,
-) -> Vec<bool> {
+) -> Vec<Result<(), String>> {
     let now = fleetset_core::time::now_ms();
     let mut by_date: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, s) in subs.iter().enumerate() {
         by_date
-            .entry(files::date_of(s.snapshot.start))
+            .entry(schema::date_of(s.snapshot.start))
             .or_default()
             .push(i);
     }
-    let mut ok = vec![false; subs.len()];
+    let mut ok: Vec<Result<(), String>> = vec![Ok(()); subs.len()];
     for (date, idx) in by_date {
         let group: Vec<&Submission> = idx.iter().map(|&i| &subs[i]).collect();
-        let batch_id = files::new_batch_id(now);
+        let batch_id = schema::new_batch_id(now);
         let mut written: Vec<PathBuf> = Vec::new();
         let result = (|| -> Result<()> {
             let series = tables::series_batch(&group)?;
             let processes = tables::processes_batch(&group)?;
             let windows = tables::windows_batch(&group, now)?;
+            // In schema::COMMIT_ORDER: the windows file, the commit record, last.
             let plan = [
-                ("series", Some(&series)),
-                ("processes", processes.as_ref()),
-                ("windows", Some(&windows)),
+                (Table::Series, Some(&series)),
+                (Table::Processes, processes.as_ref()),
+                (Table::Windows, Some(&windows)),
             ];
             for (table, batch) in plan {
                 if let Some(batch) = batch {
                     written.push(files::write_parquet(
-                        &files::partition_dir(data_dir, table, &date),
+                        &schema::partition_dir(data_dir, table, &date),
                         &batch_id,
                         batch,
                     )?);
@@ -99,16 +133,15 @@ fn commit_blocking(
             Counters::add(&counters.files_committed, written.len() as u64);
             Ok(())
         })();
-        match result {
-            Ok(()) => idx.iter().for_each(|&i| ok[i] = true),
-            Err(e) => {
-                // Undo the renamed files so no half batch stays visible.
-                for p in &written {
-                    let _ = std::fs::remove_file(p);
-                }
-                Counters::add(&counters.commit_failures, 1);
-                error!(%date, frames = idx.len(), error = format!("{e:#}"), "commit failed; frames not acked, agents will resend");
+        if let Err(e) = result {
+            // Undo the renamed files so no half batch stays visible.
+            for p in &written {
+                let _ = std::fs::remove_file(p);
             }
+            Counters::add(&counters.commit_failures, 1);
+            let reason = format!("commit of {date} failed: {e:#}");
+            error!(%date, frames = idx.len(), error = format!("{e:#}"), "commit failed; frames not acked, agents will resend");
+            idx.iter().for_each(|&i| ok[i] = Err(reason.clone()));
         }
     }
     ok
@@ -168,15 +201,10 @@ fn admit(buf: &mut Buffer, index: &DedupIndex, counters: &Counters, m: StoreMsg)
     let snap = &s.snapshot;
     if index.contains(&snap.agent_id, snap.seq, snap.start) {
         Counters::add(&counters.frames_duplicate, 1);
-        if !s
-            .reply
-            .send(ack(&snap.agent_id, snap.seq, AckStatus::Duplicate))
-        {
-            Counters::add(&counters.acks_undeliverable, 1);
-        }
+        let _ = s.done.send(CommitStatus::Duplicate);
     } else if buf.keys.contains(&snap.agent_id, snap.seq, snap.start) {
         buf.waiting
-            .push((s.reply, snap.agent_id.clone(), snap.seq, snap.start));
+            .push((s.done, snap.agent_id.clone(), snap.seq, snap.start));
     } else {
         buf.keys
             .insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
@@ -214,31 +242,38 @@ async fn commit(
     .await;
     crate::telemetry::COMMIT_DURATION.record(started.elapsed().as_secs_f64() * 1000.0, &[]);
     let Ok((subs, ok)) = joined else {
+        // The submissions' senders are dropped with the task: their receivers see no outcome.
         error!("commit task panicked; frames not acked");
+        for (done, ..) in waiting {
+            let _ = done.send(CommitStatus::Failed("commit task panicked".into()));
+        }
+        answer(barriers);
         return;
     };
-    for (s, committed) in subs.into_iter().zip(ok) {
-        if committed {
-            index.insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
-            Counters::add(&counters.frames_committed, 1);
-            if !s.reply.send(ack(
-                &s.snapshot.agent_id,
-                s.snapshot.seq,
-                AckStatus::Committed,
-            )) {
-                Counters::add(&counters.acks_undeliverable, 1);
+    for (s, outcome) in subs.into_iter().zip(ok) {
+        let status = match outcome {
+            Ok(()) => {
+                index.insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
+                Counters::add(&counters.frames_committed, 1);
+                CommitStatus::Committed
             }
-        }
+            Err(reason) => CommitStatus::Failed(reason),
+        };
+        let _ = s.done.send(status);
     }
-    for (reply, agent_id, seq, start) in waiting {
-        // Only a duplicate of a window that is now committed may be acked; if the original's
-        // commit failed, the duplicate gets no ack either and is resent.
-        if index.contains(&agent_id, seq, start) {
+    for (done, agent_id, seq, start) in waiting {
+        // Only a duplicate of a window that is now committed is a duplicate; if the original's
+        // commit failed, so does the duplicate (and it is resent).
+        let status = if index.contains(&agent_id, seq, start) {
             Counters::add(&counters.frames_duplicate, 1);
-            if !reply.send(ack(&agent_id, seq, AckStatus::Duplicate)) {
-                Counters::add(&counters.acks_undeliverable, 1);
-            }
-        }
+            CommitStatus::Duplicate
+        } else {
+            CommitStatus::Failed("the commit of the original failed".into())
+        };
+        let _ = done.send(status);
     }
     answer(barriers);
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

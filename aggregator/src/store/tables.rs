@@ -1,5 +1,5 @@
-//! Arrow record batches for the three tables of the store (column names are a contract,
-//! documented in README.md "Store layout"):
+//! Arrow record batches for the three tables of the store (names and types from [`schema`],
+//! a contract documented in README.md "Store layout"):
 //!
 //! - `series`: one row per downsampled point — `agent_id`, `window_start`, `metric`, `ts`,
 //!   `value` (timestamps: UTC millisecond timestamps).
@@ -11,15 +11,16 @@
 //!   them (read with schema unification, see README).
 //! - `processes`: top-N process records per window.
 
+use crate::store::schema::{self, STAT_NAMES};
 use crate::store::Submission;
 use arrow::array::{
     ArrayRef, Float64Builder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder,
     UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use fleetset_proto::{Encoding, Snapshot, WindowStats};
+use fleetset_proto::{Snapshot, WindowStats};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -31,19 +32,8 @@ pub fn column<'a, T: arrow::array::Array + 'static>(
     b.column_by_name(name)?.as_any().downcast_ref::<T>()
 }
 
-/// Names of the seven statistics columns per metric, in column order.
-pub const STAT_NAMES: [&str; 7] = ["count", "min", "max", "mean", "std", "first", "last"];
-
-fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-}
-
 fn ts_builder(capacity: usize) -> TimestampMillisecondBuilder {
     TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC")
-}
-
-fn field(name: &str, dt: DataType, nullable: bool) -> Field {
-    Field::new(name, dt, nullable)
 }
 
 /// The `series` batch of `subs` (long format, one row per point).
@@ -67,13 +57,7 @@ pub fn series_batch(subs: &[&Submission]) -> Result<RecordBatch, ArrowError> {
             }
         }
     }
-    let schema = Schema::new(vec![
-        field("agent_id", DataType::Utf8, false),
-        field("window_start", ts_type(), false),
-        field("metric", DataType::Utf8, false),
-        field("ts", ts_type(), false),
-        field("value", DataType::Float64, false),
-    ]);
+    let schema = schema::series_schema();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(agent.finish()),
         Arc::new(wstart.finish()),
@@ -122,18 +106,7 @@ pub fn processes_batch(subs: &[&Submission]) -> Result<Option<RecordBatch>, Arro
         write.append_value(p.disk_write_bytes);
         name.append_option((!p.name.is_empty()).then_some(p.name.as_str()));
     }
-    let schema = Schema::new(vec![
-        field("agent_id", DataType::Utf8, false),
-        field("window_start", ts_type(), false),
-        field("pid", DataType::UInt32, false),
-        field("name_hash", DataType::Utf8, false),
-        field("rss_bytes", DataType::UInt64, false),
-        field("virtual_memory_bytes", DataType::UInt64, false),
-        field("cpu_percent", DataType::Float64, false),
-        field("disk_read_bytes", DataType::UInt64, false),
-        field("disk_write_bytes", DataType::UInt64, false),
-        field("name", DataType::Utf8, true),
-    ]);
+    let schema = schema::processes_schema();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(agent.finish()),
         Arc::new(wstart.finish()),
@@ -147,14 +120,6 @@ pub fn processes_batch(subs: &[&Submission]) -> Result<Option<RecordBatch>, Arro
         Arc::new(name.finish()),
     ];
     RecordBatch::try_new(Arc::new(schema), cols).map(Some)
-}
-
-fn encoding_name(e: i32) -> &'static str {
-    match Encoding::try_from(e) {
-        Ok(Encoding::Msgpack) => "msgpack",
-        Ok(Encoding::Protobuf) => "protobuf",
-        _ => "unknown",
-    }
 }
 
 /// Statistic `i` (in [`STAT_NAMES`] order) of `st`; `None` for an undefined `std` (count < 2),
@@ -185,12 +150,6 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
         .flat_map(|s| s.snapshot.stats.keys().map(String::as_str))
         .collect();
 
-    let mut fields = Vec::new();
-    let mut cols: Vec<ArrayRef> = Vec::new();
-    let mut push = |f: Field, a: ArrayRef| {
-        fields.push(f);
-        cols.push(a);
-    };
     let strings = |get: &dyn Fn(&Snapshot) -> Option<&str>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(n, n * 16);
         subs.iter().for_each(|s| b.append_option(get(&s.snapshot)));
@@ -209,87 +168,58 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
         Arc::new(b.finish())
     };
 
-    push(
-        field("agent_id", DataType::Utf8, false),
+    // In the order of `schema::windows_fixed_fields`.
+    let mut cols: Vec<ArrayRef> = vec![
         strings(&|s| Some(&s.agent_id)),
-    );
-    push(
-        field("seq", DataType::UInt64, false),
         u64s(&|s| s.snapshot.seq),
-    );
-    push(
-        field("window_start", ts_type(), false),
         stamps(&|s| s.start),
-    );
-    push(field("window_end", ts_type(), false), stamps(&|s| s.end));
-    push(
-        field("received_at", ts_type(), false),
+        stamps(&|s| s.end),
         stamps(&|_| received_at_ms),
-    );
-    push(field("encoding", DataType::Utf8, false), {
-        let mut b = StringBuilder::new();
-        subs.iter()
-            .for_each(|s| b.append_value(encoding_name(s.header.encoding)));
-        Arc::new(b.finish())
-    });
-    push(field("payload_sha256", DataType::Utf8, false), {
-        let mut b = StringBuilder::new();
-        subs.iter()
-            .for_each(|s| b.append_value(hex::encode(&s.header.payload_sha256)));
-        Arc::new(b.finish())
-    });
-    push(
-        field("sample_interval_ms", DataType::UInt64, false),
+        {
+            let mut b = StringBuilder::new();
+            subs.iter()
+                .for_each(|s| b.append_value(schema::encoding_name(s.header.encoding)));
+            Arc::new(b.finish())
+        },
+        {
+            let mut b = StringBuilder::new();
+            subs.iter()
+                .for_each(|s| b.append_value(hex::encode(&s.header.payload_sha256)));
+            Arc::new(b.finish())
+        },
         u64s(&|s| s.snapshot.sample_interval_ms),
-    );
-    push(
-        field("hostname", DataType::Utf8, false),
         strings(&|s| Some(&s.host.hostname)),
-    );
-    push(
-        field("os", DataType::Utf8, false),
         strings(&|s| Some(&s.host.os)),
-    );
-    push(
-        field("kernel", DataType::Utf8, false),
         strings(&|s| Some(&s.host.kernel)),
-    );
-    push(field("cpu_count", DataType::UInt32, false), {
         Arc::new(
             subs.iter()
                 .map(|s| s.snapshot.host.cpu_count)
                 .collect::<arrow::array::UInt32Array>(),
-        )
-    });
-    push(
-        field("memory_total_mb", DataType::UInt64, false),
+        ),
         u64s(&|s| s.snapshot.host.memory_total_mb),
-    );
-    push(
-        field("agent_version", DataType::Utf8, false),
         strings(&|s| Some(&s.host.agent_version)),
-    );
+    ];
+    let mut fields: Vec<Field> = schema::windows_fixed_fields();
+    debug_assert_eq!(fields.len(), cols.len());
     for key in &labels {
-        push(
-            field(&format!("label_{key}"), DataType::Utf8, true),
-            strings(&|s| s.host.labels.get(*key).map(String::as_str)),
-        );
+        fields.push(schema::label_field(key));
+        cols.push(strings(&|s| s.host.labels.get(*key).map(String::as_str)));
     }
     for metric in &metrics {
-        for (i, stat_name) in STAT_NAMES.iter().enumerate() {
-            let name = format!("{metric}__{stat_name}");
+        for i in 0..STAT_NAMES.len() {
+            fields.push(schema::stat_field(metric, i));
             if i == 0 {
                 let a: arrow::array::UInt64Array = subs
                     .iter()
                     .map(|s| s.snapshot.stats.get(*metric).map(|st| st.count))
                     .collect();
-                push(field(&name, DataType::UInt64, true), Arc::new(a));
+                cols.push(Arc::new(a));
             } else {
                 let mut b = Float64Builder::with_capacity(n);
                 subs.iter().for_each(|s| {
                     b.append_option(s.snapshot.stats.get(*metric).and_then(|st| stat(st, i)))
                 });
-                push(field(&name, DataType::Float64, true), Arc::new(b.finish()));
+                cols.push(Arc::new(b.finish()));
             }
         }
     }

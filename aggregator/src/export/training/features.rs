@@ -12,8 +12,8 @@
 //!   start of this one (0 when contiguous, null for the agent's first window).
 
 use super::Rows;
-use crate::export::scan::{column, stat_column_metric};
-use crate::store::tables::STAT_NAMES;
+use crate::store::reader::column;
+use crate::store::schema::{self, STAT_NAMES};
 use anyhow::Result;
 use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::DataType;
@@ -66,7 +66,7 @@ pub fn metrics_of(windows: &RecordBatch, selected: &[String]) -> Vec<String> {
         .schema_ref()
         .fields()
         .iter()
-        .filter_map(|f| stat_column_metric(f.name()))
+        .filter_map(|f| schema::parse_stat_column(f.name()).map(|(m, _)| m))
         .collect();
     all.into_iter()
         .filter(|m| selected.is_empty() || selected.iter().any(|s| s == m))
@@ -144,11 +144,11 @@ impl Trends {
             .map(|(i, m)| (m.as_str(), i))
             .collect();
         let (Some(agent), Some(wstart), Some(metric), Some(ts), Some(value)) = (
-            column::<StringArray>(b, "agent_id"),
-            column::<TimestampMillisecondArray>(b, "window_start"),
-            column::<StringArray>(b, "metric"),
-            column::<TimestampMillisecondArray>(b, "ts"),
-            column::<Float64Array>(b, "value"),
+            column::<StringArray>(b, schema::AGENT_ID),
+            column::<TimestampMillisecondArray>(b, schema::WINDOW_START),
+            column::<StringArray>(b, schema::METRIC),
+            column::<TimestampMillisecondArray>(b, schema::TS),
+            column::<Float64Array>(b, schema::VALUE),
         ) else {
             anyhow::bail!("a series file lacks agent_id, window_start, metric, ts or value");
         };
@@ -229,7 +229,10 @@ pub fn build(rows: &Rows, metrics: &[String], trends: &Trends, lags: usize) -> V
             });
         }
     }
-    for (name, unit) in [("cpu_count", "count"), ("memory_total_mb", "MB")] {
+    for (name, unit) in [
+        (schema::CPU_COUNT, "count"),
+        (schema::MEMORY_TOTAL_MB, "MB"),
+    ] {
         out.push(Feature {
             name: name.into(),
             unit: unit.into(),
@@ -301,9 +304,9 @@ mod tests {
     fn trends_are_least_squares_slopes_per_window_and_metric_in_units_per_minute() {
         let w = 300_000i64;
         let (rows, _) = Rows::new(batch(vec![
-            ("agent_id", strings(vec!["b", "a", "a"])),
-            ("window_start", ts(vec![0, w, 0])),
-            ("window_end", ts(vec![w, 2 * w, w])),
+            (schema::AGENT_ID, strings(vec!["b", "a", "a"])),
+            (schema::WINDOW_START, ts(vec![0, w, 0])),
+            (schema::WINDOW_END, ts(vec![w, 2 * w, w])),
         ]))
         .unwrap();
         // Agent a, window 0: cpu rises 2 per minute (points at 0, 1, 2, 4 min), mem is flat;
@@ -323,12 +326,12 @@ mod tests {
             ("c", 0, "cpu", 0, 1.0),
         ];
         let series = batch(vec![
-            ("agent_id", strings(pts.iter().map(|p| p.0).collect())),
-            ("window_start", ts(pts.iter().map(|p| p.1).collect())),
-            ("metric", strings(pts.iter().map(|p| p.2).collect())),
-            ("ts", ts(pts.iter().map(|p| p.3).collect())),
+            (schema::AGENT_ID, strings(pts.iter().map(|p| p.0).collect())),
+            (schema::WINDOW_START, ts(pts.iter().map(|p| p.1).collect())),
+            (schema::METRIC, strings(pts.iter().map(|p| p.2).collect())),
+            (schema::TS, ts(pts.iter().map(|p| p.3).collect())),
             (
-                "value",
+                schema::VALUE,
                 Arc::new(Float64Array::from(
                     pts.iter().map(|p| p.4).collect::<Vec<_>>(),
                 )),

@@ -13,7 +13,8 @@ use super::features::Feature;
 use super::labels::LabelRule;
 use super::validate::Report;
 use crate::export::anonymize::Anonymizer;
-use crate::export::Selection;
+use crate::export::Query;
+use crate::store::schema;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
@@ -101,7 +102,7 @@ pub struct RowCounts {
 /// Everything the manifest records.
 pub struct Manifest<'a, I: Iterator<Item = &'a PathBuf>> {
     /// The rows selected.
-    pub selection: &'a Selection,
+    pub selection: &'a Query,
     /// The label rule.
     pub rule: &'a LabelRule,
     /// The validation report.
@@ -156,11 +157,11 @@ impl<'a, I: Iterator<Item = &'a PathBuf>> Manifest<'a, I> {
             })
             .collect();
         let mut columns = vec![
-            json!({"name": "agent_id", "meaning": "agent id (salted hash when anonymized)"}),
-            json!({"name": "window_start", "unit": "timestamp ms UTC"}),
-            json!({"name": "window_end", "unit": "timestamp ms UTC (exclusive)"}),
-            json!({"name": "seq", "meaning": "the agent's frame sequence number (lineage)"}),
-            json!({"name": "payload_sha256", "meaning": "SHA-256 of the frame payload the row came from (lineage)"}),
+            json!({"name": schema::AGENT_ID, "meaning": "agent id (salted hash when anonymized)"}),
+            json!({"name": schema::WINDOW_START, "unit": "timestamp ms UTC"}),
+            json!({"name": schema::WINDOW_END, "unit": "timestamp ms UTC (exclusive)"}),
+            json!({"name": schema::SEQ, "meaning": "the agent's frame sequence number (lineage)"}),
+            json!({"name": schema::PAYLOAD_SHA256, "meaning": "SHA-256 of the frame payload the row came from (lineage)"}),
             json!({"name": "label_<key>", "meaning": "operator labels of the agent"}),
         ];
         columns.extend(
@@ -207,7 +208,7 @@ impl<'a, I: Iterator<Item = &'a PathBuf>> Manifest<'a, I> {
             "anonymization": match self.anonymized {
                 Some(a) => json!({
                     "enabled": true,
-                    "hashed_columns": ["agent_id", "shard agent directory names"],
+                    "hashed_columns": [schema::AGENT_ID, "shard agent directory names"],
                     "hash": "HMAC-SHA256(salt, value), first 64 bits, hex; the salt is not in this export",
                     "paths_stripped": true,
                     "generalize_time": a.grain,

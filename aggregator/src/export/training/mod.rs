@@ -20,8 +20,9 @@ pub mod split;
 pub mod validate;
 
 use super::anonymize::Anonymizer;
-use super::scan::{column, read_all, Scan};
-use super::{prepare_output, ExportFlags, Selection, Table};
+use super::{prepare_output, ExportFlags, Query, Table};
+use crate::store::reader::{column, Scan};
+use crate::store::schema;
 use anyhow::{bail, Context, Result};
 use arrow::array::{BooleanArray, Float64Array, StringArray, TimestampMillisecondArray};
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
@@ -110,10 +111,14 @@ impl Rows {
                 options: None,
             })
         };
-        let order = lexsort_to_indices(&[sort("agent_id")?, sort("window_start")?], None)?;
+        let order = lexsort_to_indices(
+            &[sort(schema::AGENT_ID)?, sort(schema::WINDOW_START)?],
+            None,
+        )?;
         let sorted = take_record_batch(&batch, &order)?;
-        let agents = column::<StringArray>(&sorted, "agent_id").context("agent_id is not text")?;
-        let starts = column::<TimestampMillisecondArray>(&sorted, "window_start")
+        let agents =
+            column::<StringArray>(&sorted, schema::AGENT_ID).context("agent_id is not text")?;
+        let starts = column::<TimestampMillisecondArray>(&sorted, schema::WINDOW_START)
             .context("window_start is not a timestamp")?;
         let keep: BooleanArray = (0..sorted.num_rows())
             .map(|i| {
@@ -126,8 +131,8 @@ impl Rows {
             .collect();
         let duplicates = sorted.num_rows() - keep.true_count();
         let batch = arrow::compute::filter_record_batch(&sorted, &keep)?;
-        let agent: Vec<String> = column::<StringArray>(&batch, "agent_id")
-            .context("agent_id")?
+        let agent: Vec<String> = column::<StringArray>(&batch, schema::AGENT_ID)
+            .context(schema::AGENT_ID)?
             .iter()
             .map(|a| a.unwrap_or_default().to_string())
             .collect();
@@ -137,7 +142,7 @@ impl Rows {
                 .values()
                 .to_vec())
         };
-        let (start, end) = (ts("window_start")?, ts("window_end")?);
+        let (start, end) = (ts(schema::WINDOW_START)?, ts(schema::WINDOW_END)?);
         let mut groups: HashMap<String, Range<usize>> = HashMap::new();
         for (i, a) in agent.iter().enumerate() {
             groups.entry(a.clone()).or_insert(i..i).end = i + 1;
@@ -181,7 +186,7 @@ impl Rows {
 }
 
 /// Runs `export --training`.
-pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>) -> Result<()> {
+pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) -> Result<()> {
     let t = &flags.train;
     if !(0.0..=1.0).contains(&t.split) {
         bail!("--split {} is not between 0 and 1", t.split);
@@ -190,11 +195,12 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
     prepare_output(&flags.output, flags.overwrite)?;
     let started = std::time::Instant::now();
     // Statistics columns of every metric: the label rule may read one that is not a feature.
-    let all_metrics = Selection {
+    let all_metrics = Query {
         metrics: Vec::new(),
         ..selection.clone()
     };
-    let (windows_scan, batch) = read_all(&flags.data_dir, Table::Windows, &all_metrics)?;
+    let windows_scan = Scan::open(&flags.data_dir, Table::Windows, &all_metrics)?;
+    let batch = windows_scan.read_all()?;
     let Some(batch) = batch else {
         bail!(
             "no windows in {} match the selection; nothing to train on",
@@ -224,7 +230,7 @@ pub fn run(flags: &ExportFlags, selection: &Selection, anon: Option<&Anonymizer>
         }
     }
     let mut trends = features::Trends::new(rows.agent.len(), metrics.len());
-    let series_selection = Selection {
+    let series_selection = Query {
         metrics: metrics.clone(),
         ..selection.clone()
     };

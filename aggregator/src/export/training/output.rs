@@ -2,9 +2,10 @@
 //! per-site and per-agent shards, and the Parquet files with the entries `manifest.json` lists.
 
 use super::super::anonymize::Anonymizer;
-use super::super::scan::column;
 use super::{features, manifest, Rows};
 use crate::store::files::writer_properties;
+use crate::store::reader::column;
+use crate::store::schema;
 use anyhow::{Context, Result};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, StringArray,
@@ -32,16 +33,16 @@ pub(super) fn output_table(
     let mut cols: Vec<ArrayRef> = Vec::new();
     let schema = rows.batch.schema();
     let identity = [
-        "agent_id",
-        "window_start",
-        "window_end",
-        "seq",
-        "payload_sha256",
+        schema::AGENT_ID,
+        schema::WINDOW_START,
+        schema::WINDOW_END,
+        schema::SEQ,
+        schema::PAYLOAD_SHA256,
     ];
     let operator_labels = schema
         .fields()
         .iter()
-        .filter(|f| f.name().starts_with("label_"))
+        .filter(|f| schema::label_key(f.name()).is_some())
         .map(|f| f.name().as_str());
     for name in identity.into_iter().chain(operator_labels) {
         if let Some(c) = rows.batch.column_by_name(name) {
@@ -89,9 +90,9 @@ pub(super) fn output_table(
 
 /// `ks` ordered by (window_start, agent_id) of `table`.
 pub(super) fn time_order(table: &RecordBatch, ks: &[usize]) -> Result<Vec<usize>> {
-    let starts =
-        column::<TimestampMillisecondArray>(table, "window_start").context("window_start")?;
-    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
+    let starts = column::<TimestampMillisecondArray>(table, schema::WINDOW_START)
+        .context(schema::WINDOW_START)?;
+    let agents = column::<StringArray>(table, schema::AGENT_ID).context(schema::AGENT_ID)?;
     let mut out = ks.to_vec();
     out.sort_by(|a, b| {
         (starts.value(*a), agents.value(*a)).cmp(&(starts.value(*b), agents.value(*b)))
@@ -122,8 +123,8 @@ pub(super) type ShardMap = BTreeMap<(String, String), (Vec<usize>, Vec<usize>)>;
 
 /// Train and test rows per (site, agent) in time order (agent ids as in `table`).
 pub(super) fn shards(table: &RecordBatch, train: &[usize], test: &[usize]) -> Result<ShardMap> {
-    let agents = column::<StringArray>(table, "agent_id").context("agent_id")?;
-    let sites = column::<StringArray>(table, "label_site");
+    let agents = column::<StringArray>(table, schema::AGENT_ID).context(schema::AGENT_ID)?;
+    let sites = column::<StringArray>(table, &schema::label_column("site"));
     let key = |k: usize| {
         let site = sites
             .filter(|s| s.is_valid(k))

@@ -12,12 +12,18 @@
 
 use super::features::{numbers, Feature};
 use super::Rows;
+use crate::store::schema;
 use arrow::array::{Array, Float64Array};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Columns every training set needs from the store.
-pub const REQUIRED_COLUMNS: [&str; 4] = ["agent_id", "seq", "window_start", "window_end"];
+pub const REQUIRED_COLUMNS: [&str; 4] = [
+    schema::AGENT_ID,
+    schema::SEQ,
+    schema::WINDOW_START,
+    schema::WINDOW_END,
+];
 
 /// Fewer labelled rows than this is a warning (seed 001 asks ≥ 10,000 for its model; windows
 /// are coarser, so fleetset warns below 100).

@@ -1,0 +1,145 @@
+//! Agents the tests run: `fleetset-agent run` on the synthetic source, `fleetset-agent replay`
+//! of a CSV, the CSV itself, the agent's status counters and the frames it logged as acked.
+
+use crate::process::{bin, Proc};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// One `frame acked` line of an agent log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Acked {
+    /// Frame seq.
+    pub seq: u64,
+    /// Window start, Unix ms.
+    pub window_start: i64,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[start..].split_whitespace().next()
+}
+
+/// The frames an agent logged as acked (COMMITTED or DUPLICATE), in log order.
+pub fn acked_frames(log: &str) -> Vec<Acked> {
+    log.lines()
+        .filter(|l| l.contains("frame acked"))
+        .filter_map(|l| {
+            Some(Acked {
+                seq: field(l, "seq")?.parse().ok()?,
+                window_start: field(l, "window_start")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Counters of the agent using `state_dir`, from its status file (`None` before the first write).
+pub fn agent_counters(state_dir: &Path) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("status.json")).ok()?).ok()?;
+    Some(v["counters"].clone())
+}
+
+/// Writes a CSV `timestamp,cpu,mem` with `windows` windows of `window_s` seconds starting at
+/// `start_s` (Unix s), `rows_per_window` rows each; values are a pure function of the row.
+pub fn write_csv(
+    path: &Path,
+    start_s: i64,
+    windows: usize,
+    window_s: i64,
+    rows_per_window: usize,
+) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "timestamp,cpu,mem")?;
+    let step = window_s / rows_per_window as i64;
+    for w in 0..windows as i64 {
+        for r in 0..rows_per_window as i64 {
+            let t = start_s + w * window_s + r * step;
+            writeln!(f, "{t},{},{}", (t % 97) as f64 * 0.5, 1000 + (t % 13))?;
+        }
+    }
+    Ok(())
+}
+
+/// A `fleetset-agent run` on the deterministic synthetic source (50 ms samples, `window`
+/// windows, label `site=<site>`), state in `dir/<id>`, log in `dir/<id>.log`.
+pub fn synthetic_agent(dir: &Path, id: &str, site: &str, endpoint: &str, window: &str) -> Proc {
+    let label = format!("site={site}");
+    synthetic_agent_with(
+        dir,
+        id,
+        (window, "50ms"),
+        &["--aggregator", endpoint, "--label", &label],
+    )
+}
+
+/// `fleetset-agent run` on the synthetic source as `--agent-id id`, with state in `dir/<id>`,
+/// `--window` and `--sample-interval` from `(window, sample)`, then `extra`; stderr in
+/// `dir/<id>.log`.
+pub fn synthetic_agent_with(
+    dir: &Path,
+    id: &str,
+    (window, sample): (&str, &str),
+    extra: &[&str],
+) -> Proc {
+    let state = dir.join(id);
+    let mut args = vec![
+        "run",
+        "--agent-id",
+        id,
+        "--state-dir",
+        state.to_str().unwrap_or_default(),
+        "--source",
+        "synthetic",
+        "--window",
+        window,
+        "--sample-interval",
+        sample,
+    ];
+    args.extend_from_slice(extra);
+    agent(dir, id, &args)
+}
+
+/// A `fleetset-agent` process with `args`, stderr in `dir/<log>.log`.
+pub fn agent(dir: &Path, log: &str, args: &[&str]) -> Proc {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    Proc::spawn(
+        &bin("fleetset-agent"),
+        &args,
+        dir.join(format!("{log}.log")),
+    )
+    .expect("spawn fleetset-agent")
+}
+
+/// A `fleetset-agent replay` of `csv` as `agent_id` into the ZeroMQ `endpoint` with `window`
+/// windows and the `extra` flags; state in `dir/<agent_id>`, log in `dir/<agent_id>.log`.
+pub fn replay_agent(
+    dir: &Path,
+    csv: &Path,
+    agent_id: &str,
+    endpoint: &str,
+    window: &str,
+    extra: &[&str],
+) -> Proc {
+    let state = dir.join(agent_id);
+    let mut args = vec![
+        "replay",
+        csv.to_str().unwrap_or_default(),
+        "--agent-id",
+        agent_id,
+        "--state-dir",
+        state.to_str().unwrap_or_default(),
+        "--aggregator",
+        endpoint,
+        "--window",
+        window,
+    ];
+    args.extend_from_slice(extra);
+    agent(dir, agent_id, &args)
+}
+
+/// `tests/data/nab`: the Numenta Anomaly Benchmark files the tests replay (a subset of NAB's
+/// `data/`, unmodified, MIT; see its README.md), found from this crate's manifest directory.
+pub fn nab_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/nab")
+}
