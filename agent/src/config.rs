@@ -185,6 +185,11 @@ pub struct RunFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    /// Append delivery events (framed, spooled, sent, acked, dropped, link) to this file as
+    /// JSON Lines (see `fleetset_agent::events`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<PathBuf>,
 }
 
 fn labels_as_table<S: serde::Serializer>(
@@ -261,6 +266,8 @@ pub struct AgentConfig {
     pub telemetry_otlp: Option<String>,
     /// OTLP/gRPC collector that also (or, with transport otlp, only) gets each window.
     pub otlp_endpoint: Option<String>,
+    /// JSON Lines file of delivery events; `None`: none written.
+    pub events: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -294,6 +301,7 @@ impl Default for AgentConfig {
             no_metrics: false,
             telemetry_otlp: None,
             otlp_endpoint: None,
+            events: None,
         }
     }
 }
