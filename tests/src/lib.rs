@@ -8,6 +8,9 @@
 
 #![warn(missing_docs)]
 
+mod events;
+pub use events::*;
+
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, Float64Array, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
@@ -232,33 +235,6 @@ impl Aggregator {
     }
 }
 
-/// One `frame acked` line of an agent log.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Acked {
-    /// Frame seq.
-    pub seq: u64,
-    /// Window start, Unix ms.
-    pub window_start: i64,
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    line[start..].split_whitespace().next()
-}
-
-/// The frames an agent logged as acked (COMMITTED or DUPLICATE), in log order.
-pub fn acked_frames(log: &str) -> Vec<Acked> {
-    log.lines()
-        .filter(|l| l.contains("frame acked"))
-        .filter_map(|l| {
-            Some(Acked {
-                seq: field(l, "seq")?.parse().ok()?,
-                window_start: field(l, "window_start")?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
 /// Every record batch of one table (`series`, `windows`, `processes`) under `data_dir`;
 /// fails on any unreadable file.
 pub fn read_table(data_dir: &Path, table: &str) -> Result<Vec<RecordBatch>> {
@@ -439,15 +415,13 @@ pub fn synthetic_agent_with(
     agent(dir, id, &args)
 }
 
-/// A `fleetset-agent` process with `args`, stderr in `dir/<log>.log`.
+/// A `fleetset-agent` process with `args` (a `run` or `replay` command line), stderr in
+/// `dir/<log>.log`, delivery events in `dir/<log>.events.jsonl` ([`Proc::events`]).
 pub fn agent(dir: &Path, log: &str, args: &[&str]) -> Proc {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Proc::spawn(
-        &bin("fleetset-agent"),
-        &args,
-        dir.join(format!("{log}.log")),
-    )
-    .expect("spawn fleetset-agent")
+    let log = dir.join(format!("{log}.log"));
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["--events".into(), events_path(&log).display().to_string()]);
+    Proc::spawn(&bin("fleetset-agent"), &args, log).expect("spawn fleetset-agent")
 }
 
 /// Runs the Python script `tests/python/<name>` with `args` in the test virtualenv; fails the

@@ -139,6 +139,7 @@ impl OtlpWindows {
             );
         }
         Counters::add(&counters.otlp_wal_torn, torn as u64);
+        Counters::add(&counters.otlp_wal_replayed, lines as u64);
         Ok(OtlpWindows {
             cfg,
             state: Mutex::new(state),
