@@ -363,3 +363,369 @@ fn drop_link<L>(
         p.queue.push_front(f);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The send loop over an in-memory link, on tokio's paused clock: timeouts and backoffs
+    //! pass instantly and deterministically.
+    use super::*;
+    use crate::spool::{FsyncPolicy, Spool};
+    use fleetset_proto::{seal, SealOptions, Snapshot};
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// What the fake aggregator does with a frame.
+    #[derive(Debug, Clone, Copy)]
+    enum Reply {
+        Ack(AckStatus),
+        /// Never answers.
+        Silent,
+        /// The link fails (the next receive errs).
+        Fail,
+    }
+
+    type Policy = Box<dyn FnMut(usize, u64) -> Reply + Send>;
+
+    /// The fake network: connect attempts, frames sent per link, the aggregator's behaviour.
+    struct Net {
+        fail_connects: usize,
+        attempts: Vec<Instant>,
+        links: usize,
+        /// (link number from 0, seq) in send order.
+        sent: Vec<(usize, u64)>,
+        policy: Policy,
+    }
+
+    type SharedNet = Arc<Mutex<Net>>;
+
+    struct FakeConnector(SharedNet);
+
+    struct FakeLink {
+        id: usize,
+        net: SharedNet,
+        replies: VecDeque<Result<pb::Ack, LinkError>>,
+    }
+
+    impl Connect for FakeConnector {
+        type Link = FakeLink;
+        fn connect(&mut self) -> impl Future<Output = Result<FakeLink, LinkError>> + Send {
+            let net = self.0.clone();
+            async move {
+                let mut n = net.lock().unwrap();
+                n.attempts.push(Instant::now());
+                if n.fail_connects > 0 {
+                    n.fail_connects -= 1;
+                    return Err(LinkError::Grpc("connection refused".into()));
+                }
+                n.links += 1;
+                Ok(FakeLink {
+                    id: n.links - 1,
+                    net: net.clone(),
+                    replies: VecDeque::new(),
+                })
+            }
+        }
+    }
+
+    impl FrameLink for FakeLink {
+        fn send(
+            &mut self,
+            frame: &pb::Frame,
+        ) -> impl Future<Output = Result<(), LinkError>> + Send {
+            let seq = frame.header.as_ref().map_or(0, |h| h.seq);
+            let mut n = self.net.lock().unwrap();
+            n.sent.push((self.id, seq));
+            match (n.policy)(self.id, seq) {
+                Reply::Ack(status) => self.replies.push_back(Ok(pb::Ack {
+                    agent_id: "a".into(),
+                    seq,
+                    status: status as i32,
+                    reason: if status == AckStatus::Rejected {
+                        pb::RejectReason::ChecksumMismatch as i32
+                    } else {
+                        0
+                    },
+                    ..Default::default()
+                })),
+                Reply::Silent => {}
+                Reply::Fail => self.replies.push_back(Err(LinkError::Closed)),
+            }
+            std::future::ready(Ok(()))
+        }
+        fn recv(&mut self) -> impl Future<Output = Result<pb::Ack, LinkError>> + Send {
+            let next = self.replies.pop_front();
+            async move {
+                match next {
+                    Some(r) => r,
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    struct Run {
+        net: SharedNet,
+        counters: Arc<Counters>,
+        dir: PathBuf,
+        started: Instant,
+        finished: Instant,
+    }
+
+    impl Run {
+        fn sent_on(&self, link: usize) -> Vec<u64> {
+            let n = self.net.lock().unwrap();
+            n.sent
+                .iter()
+                .filter(|(l, _)| *l == link)
+                .map(|(_, s)| *s)
+                .collect()
+        }
+        fn count(&self, c: &std::sync::atomic::AtomicU64) -> u64 {
+            c.load(Relaxed)
+        }
+        fn events(&self) -> Vec<serde_json::Value> {
+            std::fs::read_to_string(self.dir.join("events.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    impl Drop for Run {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn frame(seq: u64) -> pb::Frame {
+        let s = Snapshot {
+            agent_id: "a".into(),
+            seq,
+            start: seq as i64 * 60_000,
+            end: seq as i64 * 60_000 + 60_000,
+            ..Default::default()
+        };
+        let opts = SealOptions {
+            encoding: fleetset_proto::Encoding::Msgpack,
+            ..Default::default()
+        };
+        seal(&s, &opts).unwrap()
+    }
+
+    /// Spools frames 1..=n, runs the send loop over the fake net until every frame is acked
+    /// (the frame channel is closed from the start), at most an hour of virtual time.
+    async fn run_fake(
+        tag: &str,
+        n: u64,
+        max_in_flight: usize,
+        fail_connects: usize,
+        policy: Policy,
+    ) -> Run {
+        let dir =
+            std::env::temp_dir().join(format!("fleetset-sender-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let counters = Arc::new(Counters::default());
+        std::fs::create_dir_all(&dir).unwrap();
+        let events = EventLog::open(Some(&dir.join("events.jsonl"))).unwrap();
+        let mut spool = Spool::open(
+            &dir.join("spool"),
+            1 << 20,
+            FsyncPolicy::Never,
+            counters.clone(),
+            events.clone(),
+        )
+        .unwrap();
+        for seq in 1..=n {
+            spool.push(seq, seq as i64 * 60_000, &frame(seq)).unwrap();
+        }
+        let pending = spool.pending();
+        let spool = Arc::new(Mutex::new(spool));
+        let net = Arc::new(Mutex::new(Net {
+            fail_connects,
+            attempts: Vec::new(),
+            links: 0,
+            sent: Vec::new(),
+            policy,
+        }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        drop(tx);
+        let cfg = SenderConfig {
+            transport: crate::config::TransportArg::Zmq,
+            endpoint: "fake".into(),
+            agent_id: "a".into(),
+            max_in_flight,
+            ack_timeout: Duration::from_secs(1),
+            drain_timeout: None,
+        };
+        let started = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            run_over(
+                FakeConnector(net.clone()),
+                cfg,
+                spool.clone(),
+                pending,
+                rx,
+                counters.clone(),
+                events,
+            ),
+        )
+        .await
+        .expect("the send loop did not finish");
+        assert!(lock(&spool).is_empty(), "frames left in the spool");
+        Run {
+            net,
+            counters,
+            dir,
+            started,
+            finished: Instant::now(),
+        }
+    }
+
+    fn ack_all(status: AckStatus) -> Policy {
+        Box::new(move |_, _| Reply::Ack(status))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_timeout_recreates_the_link_and_resends_in_flight_frames_in_seq_order() {
+        // The first link acks seqs 1 and 2, then goes silent.
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, 1..=2) | (1.., _) => Reply::Ack(AckStatus::Committed),
+            _ => Reply::Silent,
+        });
+        let r = run_fake("timeout", 5, 64, 0, policy).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            r.sent_on(1),
+            [3, 4, 5],
+            "in-flight frames resent in seq order"
+        );
+        let c = &r.counters;
+        assert_eq!(r.count(&c.reconnects), 1);
+        assert_eq!(r.count(&c.frames_resent), 3);
+        assert_eq!(r.count(&c.frames_committed), 5);
+        // It waited exactly the ack timeout, then reconnected at once.
+        assert_eq!(r.finished - r.started, Duration::from_secs(1));
+        let ev = r.events();
+        let timeout: Vec<_> = ev.iter().filter(|e| e["what"] == "ack_timeout").collect();
+        assert_eq!(timeout.len(), 1, "{ev:?}");
+        assert_eq!(timeout[0]["requeued"], 3);
+        // After the timeout: 3, 4, 5 again, marked as resends.
+        let resent: Vec<_> = ev
+            .iter()
+            .skip_while(|e| e["what"] != "ack_timeout")
+            .filter(|e| e["event"] == "sent")
+            .map(|e| (e["seq"].as_u64().unwrap(), e["resend"] == true))
+            .collect();
+        assert_eq!(resent, [(3, true), (4, true), (5, true)]);
+        let acked: Vec<_> = ev.iter().filter(|e| e["event"] == "acked").collect();
+        assert_eq!(acked.len(), 5);
+        assert!(acked.iter().all(|e| e["status"] == "COMMITTED"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_link_failure_unacked_frames_go_first_in_seq_order() {
+        // Three in flight at most. Link 0 acks 1, is silent on 2 and 4, fails after 3.
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, 1) | (1.., _) => Reply::Ack(AckStatus::Committed),
+            (0, 3) => Reply::Fail,
+            _ => Reply::Silent,
+        });
+        let r = run_fake("fail", 6, 3, 0, policy).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3, 4]);
+        assert_eq!(r.sent_on(1), [2, 3, 4, 5, 6], "unacked first, then newer");
+        assert_eq!(
+            r.count(&r.counters.frames_resent),
+            3,
+            "2, 3 and 4 were in flight"
+        );
+        assert_eq!(r.count(&r.counters.frames_committed), 6);
+        let ev = r.events();
+        assert!(ev.iter().any(|e| e["what"] == "recv_failed"), "{ev:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_backoff_grows_with_jitter_and_is_bounded() {
+        let r = run_fake("backoff", 2, 64, 12, ack_all(AckStatus::Committed)).await;
+        let attempts = r.net.lock().unwrap().attempts.clone();
+        assert_eq!(attempts.len(), 13);
+        assert_eq!(r.count(&r.counters.reconnects), 12);
+        let mut base = Backoff::FIRST;
+        let mut prev = Duration::ZERO;
+        for w in attempts.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                gap >= base.mul_f64(0.75) && gap <= base.mul_f64(1.25) + Duration::from_millis(10),
+                "gap {gap:?} for base {base:?}"
+            );
+            if base < Backoff::MAX {
+                assert!(gap > prev, "the delay grows: {gap:?} after {prev:?}");
+            }
+            assert!(gap <= Backoff::MAX.mul_f64(1.25) + Duration::from_millis(10));
+            prev = gap;
+            base = (base * 2).min(Backoff::MAX);
+        }
+        assert_eq!(r.count(&r.counters.frames_committed), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff {
+            next: Backoff::FIRST,
+        };
+        let delays: Vec<Duration> = (0..20).map(|_| b.delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(37_500)));
+        assert!(
+            delays[19] >= Duration::from_millis(22_500),
+            "{:?}",
+            delays[19]
+        );
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(125));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_frame_is_dropped_counted_and_never_resent() {
+        // Link 0 rejects 2, acks 1, is silent on 3 and 4 (so the link is recreated).
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, 2) => Reply::Ack(AckStatus::Rejected),
+            (0, 1) | (1.., _) => Reply::Ack(AckStatus::Committed),
+            _ => Reply::Silent,
+        });
+        let r = run_fake("rejected", 4, 64, 0, policy).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3, 4]);
+        assert_eq!(r.sent_on(1), [3, 4], "the rejected frame is not resent");
+        let c = &r.counters;
+        assert_eq!(r.count(&c.frames_rejected), 1);
+        assert_eq!(r.count(&c.frames_committed), 3);
+        let kept: Vec<_> = std::fs::read_dir(r.dir.join("spool/rejected"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(kept, [format!("{:020}.frame", 2)]);
+        let ev = r.events();
+        let dropped: Vec<_> = ev.iter().filter(|e| e["event"] == "dropped").collect();
+        assert_eq!(dropped.len(), 1, "{ev:?}");
+        assert_eq!(dropped[0]["seq"], 2);
+        assert_eq!(dropped[0]["reason"], "rejected");
+        assert!(ev
+            .iter()
+            .any(|e| e["status"] == "REJECTED" && e["reason"] == "CHECKSUM_MISMATCH"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicate_counts_as_delivered() {
+        let r = run_fake("duplicate", 3, 64, 0, ack_all(AckStatus::Duplicate)).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3], "sent once each");
+        let c = &r.counters;
+        assert_eq!(r.count(&c.frames_duplicate), 3);
+        assert_eq!(r.count(&c.frames_committed), 0);
+        assert_eq!(r.count(&c.frames_rejected), 0);
+        assert_eq!(r.count(&c.reconnects), 0);
+        assert_eq!(r.finished, r.started, "nothing waited");
+    }
+}
