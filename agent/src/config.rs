@@ -177,6 +177,9 @@ pub struct AgentConfig {
     /// Operator labels, stored as `label_<k>` columns (`--label site=eu-1`, repeatable).
     #[key(map, flag = "label")]
     pub labels: BTreeMap<String, String>,
+    /// Append what the agent framed, spooled, sent, had acked and dropped to this JSON Lines file (one short line per event, about six per window; never rotated). See README "Counters and status".
+    #[key(flag = "events")]
+    pub events: Option<PathBuf>,
     /// Sampling.
     #[key(section)]
     pub collect: CollectConfig,

@@ -13,6 +13,7 @@
 pub mod collect;
 pub mod config;
 pub mod counters;
+pub mod events;
 pub mod otlp;
 pub mod pipeline;
 pub mod replay;

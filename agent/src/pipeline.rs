@@ -10,6 +10,7 @@
 
 use crate::config::AgentConfig;
 use crate::counters::Counters;
+use crate::events::{Event, EventLog};
 use crate::sender::{self, lock, SenderConfig, SharedSpool};
 use crate::spool::{Spool, Spooled};
 use crate::state::StateDir;
@@ -50,6 +51,7 @@ pub struct Pipeline {
     status: JoinHandle<()>,
     telemetry: Option<(Telemetry, CancellationToken)>,
     otlp_side: Option<mpsc::Sender<fleetset_proto::Snapshot>>,
+    events: Arc<EventLog>,
     /// The pipeline's counters.
     pub counters: Arc<Counters>,
 }
@@ -100,12 +102,13 @@ fn start_otlp_side(
 const GAUGES: [&str; 2] = ["spool_frames", "spool_bytes"];
 
 /// Own telemetry of the agent (see [`fleetset_core::telemetry`]): the counters through the SDK, a
-/// `/metrics` endpoint unless `no_metrics` (a bind failure is logged, not fatal), OTLP export
-/// with `telemetry_otlp`. `None` when both are off.
+/// `/metrics` endpoint unless `telemetry.enabled = false` (a bind failure is logged, not fatal), OTLP export
+/// with `telemetry.otlp`. `None` when both are off.
 fn start_telemetry(
     cfg: &AgentConfig,
     agent_id: &str,
     counters: &Arc<Counters>,
+    events: &EventLog,
 ) -> Result<Option<(Telemetry, CancellationToken)>> {
     if !cfg.telemetry.enabled && cfg.telemetry.otlp.is_none() {
         return Ok(None);
@@ -131,10 +134,15 @@ fn start_telemetry(
     let stop = CancellationToken::new();
     if cfg.telemetry.enabled {
         match t.serve(&cfg.telemetry.listen, stop.clone()) {
-            Ok(addr) => info!(%addr, "own telemetry on http://{addr}/metrics"),
+            Ok(addr) => {
+                info!(%addr, "own telemetry on http://{addr}/metrics");
+                events.emit(Event::Telemetry {
+                    addr: addr.to_string(),
+                });
+            }
             Err(e) => warn!(
                 error = format!("{e:#}"),
-                "no /metrics endpoint (pass --metrics-listen ADDR or --no-metrics)"
+                "no /metrics endpoint (set telemetry.listen, or telemetry.enabled = false)"
             ),
         }
     }
@@ -188,12 +196,14 @@ impl Pipeline {
             )?),
         };
         let counters = Arc::new(Counters::default());
+        let events = EventLog::open(cfg.events.as_deref())?;
         let spool_dir = cfg.spool_dir();
         let spool = Spool::open(
             &spool_dir,
             cfg.spool.max_bytes,
             cfg.spool.fsync,
             counters.clone(),
+            events.clone(),
         )?;
         let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
         let next_seq = (state.read_i64("next_seq", 1)?.max(1) as u64).max(spooled_seq + 1);
@@ -224,6 +234,7 @@ impl Pipeline {
             already_spooled,
             rx,
             counters.clone(),
+            events.clone(),
         ));
         let status = {
             let (state, agent_id, counters) = (state.clone(), agent_id.clone(), counters.clone());
@@ -242,7 +253,7 @@ impl Pipeline {
                 }
             })
         };
-        let telemetry = start_telemetry(cfg, &agent_id, &counters)?;
+        let telemetry = start_telemetry(cfg, &agent_id, &counters, &events)?;
         let otlp_side = start_otlp_side(cfg, &counters);
         info!(%agent_id, aggregator = %cfg.transport.aggregator, transport = ?cfg.transport.protocol, encoding = ?cfg.transport.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");
@@ -275,6 +286,7 @@ impl Pipeline {
             status,
             telemetry,
             otlp_side,
+            events,
             counters,
         })
     }
@@ -310,6 +322,11 @@ impl Pipeline {
         snap.host = self.host.clone();
         snap.sample_interval_ms = self.sample_interval_ms;
         let frame = seal(&snap, &self.seal).context("sealing a snapshot")?;
+        self.events.emit(Event::Framed {
+            seq: snap.seq,
+            window_start: snap.start,
+            bytes: frame.payload.len() as u64,
+        });
         if let Some(side) = &self.otlp_side {
             if side.try_send(snap.clone()).is_err() {
                 Counters::add(&self.counters.otlp_export_failures, 1);
@@ -318,6 +335,11 @@ impl Pipeline {
         lock(&self.spool)
             .push(snap.seq, snap.start, &frame)
             .context("spooling a frame")?;
+        self.events.emit(Event::Spooled {
+            seq: snap.seq,
+            window_start: snap.start,
+            bytes: prost::Message::encoded_len(&frame) as u64,
+        });
         self.state.write("next_seq", &(snap.seq + 1).to_string())?;
         self.state.write("last_window", &snap.start.to_string())?;
         self.next_seq += 1;

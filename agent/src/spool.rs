@@ -1,4 +1,4 @@
-//! The durable spool: every sealed frame is a file in `--spool-dir` before it is sent, and is
+//! The durable spool: every sealed frame is a file in `spool.dir` before it is sent, and is
 //! deleted only when the aggregator acks it (COMMITTED or DUPLICATE; a REJECTED frame is moved
 //! to `rejected/` for inspection, since resending it cannot succeed).
 //!
@@ -14,6 +14,7 @@
 //! (lowest seq) are dropped, each counted and logged with the window it loses.
 
 use crate::counters::Counters;
+use crate::events::{DropReason, Event, EventLog};
 use anyhow::{Context, Result};
 use fleetset_proto::pb;
 use fleetset_proto::{verify, VerifyOptions};
@@ -69,6 +70,7 @@ pub struct Spool {
     entries: BTreeMap<u64, Spooled>,
     total: u64,
     counters: Arc<Counters>,
+    events: Arc<EventLog>,
 }
 
 fn file_name(seq: u64) -> String {
@@ -105,12 +107,14 @@ fn load_verified(path: &Path, seq: u64) -> Result<(pb::Frame, i64)> {
 
 impl Spool {
     /// Opens (creating) the spool in `dir`: verifies every frame, quarantines bad ones, removes
-    /// leftover temporary files. Returns the spool; its frames are [`Spool::pending`].
+    /// leftover temporary files. Returns the spool; its frames are [`Spool::pending`]. Frames
+    /// dropped later (spool full) are recorded in `events`.
     pub fn open(
         dir: &Path,
         max_bytes: u64,
         fsync: FsyncPolicy,
         counters: Arc<Counters>,
+        events: Arc<EventLog>,
     ) -> Result<Spool> {
         fs::create_dir_all(dir).with_context(|| format!("creating spool dir {}", dir.display()))?;
         let mut spool = Spool {
@@ -120,6 +124,7 @@ impl Spool {
             entries: BTreeMap::new(),
             total: 0,
             counters,
+            events,
         };
         for entry in fs::read_dir(dir)?.flatten() {
             let path = entry.path();
@@ -239,6 +244,11 @@ impl Spool {
                     max_bytes = self.max_bytes,
                     "spool full: dropped the oldest frame, its window is lost"
                 );
+                self.events.emit(Event::Dropped {
+                    seq: d.seq,
+                    window_start: d.window_start,
+                    reason: DropReason::SpoolFull,
+                });
                 dropped.push(d);
             }
         }
@@ -312,7 +322,14 @@ mod tests {
     fn frames_survive_reopen_and_corrupt_ones_are_quarantined() {
         let dir = tmp("reopen");
         let c = Arc::new(Counters::default());
-        let mut s = Spool::open(&dir, 1 << 20, FsyncPolicy::Always, c.clone()).unwrap();
+        let mut s = Spool::open(
+            &dir,
+            1 << 20,
+            FsyncPolicy::Always,
+            c.clone(),
+            EventLog::disabled(),
+        )
+        .unwrap();
         for seq in 1..=4 {
             s.push(seq, seq as i64 * 1000, &frame(seq)).unwrap();
         }
@@ -332,7 +349,14 @@ mod tests {
         let n = b.len();
         b[n - 3] ^= 0x10;
         fs::write(&p4, b).unwrap();
-        let s = Spool::open(&dir, 1 << 20, FsyncPolicy::Always, c.clone()).unwrap();
+        let s = Spool::open(
+            &dir,
+            1 << 20,
+            FsyncPolicy::Always,
+            c.clone(),
+            EventLog::disabled(),
+        )
+        .unwrap();
         assert_eq!(
             s.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![1]
@@ -348,7 +372,14 @@ mod tests {
         let dir = tmp("full");
         let c = Arc::new(Counters::default());
         let one = frame(1).encode_to_vec().len() as u64;
-        let mut s = Spool::open(&dir, one * 3 + one / 2, FsyncPolicy::Never, c.clone()).unwrap();
+        let mut s = Spool::open(
+            &dir,
+            one * 3 + one / 2,
+            FsyncPolicy::Never,
+            c.clone(),
+            EventLog::disabled(),
+        )
+        .unwrap();
         let mut dropped = Vec::new();
         for seq in 1..=6 {
             dropped.extend(

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use fleetset_proto::frame::to_parts;
 use fleetset_proto::pb::{self, ingest_client::IngestClient};
 use prost::Message;
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,5 +173,51 @@ impl Link {
                 None => std::future::pending().await,
             },
         }
+    }
+}
+
+/// What the send loop needs of a link: send a frame, wait for the next ack. [`Link`] is the real
+/// one; the sender's unit tests drive an in-memory fake.
+pub trait FrameLink: Send {
+    /// Sends one frame (queued in the transport; the ack comes later).
+    fn send(&mut self, frame: &pb::Frame) -> impl Future<Output = Result<(), LinkError>> + Send;
+    /// Waits for the next ack; an error means the link is gone.
+    fn recv(&mut self) -> impl Future<Output = Result<pb::Ack, LinkError>> + Send;
+}
+
+/// Makes links; the send loop calls it for the first link and after each failure.
+pub trait Connect: Send {
+    /// The link type made.
+    type Link: FrameLink;
+    /// Opens a new link.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Link, LinkError>> + Send;
+}
+
+impl FrameLink for Link {
+    fn send(&mut self, frame: &pb::Frame) -> impl Future<Output = Result<(), LinkError>> + Send {
+        Link::send(self, frame)
+    }
+    fn recv(&mut self) -> impl Future<Output = Result<pb::Ack, LinkError>> + Send {
+        Link::recv(self)
+    }
+}
+
+/// The real [`Connect`]: [`Link::connect`] with fixed settings.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// Transport.
+    pub transport: TransportArg,
+    /// Aggregator (or OTLP collector) endpoint.
+    pub endpoint: String,
+    /// Connect timeout.
+    pub timeout: Duration,
+    /// This agent's id (the ZeroMQ identity is derived from it).
+    pub agent_id: String,
+}
+
+impl Connect for Dial {
+    type Link = Link;
+    fn connect(&mut self) -> impl Future<Output = Result<Link, LinkError>> + Send {
+        Link::connect(self.transport, &self.endpoint, self.timeout, &self.agent_id)
     }
 }

@@ -36,6 +36,8 @@ pub struct Counters {
     pub otlp_windows: AtomicU64,
     /// Torn or corrupt OTLP WAL records skipped at start.
     pub otlp_wal_torn: AtomicU64,
+    /// OTLP WAL records replayed into open windows at start.
+    pub otlp_wal_replayed: AtomicU64,
     rejected: Mutex<Vec<(RejectReason, u64)>>,
 }
 
@@ -97,6 +99,7 @@ impl Counters {
             ),
             format!("otlp_windows={}", self.otlp_windows.load(Relaxed)),
             format!("otlp_wal_torn={}", self.otlp_wal_torn.load(Relaxed)),
+            format!("otlp_wal_replayed={}", self.otlp_wal_replayed.load(Relaxed)),
         ];
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         parts.extend(r.iter().map(|(k, n)| {

@@ -264,8 +264,8 @@ impl Server {
     }
 }
 
-/// Own telemetry: the counters through the OpenTelemetry SDK, `/metrics` unless `no_metrics`,
-/// OTLP push with `telemetry_otlp`. Errors: the metrics address cannot be bound.
+/// Own telemetry: the counters through the OpenTelemetry SDK, `/metrics` unless `telemetry.enabled = false`,
+/// OTLP push with `telemetry.otlp`. Errors: the metrics address cannot be bound.
 fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,

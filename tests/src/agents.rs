@@ -1,36 +1,10 @@
 //! Agents the tests run: `fleetset-agent run` on the synthetic source, `fleetset-agent replay`
-//! of a CSV, the CSV itself, the agent's status counters and the frames it logged as acked.
+//! of a CSV, the CSV itself, the agent's status counters.
 
+use crate::events::events_path;
 use crate::process::{bin, Proc};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-
-/// One `frame acked` line of an agent log.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Acked {
-    /// Frame seq.
-    pub seq: u64,
-    /// Window start, Unix ms.
-    pub window_start: i64,
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    line[start..].split_whitespace().next()
-}
-
-/// The frames an agent logged as acked (COMMITTED or DUPLICATE), in log order.
-pub fn acked_frames(log: &str) -> Vec<Acked> {
-    log.lines()
-        .filter(|l| l.contains("frame acked"))
-        .filter_map(|l| {
-            Some(Acked {
-                seq: field(l, "seq")?.parse().ok()?,
-                window_start: field(l, "window_start")?.parse().ok()?,
-            })
-        })
-        .collect()
-}
 
 /// Counters of the agent using `state_dir`, from its status file (`None` before the first write).
 pub fn agent_counters(state_dir: &Path) -> Option<serde_json::Value> {
@@ -100,15 +74,13 @@ pub fn synthetic_agent_with(
     agent(dir, id, &args)
 }
 
-/// A `fleetset-agent` process with `args`, stderr in `dir/<log>.log`.
+/// A `fleetset-agent` process with `args` (a `run` or `replay` command line), stderr in
+/// `dir/<log>.log`, delivery events in `dir/<log>.events.jsonl` ([`Proc::events`]).
 pub fn agent(dir: &Path, log: &str, args: &[&str]) -> Proc {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Proc::spawn(
-        &bin("fleetset-agent"),
-        &args,
-        dir.join(format!("{log}.log")),
-    )
-    .expect("spawn fleetset-agent")
+    let log = dir.join(format!("{log}.log"));
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["--events".into(), events_path(&log).display().to_string()]);
+    Proc::spawn(&bin("fleetset-agent"), &args, log).expect("spawn fleetset-agent")
 }
 
 /// A `fleetset-agent replay` of `csv` as `agent_id` into the ZeroMQ `endpoint` with `window`

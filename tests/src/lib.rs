@@ -5,7 +5,8 @@
 //!
 //! By concern: [`process`] (spawning, stopping, waiting; the aggregator and `export`),
 //! [`agents`] (agent launchers, CSV input, agent counters), [`store`] (reading the store),
-//! [`python`] (the interop scripts); small shared helpers here. Everything is re-exported at
+//! [`python`] (the interop scripts), `events` (what agents and aggregators report about
+//! themselves: delivery events, status counters); small shared helpers here. Everything is re-exported at
 //! the crate root.
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`, done by
@@ -14,11 +15,13 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+mod events;
 pub mod process;
 pub mod python;
 pub mod store;
 
 pub use agents::*;
+pub use events::*;
 pub use process::*;
 pub use python::*;
 pub use store::*;

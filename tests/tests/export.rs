@@ -53,7 +53,7 @@ fn fleet_store(dir: &Path, windows: usize) -> PathBuf {
     wait_for("agents' acked windows", Duration::from_secs(90), || {
         agents
             .iter()
-            .all(|a| acked_frames(&a.log_text()).len() >= windows)
+            .all(|a| a.acked().len() >= windows)
             .then_some(())
     })
     .unwrap();

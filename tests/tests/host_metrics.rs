@@ -39,12 +39,13 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
         ],
     )
     .unwrap();
-    let args: Vec<String> = [
+    let state = dir.path().join("st");
+    let args = [
         "run",
         "--agent-id",
         "this-host",
         "--state-dir",
-        dir.path().join("st").to_str().unwrap(),
+        state.to_str().unwrap(),
         "--aggregator",
         &agg.zmq,
         "--window",
@@ -53,16 +54,9 @@ fn base_metrics_of_this_host_arrive_in_sane_ranges() {
         "100ms",
         "--set",
         "collect.process_interval=400ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut agent =
-        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
-    wait_for("3 acked windows", Duration::from_secs(30), || {
-        (acked_frames(&agent.log_text()).len() >= 3).then_some(())
-    })
-    .unwrap();
+    ];
+    let mut agent = agent(dir.path(), "agent", &args);
+    agent.wait_acked(3, Duration::from_secs(30)).unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 

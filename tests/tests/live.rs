@@ -209,7 +209,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_is_told_what_it_missed()
         (seqs[0]..seqs[0] + 40).collect::<Vec<_>>(),
         "the fast subscriber missed nothing"
     );
-    let acked = acked_frames(&a.log_text()).len();
+    let acked = a.acked().len();
     assert!(
         acked >= 30,
         "ingest kept acking while a subscriber stalled: {acked}"
@@ -341,7 +341,7 @@ async fn a_since_subscription_gets_history_then_live_with_no_gap_and_no_duplicat
     let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "200ms"]).unwrap();
     let mut a = synthetic_agent(dir.path(), "hist", "eu-1", &agg.zmq, "300ms");
     wait_for("6 stored windows", Duration::from_secs(30), || {
-        (acked_frames(&a.log_text()).len() >= 6).then_some(())
+        (a.acked().len() >= 6).then_some(())
     })
     .unwrap();
 

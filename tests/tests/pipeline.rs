@@ -20,12 +20,15 @@ fn run_pipeline(transport: &str, encoding: &str) {
     };
     let agent_id = format!("agent-{transport}-{encoding}");
     let raw = dir.path().join("raw");
-    let args: Vec<String> = [
+    let state = dir.path().join("state");
+    let threshold = format!("window.lttb.threshold={THRESHOLD}");
+    let raw_dump = format!("collect.raw_dump_dir={}", raw.display());
+    let args = [
         "run",
         "--agent-id",
         &agent_id,
         "--state-dir",
-        dir.path().join("state").to_str().unwrap(),
+        state.to_str().unwrap(),
         "--aggregator",
         &endpoint,
         "--transport",
@@ -41,31 +44,38 @@ fn run_pipeline(transport: &str, encoding: &str) {
         "--set",
         "collect.process_interval=300ms",
         "--set",
-        &format!("window.lttb.threshold={THRESHOLD}"),
+        &threshold,
         "--label",
         "site=test-1",
         "--set",
-        &format!("collect.raw_dump_dir={}", raw.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut agent =
-        Proc::spawn(&bin("fleetset-agent"), &args, dir.path().join("agent.log")).unwrap();
-    wait_for("4 acked windows", Duration::from_secs(30), || {
-        (acked_frames(&agent.log_text()).len() >= 4).then_some(())
-    })
-    .unwrap();
+        &raw_dump,
+    ];
+    let mut agent = agent(dir.path(), "agent", &args);
+    agent.wait_acked(4, Duration::from_secs(30)).unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 
-    let log = agent.log_text();
-    let acked = acked_frames(&log);
+    let events = agent.events();
+    let acked = acked(&events);
+    // Each frame went through framed → spooled → sent → acked, in that order.
+    for a in &acked {
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|e| e.seq == Some(a.seq))
+            .map(|e| e.event.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["framed", "spooled", "sent", "acked"],
+            "seq {}",
+            a.seq
+        );
+    }
     let seqs: Vec<u64> = acked.iter().map(|a| a.seq).collect();
     assert_eq!(
         seqs,
         (1..=acked.len() as u64).collect::<Vec<_>>(),
-        "seq starts at 1, +1 per frame:\n{log}"
+        "seq starts at 1, +1 per frame: {events:?}"
     );
 
     // Every acked window is in windows/ exactly once, and nothing else is.

@@ -113,7 +113,7 @@ fn grpcio_and_pyzmq_clients_get_exactly_their_windows() {
 
     // `since`: stored history first, then live, no gap and no duplicate (from seq 1).
     wait_for("a2's first windows stored", Duration::from_secs(30), || {
-        (acked_frames(&a2.log_text()).len() >= 3).then_some(())
+        (a2.acked().len() >= 3).then_some(())
     })
     .unwrap();
     let since = example(

@@ -1,6 +1,6 @@
 //! The aggregator is SIGKILLed and restarted on the same port while an agent runs: the agent
 //! notices (send error, closed stream or ack timeout), recreates its link, resends what was not
-//! acked, and every window it logged as acked is in the store exactly once.
+//! acked, and every window its events report as acked is in the store exactly once.
 
 use fleetset_tests::*;
 use std::collections::BTreeMap;
@@ -16,10 +16,7 @@ fn survive_restart(transport: &str) {
         grpc.clone()
     };
     let mut agent = live_agent(dir.path(), "restarts", &endpoint, transport);
-    wait_for("2 acked windows", Duration::from_secs(30), || {
-        (acked_frames(&agent.log_text()).len() >= 2).then_some(())
-    })
-    .unwrap();
+    agent.wait_acked(2, Duration::from_secs(30)).unwrap();
 
     first.proc.signal("KILL").unwrap();
     drop(first);
@@ -41,20 +38,24 @@ fn survive_restart(transport: &str) {
         ],
     )
     .unwrap();
-    let before = acked_frames(&agent.log_text()).len();
-    wait_for("acks after the restart", Duration::from_secs(40), || {
-        (acked_frames(&agent.log_text()).len() >= before + 4).then_some(())
-    })
-    .unwrap();
+    let before = agent.acked().len();
+    agent
+        .wait_acked(before + 4, Duration::from_secs(40))
+        .unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     second.proc.stop(Duration::from_secs(20)).unwrap();
 
-    let log = agent.log_text();
+    let events = agent.events();
+    let downs = of_kind(&events, "link", "")
+        .into_iter()
+        .filter(|e| e.what != "connected")
+        .count();
+    assert!(downs > 0, "no link failure reported: {events:?}");
     assert!(
-        log.contains("recreating") || log.contains("aggregator unreachable"),
-        "no reconnect logged:\n{log}"
+        of_kind(&events, "link", "connected").len() >= 2,
+        "the link was not recreated: {events:?}"
     );
-    let acked = acked_frames(&log);
+    let acked = acked(&events);
     check_exactly_once(
         &acked,
         &stored_windows(&second.data_dir, "restarts").unwrap(),
@@ -62,7 +63,11 @@ fn survive_restart(transport: &str) {
     // Nothing was lost on the agent's side either: every frame it produced, 1..=N, was acked once.
     let mut seqs: Vec<u64> = acked.iter().map(|a| a.seq).collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "{log}");
+    assert_eq!(
+        seqs,
+        (1..=acked.len() as u64).collect::<Vec<_>>(),
+        "{events:?}"
+    );
 }
 
 /// A synthetic agent with 500 ms windows and a 1 s ack timeout.
@@ -78,7 +83,7 @@ fn live_agent(dir: &std::path::Path, agent_id: &str, endpoint: &str, transport: 
     synthetic_agent_with(dir, agent_id, ("500ms", "50ms"), &extra)
 }
 
-/// Every window the agent logged as acked is stored exactly once, and nothing else is.
+/// Every window the agent reported as acked is stored exactly once, and nothing else is.
 fn check_exactly_once(acked: &[Acked], stored: &[(i64, u64)]) {
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for (start, _) in stored {
@@ -121,26 +126,34 @@ fn survive_silence(transport: &str) {
         agg.grpc.clone()
     };
     let mut agent = live_agent(dir.path(), "silence", &endpoint, transport);
-    wait_for("2 acked windows", Duration::from_secs(30), || {
-        (acked_frames(&agent.log_text()).len() >= 2).then_some(())
-    })
-    .unwrap();
+    agent.wait_acked(2, Duration::from_secs(30)).unwrap();
     agg.proc.signal("STOP").unwrap();
     wait_for("the ack timeout to fire", Duration::from_secs(20), || {
-        agent.log_text().contains("no ack in time").then_some(())
+        (!of_kind(&agent.events(), "link", "ack_timeout").is_empty()).then_some(())
     })
     .unwrap();
     agg.proc.signal("CONT").unwrap();
-    let before = acked_frames(&agent.log_text()).len();
-    wait_for("acks after the silence", Duration::from_secs(60), || {
-        (acked_frames(&agent.log_text()).len() >= before + 4).then_some(())
-    })
-    .unwrap();
+    let before = agent.acked().len();
+    agent
+        .wait_acked(before + 4, Duration::from_secs(60))
+        .unwrap();
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 
+    let events = agent.events();
+    // The frames in flight at the timeout went out again on the new link.
+    let timeout = of_kind(&events, "link", "ack_timeout")[0].clone();
+    let after: Vec<&Event> = events
+        .iter()
+        .skip_while(|e| **e != timeout)
+        .filter(|e| e.event == "sent")
+        .collect();
+    assert!(
+        after.iter().any(|e| e.resend),
+        "no resend after the ack timeout: {events:?}"
+    );
     check_exactly_once(
-        &acked_frames(&agent.log_text()),
+        &acked(&events),
         &stored_windows(&agg.data_dir, "silence").unwrap(),
     );
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-/// Acks queued per `Publish` stream at most (16 × the agent's default `--max-in-flight`).
+/// Acks queued per `Publish` stream at most (16 × the agent's default `transport.max_in_flight`).
 pub const ACK_QUEUE: usize = 1024;
 
 /// The `Ingest` service.

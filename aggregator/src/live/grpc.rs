@@ -2,7 +2,7 @@
 //!
 //! Each subscriber has the hub's ring plus a small outgoing queue. If it falls behind by more
 //! than the ring, it is sent a `Lag` message with the number of windows skipped and continues
-//! (`--subscriber-overflow lag`, the default), or its stream ends with RESOURCE_EXHAUSTED
+//! (`live.subscriber_overflow = "lag"`, the default), or its stream ends with RESOURCE_EXHAUSTED
 //! (`disconnect`). Either way ingest and other subscribers never wait for it.
 //!
 //! With `since_ms`, the stream first replays stored windows ([`crate::store::reader::windows`]) and then goes

@@ -12,7 +12,7 @@
 //! PUB keeps a fixed 100,000-message queue per subscriber and has no high-water mark
 //! (docs/dependencies.md; measured: +19.8 MB of aggregator RSS for 6,000 ~3 KB frames to one
 //! SUB that never reads, growing without bound). libzmq's `ZMQ_SNDHWM` caps each subscriber's queue at
-//! `--zmq-pub-hwm` messages (default 1,000) and drops newer windows for that subscriber beyond
+//! `live.zmq.hwm` messages (default 1,000) and drops newer windows for that subscriber beyond
 //! it, so a stalled subscriber costs at most `hwm` × message size (plus the kernel's socket
 //! buffers); the other subscribers and ingest are not affected. The socket lives on its own
 //! thread (the `zmq` API blocks); windows reach it through a bounded channel.

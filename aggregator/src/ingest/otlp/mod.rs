@@ -53,7 +53,7 @@ impl MetricsService for OtlpReceiver {
         if late > 0 {
             mapped.rejected += late;
             mapped.errors.push(format!(
-                "{late} point(s) belong to windows already closed (later than --otlp-grace)"
+                "{late} point(s) belong to windows already closed (later than otlp.grace)"
             ));
         }
         Counters::add(&self.counters.otlp_points_received, accepted - late);

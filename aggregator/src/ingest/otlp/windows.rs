@@ -1,11 +1,11 @@
 //! OTLP points → windows → frames, exactly once.
 //!
-//! Accepted points are cut into wall-clock-aligned windows of `--otlp-window` per source, the
+//! Accepted points are cut into wall-clock-aligned windows of `otlp.window` per source, the
 //! same as agents' windows. Within an open window a point is keyed by (series, timestamp), so
 //! an exporter that sends the same point twice overwrites it instead of adding a row; and a
 //! point with the same value and start time as the series' previous point is a re-export of an
 //! unchanged state (SDKs re-export cumulative state on every flush and at shutdown) and is
-//! dropped. A window is closed `--otlp-grace` after its end; points for a window
+//! dropped. A window is closed `otlp.grace` after its end; points for a window
 //! of that source already closed are late: rejected, counted and reported to the exporter.
 //!
 //! Durability: before an Export is answered, its accepted points are appended to the
@@ -139,6 +139,7 @@ impl OtlpWindows {
             );
         }
         Counters::add(&counters.otlp_wal_torn, torn as u64);
+        Counters::add(&counters.otlp_wal_replayed, lines as u64);
         Ok(OtlpWindows {
             cfg,
             state: Mutex::new(state),
@@ -348,5 +349,176 @@ fn insert(state: &mut State, start: i64, r: WalRecord) {
         if !repeat {
             series.insert(ts, (value, start));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The write-ahead log on real files: what an Export accepted survives a restart, a torn
+    //! tail is skipped and counted, an acked window's file goes, a replayed committed window is
+    //! the same frame again (so the store acks it DUPLICATE and writes nothing).
+    use super::*;
+    use crate::ingest::otlp::mapping::Point;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    const W: i64 = 1_700_000_040_000; // a minute boundary, ms
+    const AGENT: &str = "otel-wal-test";
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("fleetset-wal-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Dir(d)
+    }
+
+    fn open(d: &Dir) -> (OtlpWindows, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let cfg = OtlpWindowConfig {
+            window_ms: 60_000,
+            grace_ms: 0,
+            wal_dir: d.0.clone(),
+            lttb: Downsampler::default(),
+            hmac_key: None,
+        };
+        (OtlpWindows::open(cfg, counters.clone()).unwrap(), counters)
+    }
+
+    /// One Export of `values` for `x.gauge`, one second apart from `W + offset_s` s.
+    fn export(w: &OtlpWindows, offset_s: i64, values: &[f64]) {
+        let points = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Point {
+                metric: "x.gauge".into(),
+                ts_ms: W + (offset_s + i as i64) * 1000,
+                value: *v,
+                start_ns: 0,
+            })
+            .collect();
+        let late = w
+            .accept(vec![SourcePoints {
+                agent_id: AGENT.into(),
+                host: HostInfo::default(),
+                points,
+            }])
+            .unwrap();
+        assert_eq!(late, 0);
+    }
+
+    fn wal_file(d: &Dir) -> PathBuf {
+        d.0.join(format!("{W}.wal"))
+    }
+
+    /// The closed window's frame and its `x.gauge` values.
+    fn close(w: &OtlpWindows) -> (pb::Frame, Vec<f64>) {
+        let mut frames = w.due(W + 60_000);
+        assert_eq!(frames.len(), 1, "one window due");
+        let frame = frames.remove(0);
+        let snap = fleetset_proto::verify(&frame, &fleetset_proto::VerifyOptions::default())
+            .expect("the OTLP frame verifies like an agent's");
+        let values = snap.data["x.gauge"].iter().map(|p| p.value).collect();
+        (frame, values)
+    }
+
+    fn ack(frame: &pb::Frame, status: AckStatus) -> pb::Ack {
+        let h = frame.header.as_ref().unwrap();
+        pb::Ack {
+            agent_id: h.agent_id.clone(),
+            seq: h.seq,
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepted_points_are_on_disk_before_the_answer_and_come_back_after_a_restart() {
+        let d = dir("replay");
+        let (w, _) = open(&d);
+        export(&w, 0, &[1.0, 2.0, 3.0]);
+        // Written (and fsynced) before accept returned: one checksummed line.
+        let text = std::fs::read_to_string(wal_file(&d)).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let (sum, json) = text.lines().next().unwrap().split_once('\t').unwrap();
+        assert_eq!(checksum(json), sum);
+        drop(w); // a crash: nothing closed, nothing acked
+
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 1);
+        assert_eq!(counters.otlp_wal_torn.load(Relaxed), 0);
+        assert_eq!(close(&w).1, [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_counted() {
+        let d = dir("torn");
+        let (w, _) = open(&d);
+        export(&w, 0, &[1.0, 2.0]);
+        export(&w, 10, &[7.0]);
+        drop(w);
+        // The second append was cut short by a crash.
+        let len = std::fs::metadata(wal_file(&d)).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(wal_file(&d))
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_torn.load(Relaxed), 1);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 1);
+        assert_eq!(
+            close(&w).1,
+            [1.0, 2.0],
+            "the intact record, nothing of the torn one"
+        );
+    }
+
+    #[test]
+    fn the_wal_file_is_deleted_once_its_window_is_acked() {
+        let d = dir("ack");
+        let (w, _) = open(&d);
+        export(&w, 0, &[5.0]);
+        let (frame, _) = close(&w);
+        assert!(wal_file(&d).exists(), "kept until the frame is acked");
+        let mut other = ack(&frame, AckStatus::Committed);
+        other.seq += 1;
+        w.acked(&other);
+        assert!(wal_file(&d).exists(), "an ack for another window keeps it");
+        w.acked(&ack(&frame, AckStatus::Committed));
+        assert!(!wal_file(&d).exists(), "deleted after the ack");
+        drop(w);
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 0);
+        assert!(w.due(W + 60_000).is_empty());
+    }
+
+    #[test]
+    fn replaying_an_already_committed_window_adds_nothing() {
+        let d = dir("committed");
+        let (w, _) = open(&d);
+        export(&w, 0, &[1.0, 4.0]);
+        let (first, _) = close(&w);
+        // Committed by the store, but the aggregator died before the ack deleted the WAL file.
+        drop(w);
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 1);
+        let (again, _) = close(&w);
+        // The same frame: same (agent_id, seq, window) and payload, which the store acks
+        // DUPLICATE without writing a row.
+        assert_eq!(again.header, first.header);
+        assert_eq!(again.payload, first.payload);
+        w.acked(&ack(&again, AckStatus::Duplicate));
+        assert!(!wal_file(&d).exists(), "a DUPLICATE ack also deletes it");
+        drop(w);
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 0);
+        assert!(w.due(W + 60_000).is_empty(), "nothing left to replay");
     }
 }
