@@ -17,6 +17,12 @@ if cargo tree -p fleetset-agent -e normal,build --prefix none | grep -qE '^(arro
   exit 1
 fi
 
+# The aggregator links the agent only for `demo` (a default-on feature).
+if cargo tree -p fleetset-aggregator --no-default-features -e normal --prefix none | grep -q '^fleetset-agent '; then
+  echo "FAIL: fleetset-aggregator without the demo feature depends on fleetset-agent" >&2
+  exit 1
+fi
+
 # The integration tests run the binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace "$@"
