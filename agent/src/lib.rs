@@ -12,16 +12,17 @@
 
 pub mod collect;
 pub mod config;
-pub mod counters;
+pub(crate) mod counters;
 pub mod events;
-pub mod otlp;
+pub(crate) mod otlp;
 pub mod pipeline;
 pub mod replay;
 pub mod run;
-pub mod sender;
-pub mod spool;
-pub mod state;
-pub mod transport;
+pub(crate) mod sender;
+pub(crate) mod spool;
+pub(crate) mod state;
+pub(crate) mod transport;
 
 pub use config::{AgentConfig, RunFlags};
 pub use run::{run, RunReport};
+pub use spool::FsyncPolicy;

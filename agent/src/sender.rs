@@ -574,7 +574,7 @@ mod tests {
         )
         .await
         .expect("the send loop did not finish");
-        assert!(lock(&spool).is_empty(), "frames left in the spool");
+        assert!(lock(&spool).newest().is_none(), "frames left in the spool");
         Run {
             net,
             counters,

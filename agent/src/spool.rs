@@ -198,11 +198,6 @@ impl Spool {
         Some((seq, window))
     }
 
-    /// Whether nothing is spooled.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Writes `frame` durably, then drops the oldest frames while the spool exceeds
     /// `max_bytes` (never the new one). Returns the dropped frames.
     pub fn push(&mut self, seq: u64, window_start: i64, frame: &pb::Frame) -> Result<Vec<Spooled>> {
