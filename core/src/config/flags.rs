@@ -126,7 +126,7 @@ impl<C: Section> Args for ConfigArgs<C> {
                     .long("set")
                     .value_name("KEY=VALUE")
                     .action(ArgAction::Append)
-                    .help("Set any configuration key, e.g. `--set store.commit_rows=1000` (repeatable; wins over flags, environment and file)"),
+                    .help("Set any configuration key as `section.key=value` (repeatable; wins over flags, environment and file; `print-config` lists every key)"),
             );
         for k in C::keys() {
             let Some(flag) = k.flag else { continue };
@@ -142,7 +142,11 @@ impl<C: Section> Args for ConfigArgs<C> {
             cmd = cmd.arg(
                 Arg::new(flag)
                     .long(flag)
-                    .value_name(if k.map { "KEY=VALUE" } else { "VALUE" })
+                    .value_name(match (k.map, k.unit) {
+                        (true, _) => "KEY=VALUE",
+                        (false, "duration") => "DURATION",
+                        _ => "VALUE",
+                    })
                     .action(if k.map {
                         ArgAction::Append
                     } else {
