@@ -333,10 +333,12 @@ async fn a_label_that_would_collide_with_a_stats_column_is_rejected_and_pandas_r
     let check = Command::new(&py)
         .arg("-c")
         .arg(
-            "import sys, pandas as pd\n\
+            "import sys, glob, pandas as pd\n\
              df = pd.read_parquet(sys.argv[1] + '/windows')\n\
-             assert len(df) == 2 and 'label_x__count' in df.columns, df.columns\n\
-             assert df.columns.is_unique\n\
+             assert len(df) == 2 and df.columns.is_unique, df.columns\n\
+             files = [pd.read_parquet(f) for f in glob.glob(sys.argv[1] + '/windows/*/*.parquet')]\n\
+             assert any('label_x__count' in f.columns for f in files)\n\
+             assert all(f.columns.is_unique for f in files)\n\
              print('OK')",
         )
         .arg(&agg.data_dir)
