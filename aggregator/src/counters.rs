@@ -38,6 +38,8 @@ pub struct Counters {
     pub otlp_wal_torn: AtomicU64,
     /// OTLP WAL records replayed into open windows at start.
     pub otlp_wal_replayed: AtomicU64,
+    /// Window keys found in more than one committed row at start (see `store::files::Recovery`).
+    pub recovered_duplicate_keys: AtomicU64,
     rejected: Mutex<Vec<(RejectReason, u64)>>,
 }
 
@@ -100,6 +102,10 @@ impl Counters {
             format!("otlp_windows={}", self.otlp_windows.load(Relaxed)),
             format!("otlp_wal_torn={}", self.otlp_wal_torn.load(Relaxed)),
             format!("otlp_wal_replayed={}", self.otlp_wal_replayed.load(Relaxed)),
+            format!(
+                "recovered_duplicate_keys={}",
+                self.recovered_duplicate_keys.load(Relaxed)
+            ),
         ];
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         parts.extend(r.iter().map(|(k, n)| {

@@ -78,6 +78,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         tokio::task::spawn_blocking(move || files::recover(&dir)).await??
     };
     let counters = Arc::new(Counters::default());
+    Counters::add(&counters.recovered_duplicate_keys, recovery.duplicate_keys);
     let ingest_stop = CancellationToken::new();
     let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
@@ -92,6 +93,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     ));
     let admission = Admission::new(
         cfg.ingest.verify_options()?,
+        cfg.ingest.contract(),
         store_tx.clone(),
         hub.clone(),
         counters.clone(),

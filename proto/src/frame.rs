@@ -14,6 +14,7 @@
 //! ([`to_parts`], [`from_parts`]); on gRPC as the `pb::Frame` message.
 
 use crate::codec::{decode_snapshot, encode_snapshot, CodecError};
+use crate::contract::{shown, Contract, Violation};
 use crate::model::Snapshot;
 use crate::pb::{self, Compression, Encoding, RejectReason};
 use hmac::{Hmac, KeyInit, Mac};
@@ -74,12 +75,34 @@ pub enum FrameError {
     /// The snapshot's agent_id / seq / window differ from the header's.
     #[error("header does not match payload: {0}")]
     HeaderMismatch(String),
-    /// The snapshot breaks an invariant of [`Snapshot::validate`].
+    /// The header or snapshot breaks the contract ([`Snapshot::validate`]).
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// The window starts too far from the receiver's clock ([`Contract::max_skew_ms`],
+    /// [`Contract::max_age_ms`]).
+    #[error("window out of range: {0}")]
+    OutOfRange(String),
+}
+
+impl From<Violation> for FrameError {
+    fn from(v: Violation) -> Self {
+        match v {
+            Violation::Invalid(e) => FrameError::InvalidSnapshot(e),
+            Violation::OutOfRange(e) => FrameError::OutOfRange(e),
+        }
+    }
 }
 
 impl FrameError {
+    /// The same error, its text saying it was found in the header.
+    fn in_header(self) -> FrameError {
+        match self {
+            FrameError::InvalidSnapshot(e) => FrameError::InvalidSnapshot(format!("header: {e}")),
+            FrameError::OutOfRange(e) => FrameError::OutOfRange(format!("header: {e}")),
+            other => other,
+        }
+    }
+
     /// The reject reason carried in the ack.
     pub fn reason(&self) -> RejectReason {
         match self {
@@ -93,6 +116,7 @@ impl FrameError {
             FrameError::Undecodable(_) => RejectReason::Undecodable,
             FrameError::HeaderMismatch(_) => RejectReason::HeaderMismatch,
             FrameError::InvalidSnapshot(_) => RejectReason::InvalidSnapshot,
+            FrameError::OutOfRange(_) => RejectReason::WindowOutOfRange,
         }
     }
 }
@@ -127,6 +151,13 @@ impl Default for VerifyOptions {
             hmac_key: None,
         }
     }
+}
+
+/// The receiver's clock, Unix ms (0 before 1970).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// SHA-256 of `bytes`.
@@ -193,8 +224,19 @@ pub fn from_parts(header: &[u8], payload: Vec<u8>) -> Result<pb::Frame, FrameErr
     })
 }
 
-/// Verifies `frame` against `opts` and decodes its snapshot; the first failed check is the error.
+/// [`verify_with`] the default [`Contract`].
 pub fn verify(frame: &pb::Frame, opts: &VerifyOptions) -> Result<Snapshot, FrameError> {
+    verify_with(frame, opts, &Contract::default())
+}
+
+/// Verifies `frame` against `opts` and `contract` (at this host's clock) and decodes its
+/// snapshot; the first failed check is the error. The header's key fields are checked against
+/// the contract right after the version, before the payload is hashed or decoded.
+pub fn verify_with(
+    frame: &pb::Frame,
+    opts: &VerifyOptions,
+    contract: &Contract,
+) -> Result<Snapshot, FrameError> {
     let header = frame
         .header
         .as_ref()
@@ -212,6 +254,16 @@ pub fn verify(frame: &pb::Frame, opts: &VerifyOptions) -> Result<Snapshot, Frame
             got: header.version,
         });
     }
+    let now = now_ms();
+    contract
+        .check_key(
+            &header.agent_id,
+            header.seq,
+            header.window_start_ms,
+            header.window_end_ms,
+            now,
+        )
+        .map_err(|v| FrameError::from(v).in_header())?;
     let encoding = match Encoding::try_from(header.encoding) {
         Ok(e @ (Encoding::Msgpack | Encoding::Protobuf)) => e,
         _ => return Err(FrameError::UnknownEncoding(header.encoding)),
@@ -257,13 +309,13 @@ pub fn verify(frame: &pb::Frame, opts: &VerifyOptions) -> Result<Snapshot, Frame
             header.seq,
             header.window_start_ms,
             header.window_end_ms,
-            snapshot.agent_id,
+            shown(&snapshot.agent_id),
             snapshot.seq,
             snapshot.start,
             snapshot.end
         )));
     }
-    snapshot.validate().map_err(FrameError::InvalidSnapshot)?;
+    snapshot.validate(contract, now)?;
     Ok(snapshot)
 }
 

@@ -6,6 +6,8 @@
 //!   superset of seed 004's `MetricsSnapshot` (`agent_id, start, end, data{metric: [[ts, v], …]}`).
 //! - [`codec`]: MessagePack (rmp-serde, named fields) and Protobuf (prost) encodings of a snapshot;
 //!   both decode to identical values.
+//! - [`contract`]: what a frame header and snapshot must satisfy before anything is stored
+//!   (names, seq, window, caps, stats), and how unchecked strings are shown.
 //! - [`frame`]: sealing a snapshot into a checksummed (SHA-256, optional HMAC-SHA256) [`pb::Frame`]
 //!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
 //! - [`config`]: layering of TOML config files under command-line flags, used by both binaries.
@@ -14,6 +16,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod contract;
 pub mod frame;
 pub mod model;
 
@@ -28,6 +31,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fleetset_descriptor.bin"));
 
 pub use codec::{decode_snapshot, encode_snapshot, CodecError};
-pub use frame::{seal, verify, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
+pub use contract::{Contract, Violation};
+pub use frame::{seal, verify, verify_with, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
 pub use model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
 pub use pb::{AckStatus, Compression, Encoding, RejectReason};

@@ -8,6 +8,7 @@
 //! Metric naming convention: lower snake case, ending in the unit (`_percent`, `_mb`,
 //! `_bytes_per_sec`, `_count`) or a plain dimensionless name (`load_avg_1`, `health_score`).
 
+use crate::contract::{Contract, Violation};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 
@@ -200,9 +201,8 @@ pub struct HostInfo {
 
 /// One agent, one window: downsampled series, exact stats, top-N processes, host attributes.
 ///
-/// Invariants checked by [`Snapshot::validate`]: non-empty `agent_id`, `start < end`, metric
-/// names in the naming convention, every point inside `[start, end)` with strictly increasing
-/// timestamps and a finite value, and every `stats` key present in `data`.
+/// Invariants checked by [`Snapshot::validate`]: the snapshot contract of [`crate::contract`]
+/// (names, `seq`, window, caps, points, stats).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Snapshot {
     /// Stable per host.
@@ -230,8 +230,7 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRecord>,
 }
 
-/// Longest accepted agent id, bytes.
-pub const MAX_AGENT_ID_LEN: usize = 256;
+pub use crate::contract::MAX_AGENT_ID_LEN;
 /// Longest accepted metric name, bytes.
 pub const MAX_METRIC_NAME_LEN: usize = 128;
 
@@ -246,48 +245,11 @@ pub fn is_valid_metric_name(name: &str) -> bool {
 }
 
 impl Snapshot {
-    /// Checks the invariants listed on [`Snapshot`]; the error names the first violation.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.agent_id.is_empty() || self.agent_id.len() > MAX_AGENT_ID_LEN {
-            return Err(format!(
-                "agent_id must be 1..={MAX_AGENT_ID_LEN} bytes, got {}",
-                self.agent_id.len()
-            ));
-        }
-        if self.start >= self.end {
-            return Err(format!(
-                "window start {} is not before end {}",
-                self.start, self.end
-            ));
-        }
-        for (metric, points) in &self.data {
-            if !is_valid_metric_name(metric) {
-                return Err(format!("metric name {metric:?} is not [a-z][a-z0-9_.]*"));
-            }
-            let mut prev = i64::MIN;
-            for p in points {
-                if p.ts_ms < self.start || p.ts_ms >= self.end {
-                    return Err(format!(
-                        "{metric}: point at {} outside window [{}, {})",
-                        p.ts_ms, self.start, self.end
-                    ));
-                }
-                if p.ts_ms <= prev {
-                    return Err(format!(
-                        "{metric}: timestamps not strictly increasing at {}",
-                        p.ts_ms
-                    ));
-                }
-                if !p.value.is_finite() {
-                    return Err(format!("{metric}: non-finite value at {}", p.ts_ms));
-                }
-                prev = p.ts_ms;
-            }
-        }
-        if let Some(metric) = self.stats.keys().find(|m| !self.data.contains_key(*m)) {
-            return Err(format!("stats for {metric:?} without a data entry"));
-        }
-        Ok(())
+    /// Checks the snapshot against `contract` at the receiver's clock `now_ms` (Unix ms): see
+    /// [`Contract::check`]. The error names the first violation, showing unchecked strings
+    /// only bounded and escaped.
+    pub fn validate(&self, contract: &Contract, now_ms: i64) -> Result<(), Violation> {
+        contract.check(self, now_ms)
     }
 }
 
@@ -313,9 +275,13 @@ mod tests {
     fn validate_names_the_problem() {
         let mut s = Snapshot {
             agent_id: "a".into(),
+            seq: 1,
             start: 0,
             end: 1000,
             ..Default::default()
+        };
+        let err = |s: &Snapshot| match s.validate(&Contract::default(), 0).unwrap_err() {
+            Violation::Invalid(e) | Violation::OutOfRange(e) => e,
         };
         s.data.insert(
             "cpu_percent".into(),
@@ -324,7 +290,7 @@ mod tests {
                 value: 1.0,
             }],
         );
-        assert!(s.validate().unwrap_err().contains("outside window"));
+        assert!(err(&s).contains("outside window"));
         s.data.insert(
             "cpu_percent".into(),
             vec![Point {
@@ -332,9 +298,9 @@ mod tests {
                 value: f64::NAN,
             }],
         );
-        assert!(s.validate().unwrap_err().contains("non-finite"));
+        assert!(err(&s).contains("non-finite"));
         s.data.clear();
         s.data.insert("CPU".into(), vec![]);
-        assert!(s.validate().unwrap_err().contains("metric name"));
+        assert!(err(&s).contains("metric name"));
     }
 }

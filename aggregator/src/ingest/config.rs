@@ -3,6 +3,7 @@
 use fleetset_core::config::Section;
 use fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// `[ingest.zmq]`: the ZeroMQ ROUTER agents connect to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
@@ -38,6 +39,34 @@ pub struct IngestConfig {
     /// Largest accepted decompressed payload.
     #[key(default = 4 * DEFAULT_MAX_FRAME_BYTES, unit = "bytes", min = 1024)]
     pub max_decompressed_bytes: usize,
+    /// Latest accepted window start, after the aggregator's clock (later: WINDOW_OUT_OF_RANGE).
+    #[key(default = Duration::from_secs(600), unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub max_skew: Duration,
+    /// Earliest accepted window start, before the aggregator's clock (earlier:
+    /// WINDOW_OUT_OF_RANGE); unset: no bound, so replays of years-old data are stored.
+    #[key(unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Longest accepted window (`end − start`; the shortest is 1 ms).
+    #[key(default = Duration::from_secs(86_400), unit = "duration", min = Duration::from_millis(1))]
+    #[serde(with = "humantime_serde")]
+    pub max_window: Duration,
+    /// Metrics per snapshot.
+    #[key(default = 1000, unit = "metrics", min = 1)]
+    pub max_metrics: usize,
+    /// Operator labels per snapshot.
+    #[key(default = 32, unit = "labels")]
+    pub max_labels: usize,
+    /// Process records per snapshot.
+    #[key(default = 100, unit = "processes")]
+    pub max_processes: usize,
+    /// Longest label value.
+    #[key(default = 256, unit = "bytes")]
+    pub max_label_value_bytes: usize,
+    /// Longest host string (hostname, os, kernel, agent version) and process name.
+    #[key(default = 256, unit = "bytes")]
+    pub max_string_bytes: usize,
     /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
     #[key(secret)]
     pub hmac_key_hex: Option<String>,
@@ -65,5 +94,20 @@ impl IngestConfig {
             max_decompressed_bytes: self.max_decompressed_bytes,
             hmac_key: self.hmac_key()?,
         })
+    }
+
+    /// The snapshot contract of these settings (durations beyond i64 ms saturate).
+    pub fn contract(&self) -> fleetset_proto::Contract {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        fleetset_proto::Contract {
+            max_window_ms: ms(self.max_window),
+            max_skew_ms: ms(self.max_skew),
+            max_age_ms: self.max_age.map(ms),
+            max_metrics: self.max_metrics,
+            max_labels: self.max_labels,
+            max_processes: self.max_processes,
+            max_label_value_bytes: self.max_label_value_bytes,
+            max_string_bytes: self.max_string_bytes,
+        }
     }
 }

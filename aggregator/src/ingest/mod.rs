@@ -16,8 +16,9 @@ use crate::counters::Counters;
 use crate::live::{Hub, LiveWindow};
 use crate::store::{CommitStatus, StoreMsg, Submission};
 use bytes::Bytes;
-use fleetset_proto::pb::{self, AckStatus};
-use fleetset_proto::{verify, FrameError, VerifyOptions};
+use fleetset_proto::contract::{detail, is_valid_agent_id, shown};
+use fleetset_proto::pb::{self, AckStatus, RejectReason};
+use fleetset_proto::{verify_with, Contract, FrameError, VerifyOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,16 +99,25 @@ impl Acks {
                         None => open = false,
                     },
                     Some((reply, agent_id, seq, status)) = pending.next() => {
-                        let status = match status {
-                            Ok(CommitStatus::Committed) => AckStatus::Committed,
-                            Ok(CommitStatus::Duplicate) => AckStatus::Duplicate,
+                        let a = match status {
+                            Ok(CommitStatus::Committed) => ack(&agent_id, seq, AckStatus::Committed),
+                            Ok(CommitStatus::Duplicate) => ack(&agent_id, seq, AckStatus::Duplicate),
+                            Ok(CommitStatus::SeqReused) => {
+                                counters.reject(RejectReason::SeqReused);
+                                debug!(agent_id, seq, "rejected: seq reused for another window");
+                                pb::Ack {
+                                    reason: RejectReason::SeqReused as i32,
+                                    detail: format!("seq {seq} of {agent_id} is already stored for another window start"),
+                                    ..ack(&agent_id, seq, AckStatus::Rejected)
+                                }
+                            }
                             Ok(CommitStatus::Failed(reason)) => {
                                 debug!(agent_id, seq, reason, "not acked: commit failed");
                                 continue;
                             }
                             Err(_) => continue, // the store stopped without an answer
                         };
-                        if !reply.send(ack(&agent_id, seq, status)) {
+                        if !reply.send(a) {
                             Counters::add(&counters.acks_undeliverable, 1);
                         }
                     },
@@ -122,7 +132,7 @@ impl Acks {
 /// Verification and hand-off to the store, shared by both transports.
 #[derive(Clone)]
 pub struct Admission {
-    verify: Arc<VerifyOptions>,
+    verify: Arc<(VerifyOptions, Contract)>,
     store: mpsc::Sender<StoreMsg>,
     acks: Acks,
     hub: Hub,
@@ -130,19 +140,22 @@ pub struct Admission {
     warned: Arc<Mutex<HashSet<(String, i32)>>>,
 }
 
-/// Bound on remembered (agent, reason) pairs for warn-once logging.
+/// Bound on remembered (agent, reason) pairs for warn-once logging (keys are valid agent ids,
+/// at most 128 bytes: ≤ ~2 MB).
 const MAX_WARNED: usize = 10_000;
 
 impl Admission {
-    /// Admission into `store` with `verify` limits; starts the ack task (needs a Tokio runtime).
+    /// Admission into `store` of frames passing `verify` and `contract`; starts the ack task
+    /// (needs a Tokio runtime).
     pub fn new(
         verify: VerifyOptions,
+        contract: Contract,
         store: mpsc::Sender<StoreMsg>,
         hub: Hub,
         counters: Arc<Counters>,
     ) -> Admission {
         Admission {
-            verify: Arc::new(verify),
+            verify: Arc::new((verify, contract)),
             store,
             acks: Acks::start(counters.clone()),
             hub,
@@ -153,27 +166,37 @@ impl Admission {
 
     /// Largest frame accepted, bytes.
     pub fn max_frame_bytes(&self) -> usize {
-        self.verify.max_frame_bytes
+        self.verify.0.max_frame_bytes
     }
 
-    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED.
+    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED. The header's
+    /// agent id is echoed (ack, log) only bounded and escaped unless it is a valid id, and only
+    /// valid ids key the warn-once set (all invalid ones share one entry); the error text is
+    /// bounded too ([`detail`]).
     pub fn reject(&self, header: Option<&pb::FrameHeader>, err: &FrameError, reply: &AckTo) {
         let reason = err.reason();
         self.counters.reject(reason);
-        let (agent_id, seq) = header.map_or(("", 0), |h| (h.agent_id.as_str(), h.seq));
+        let (raw_id, seq) = header.map_or(("", 0), |h| (h.agent_id.as_str(), h.seq));
+        let valid = is_valid_agent_id(raw_id);
+        let agent_id = if valid {
+            raw_id.to_string()
+        } else {
+            shown(raw_id)
+        };
         let first = {
             let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
             if w.len() >= MAX_WARNED {
                 w.clear();
             }
-            w.insert((agent_id.to_string(), reason as i32))
+            w.insert((if valid { raw_id } else { "" }.to_string(), reason as i32))
         };
+        let text = detail(&err.to_string());
         if first {
-            warn!(agent_id, seq, reason = reason.as_str_name(), error = %err, "frame rejected (further rejections of this agent for this reason are counted, not logged)");
+            warn!(agent_id, seq, reason = reason.as_str_name(), error = %text, "frame rejected (further rejections of this agent for this reason are counted, not logged)");
         }
-        let mut a = ack(agent_id, seq, AckStatus::Rejected);
+        let mut a = ack(&agent_id, seq, AckStatus::Rejected);
         a.reason = reason as i32;
-        a.detail = err.to_string();
+        a.detail = text;
         if !reply.send(a) {
             Counters::add(&self.counters.acks_undeliverable, 1);
         }
@@ -185,7 +208,7 @@ impl Admission {
         let received_at_us = now_us();
         Counters::add(&self.counters.frames_received, 1);
         Counters::add(&self.counters.bytes_received, frame.payload.len() as u64);
-        match verify(&frame, &self.verify) {
+        match verify_with(&frame, &self.verify.0, &self.verify.1) {
             Ok(snapshot) => {
                 let header = frame.header.unwrap_or_default();
                 // Built before the hand-off (which moves the snapshot), published after it, so a
@@ -251,7 +274,13 @@ mod tests {
             counters.clone(),
             stop.clone(),
         ));
-        let a = Admission::new(VerifyOptions::default(), tx, Hub::new(16), counters);
+        let a = Admission::new(
+            VerifyOptions::default(),
+            Contract::default(),
+            tx,
+            Hub::new(16),
+            counters,
+        );
         (a, stop)
     }
 

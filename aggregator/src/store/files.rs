@@ -93,6 +93,9 @@ pub struct Recovery {
     pub orphans_removed: usize,
     /// Unreadable Parquet files moved to `<data_dir>/quarantine/`.
     pub quarantined: usize,
+    /// Window keys `(agent_id, window_start)` found in more than one committed row (e.g. in two
+    /// partitions, by a store written before the contract): indexed once, the rows kept.
+    pub duplicate_keys: u64,
     /// Committed windows' keys.
     pub index: super::index::DedupIndex,
 }
@@ -211,7 +214,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         match read_window_keys(&path) {
             Ok(rows) => {
                 for (agent, seq, start) in rows {
-                    r.index.insert(&agent, seq, start);
+                    if !r.index.insert(&agent, seq, start) {
+                        r.duplicate_keys += 1;
+                    }
                 }
                 committed.insert(key);
             }
@@ -247,6 +252,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         temp_files_removed = r.temp_files_removed,
         orphans_removed = r.orphans_removed,
         quarantined = r.quarantined,
+        duplicate_keys = r.duplicate_keys,
         "store recovered"
     );
     Ok(r)

@@ -3,8 +3,9 @@
 //! `commit_rows` series rows, and only then answers each submission with its
 //! [`CommitStatus`]: `Committed` for a new window once the Parquet files holding its rows are
 //! fsynced and renamed into place, `Duplicate` for a window already stored (by `(agent_id,
-//! seq)` or `(agent_id, window_start)`), including a duplicate that arrives while the original
-//! is still buffered (its answer waits for the same commit). What to tell the peer (acks) is the
+//! window_start)`), including a duplicate that arrives while the original is still buffered (its
+//! answer waits for the same commit), and `SeqReused` for a new window whose seq that agent
+//! already used for another window (nothing stored; README "Delivery guarantee"). What to tell the peer (acks) is the
 //! caller's business; [`reader`] reads the store back.
 //!
 //! If a commit fails (e.g. a full disk), its frames are answered `Failed` and dropped from the
@@ -46,8 +47,11 @@ pub struct Submission {
 pub enum CommitStatus {
     /// The window's rows are in committed (fsynced, renamed, directory fsynced) Parquet files.
     Committed,
-    /// The window was already committed (same `(agent_id, seq)` or `(agent_id, window_start)`).
+    /// The window was already committed (same `(agent_id, window_start)`).
     Duplicate,
+    /// The agent's seq is already stored or buffered for a different window start; nothing is
+    /// stored (README "Delivery guarantee").
+    SeqReused,
     /// The commit holding the window failed (the reason); nothing of it is visible in the store.
     Failed(String),
 }
@@ -199,12 +203,15 @@ fn admit(buf: &mut Buffer, index: &DedupIndex, counters: &Counters, m: StoreMsg)
         }
     };
     let snap = &s.snapshot;
-    if index.contains(&snap.agent_id, snap.seq, snap.start) {
+    let (agent, seq, start) = (snap.agent_id.as_str(), snap.seq, snap.start);
+    if index.contains_start(agent, start) {
         Counters::add(&counters.frames_duplicate, 1);
         let _ = s.done.send(CommitStatus::Duplicate);
-    } else if buf.keys.contains(&snap.agent_id, snap.seq, snap.start) {
-        buf.waiting
-            .push((s.done, snap.agent_id.clone(), snap.seq, snap.start));
+    } else if buf.keys.contains_start(agent, start) {
+        buf.waiting.push((s.done, agent.to_string(), seq, start));
+    } else if index.contains_seq(agent, seq) || buf.keys.contains_seq(agent, seq) {
+        // Counted as a rejection (SEQ_REUSED) by whoever acks it.
+        let _ = s.done.send(CommitStatus::SeqReused);
     } else {
         buf.keys
             .insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
@@ -261,10 +268,10 @@ async fn commit(
         };
         let _ = s.done.send(status);
     }
-    for (done, agent_id, seq, start) in waiting {
+    for (done, agent_id, _seq, start) in waiting {
         // Only a duplicate of a window that is now committed is a duplicate; if the original's
         // commit failed, so does the duplicate (and it is resent).
-        let status = if index.contains(&agent_id, seq, start) {
+        let status = if index.contains_start(&agent_id, start) {
             Counters::add(&counters.frames_duplicate, 1);
             CommitStatus::Duplicate
         } else {

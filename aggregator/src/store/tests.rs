@@ -264,17 +264,18 @@ async fn a_crashed_commit_is_cleaned_at_open_and_a_resent_frame_is_duplicate() {
     );
     assert!(!orphan.exists(), "orphan of the unfinished commit removed");
     assert_eq!(committed(&dir.0, Table::Series), [good]);
-    // The index was rebuilt from the committed windows file: the same frame, and a frame with
-    // the same seq, are duplicates; a new window commits.
+    // The index was rebuilt from the committed windows file: the same frame is a duplicate, a
+    // frame reusing its seq for another window is SeqReused (nothing stored); a new window
+    // commits.
     let again = store.submit(snapshot("a", 0), 1).await;
     assert_eq!(outcome(again).await, CommitStatus::Duplicate);
     let mut same_seq = snapshot("a", 5);
     same_seq.seq = 1;
     let same_seq = store.submit(same_seq, 2).await;
-    assert_eq!(outcome(same_seq).await, CommitStatus::Duplicate);
+    assert_eq!(outcome(same_seq).await, CommitStatus::SeqReused);
     let new = store.submit(snapshot("a", 1), 3).await;
     assert_eq!(outcome(new).await, CommitStatus::Committed);
-    assert_eq!(count(&store.counters.frames_duplicate), 2);
+    assert_eq!(count(&store.counters.frames_duplicate), 1);
     store.stop().await;
     let stored = reader::windows(&dir.0, &Query::default()).unwrap();
     assert_eq!(
@@ -282,6 +283,36 @@ async fn a_crashed_commit_is_cleaned_at_open_and_a_resent_frame_is_duplicate() {
         [1, 2],
         "each window once"
     );
+}
+
+#[tokio::test]
+async fn extreme_keys_and_a_key_in_two_partitions_recover_without_panic() {
+    // What a store written before the contract may hold: seqs 2^63, 2^63 − 1 and 0 of one
+    // agent, and the same windows file in two date partitions.
+    let dir = TempDir::new("extreme");
+    let store = start(&dir.0, Duration::from_millis(50), 1_000_000);
+    for (k, seq) in [(0, 1u64 << 63), (1, (1 << 63) - 1), (2, 0)] {
+        let mut s = snapshot("x", k);
+        s.seq = seq;
+        let rx = store.submit(s, k as u8).await;
+        assert_eq!(outcome(rx).await, CommitStatus::Committed);
+    }
+    store.stop().await;
+    let other = schema::partition_dir(&dir.0, Table::Windows, "2000-01-01");
+    std::fs::create_dir_all(&other).unwrap();
+    for file in committed(&dir.0, Table::Windows) {
+        std::fs::copy(&file, other.join(file.file_name().unwrap())).unwrap();
+    }
+    for _ in 0..2 {
+        let r = files::recover(&dir.0).expect("recover");
+        assert_eq!((r.duplicate_keys, r.index.windows()), (3, 3));
+    }
+    let store = start(&dir.0, Duration::from_millis(50), 1_000_000);
+    let rx = store.submit(snapshot("x", 1), 9).await;
+    assert_eq!(outcome(rx).await, CommitStatus::Duplicate);
+    let rx = store.submit(snapshot("x", 3), 10).await;
+    assert_eq!(outcome(rx).await, CommitStatus::Committed);
+    store.stop().await;
 }
 
 #[tokio::test]

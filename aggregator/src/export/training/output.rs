@@ -100,9 +100,14 @@ pub(super) fn time_order(table: &RecordBatch, ks: &[usize]) -> Result<Vec<usize>
     Ok(out)
 }
 
-/// A path component from a label or id: `[A-Za-z0-9._-]`, others as `_`; empty → `unknown`.
+/// Longest shard path component, bytes (see [`path_safe`]).
+const MAX_COMPONENT_BYTES: usize = 64;
+
+/// A path component from a label or id: `[A-Za-z0-9._-]`, others as `_`; empty or all dots →
+/// `unknown`. Longer than [`MAX_COMPONENT_BYTES`]: its first 55 bytes, `-` and 8 hex digits of
+/// SHA-256 of the original value, so distinct long values stay distinct.
 fn path_safe(s: &str) -> String {
-    let out: String = s
+    let mut out: String = s
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -112,6 +117,13 @@ fn path_safe(s: &str) -> String {
             }
         })
         .collect();
+    if out.len() > MAX_COMPONENT_BYTES {
+        use sha2::Digest;
+        // All ASCII now, so any byte index is a char boundary.
+        out.truncate(MAX_COMPONENT_BYTES - 9);
+        out.push('-');
+        out.push_str(&hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4]));
+    }
     if out.is_empty() || out.chars().all(|c| c == '.') {
         "unknown".into()
     } else {
@@ -196,4 +208,21 @@ pub(super) fn write_file(
     let file = w.into_inner()?;
     file.sync_all()?;
     manifest::FileEntry::of(&path, rel, ks.len(), split, shard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_safe;
+
+    #[test]
+    fn shard_components_are_safe_and_capped() {
+        assert_eq!(path_safe("eu-1"), "eu-1");
+        assert_eq!(path_safe("../../etc/x\n\0"), ".._.._etc_x__");
+        assert_eq!(path_safe(".."), "unknown");
+        assert_eq!(path_safe(""), "unknown");
+        let (a, b) = (path_safe(&"s".repeat(300)), path_safe(&"s".repeat(301)));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b, "distinct long values stay distinct");
+        assert!(path_safe(&"é".repeat(300)).len() <= 64);
+    }
 }
