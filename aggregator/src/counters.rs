@@ -38,6 +38,28 @@ pub struct Counters {
     pub otlp_wal_torn: AtomicU64,
     /// OTLP WAL records replayed into open windows at start.
     pub otlp_wal_replayed: AtomicU64,
+    /// OTLP data points refused: series name invalid or over 128 bytes with its attributes.
+    pub otlp_refused_name: AtomicU64,
+    /// OTLP data points refused: more than `otlp.max_attributes` attributes.
+    pub otlp_refused_attributes: AtomicU64,
+    /// OTLP data points refused: more than `otlp.max_buckets` buckets or quantiles.
+    pub otlp_refused_buckets: AtomicU64,
+    /// OTLP data points refused: past `otlp.max_request_points` series points in one request.
+    pub otlp_refused_request_points: AtomicU64,
+    /// OTLP data points refused: later than now + `otlp.max_skew` or older than now − `otlp.max_age`.
+    pub otlp_refused_time: AtomicU64,
+    /// OTLP data points refused: for a window already closed.
+    pub otlp_refused_late: AtomicU64,
+    /// OTLP data points refused: would open more than `otlp.max_open_windows` windows.
+    pub otlp_refused_open_windows: AtomicU64,
+    /// OTLP data points refused: more than `otlp.max_series` series in a window.
+    pub otlp_refused_series: AtomicU64,
+    /// OTLP data points refused: the window's frame would exceed `ingest.max_frame_bytes`.
+    pub otlp_refused_frame_bytes: AtomicU64,
+    /// OTLP Exports answered UNAVAILABLE because the WAL would exceed `otlp.max_wal_bytes`.
+    pub otlp_wal_full: AtomicU64,
+    /// OTLP Exports answered UNAVAILABLE because a WAL append failed (truncated back).
+    pub otlp_wal_write_failures: AtomicU64,
     rejected: Mutex<Vec<(RejectReason, u64)>>,
 }
 
@@ -100,6 +122,38 @@ impl Counters {
             format!("otlp_windows={}", self.otlp_windows.load(Relaxed)),
             format!("otlp_wal_torn={}", self.otlp_wal_torn.load(Relaxed)),
             format!("otlp_wal_replayed={}", self.otlp_wal_replayed.load(Relaxed)),
+            format!("otlp_refused_name={}", self.otlp_refused_name.load(Relaxed)),
+            format!(
+                "otlp_refused_attributes={}",
+                self.otlp_refused_attributes.load(Relaxed)
+            ),
+            format!(
+                "otlp_refused_buckets={}",
+                self.otlp_refused_buckets.load(Relaxed)
+            ),
+            format!(
+                "otlp_refused_request_points={}",
+                self.otlp_refused_request_points.load(Relaxed)
+            ),
+            format!("otlp_refused_time={}", self.otlp_refused_time.load(Relaxed)),
+            format!("otlp_refused_late={}", self.otlp_refused_late.load(Relaxed)),
+            format!(
+                "otlp_refused_open_windows={}",
+                self.otlp_refused_open_windows.load(Relaxed)
+            ),
+            format!(
+                "otlp_refused_series={}",
+                self.otlp_refused_series.load(Relaxed)
+            ),
+            format!(
+                "otlp_refused_frame_bytes={}",
+                self.otlp_refused_frame_bytes.load(Relaxed)
+            ),
+            format!("otlp_wal_full={}", self.otlp_wal_full.load(Relaxed)),
+            format!(
+                "otlp_wal_write_failures={}",
+                self.otlp_wal_write_failures.load(Relaxed)
+            ),
         ];
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         parts.extend(r.iter().map(|(k, n)| {

@@ -8,17 +8,30 @@
 //! dropped. A window is closed `otlp.grace` after its end; points for a window
 //! of that source already closed are late: rejected, counted and reported to the exporter.
 //!
+//! Admission, before anything is logged: a data point later than now + `otlp.max_skew`,
+//! older than now − `otlp.max_age`, for a closed window, that would open more than
+//! `otlp.max_open_windows` windows, add series past `otlp.max_series` to its source's window,
+//! or grow the window's frame past `ingest.max_frame_bytes` (a conservative estimate: per
+//! series its name twice plus 256 bytes, per point 32 bytes up to the LTTB threshold + 2, plus
+//! the host) is refused and reported in the partial-success answer. So every window that is
+//! acknowledged point by point builds a frame the admission accepts.
+//!
 //! Durability: before an Export is answered, its accepted points are appended to the
 //! write-ahead log `DATA_DIR/otlp-wal/<window start>.wal` (one JSON line per source and
-//! request, prefixed by the first 16 hex digits of its SHA-256) and fsynced. A closed window
-//! becomes a snapshot — exact statistics and MinMax-LTTB through the agent's own
-//! `build_snapshot` — sealed as a Protobuf frame with `seq` = window start / window length
-//! (deterministic, so a window rebuilt after a crash is a duplicate of itself) and admitted like
-//! an agent's frame (verification, store, live streams). Its WAL file is deleted once every
-//! window in it is acked COMMITTED or DUPLICATE; unacked windows are resubmitted. On start the
-//! WAL is replayed (a torn last line is skipped and counted).
+//! request, prefixed by the first 16 hex digits of its SHA-256) and fsynced. An append that
+//! would take the log past `otlp.max_wal_bytes`, or that fails (disk full), is answered
+//! `UNAVAILABLE` and leaves nothing behind: every file appended to by the request is truncated
+//! back to its length before it, so no partial line can swallow the next append. A closed
+//! window becomes a snapshot — exact statistics and MinMax-LTTB through the agent's own
+//! `build_snapshot` — sealed as a Protobuf frame with `seq` = window start / window length + 1
+//! (window starts are multiples of the window length and at least 0, so distinct windows of a
+//! source never share a seq, and it is ≥ 1; deterministic, so a window rebuilt after a crash is
+//! a duplicate of itself) and admitted like an agent's frame (verification, store, live
+//! streams). Its WAL file is deleted once every window in it is acked COMMITTED or DUPLICATE;
+//! unacked windows are resubmitted. On start the WAL is replayed (a torn last line is skipped
+//! and counted).
 
-use super::mapping::SourcePoints;
+use super::mapping::{Refusal, Rejections, SourcePoints};
 use crate::counters::Counters;
 use crate::ingest::{AckTo, Admission};
 use anyhow::{Context, Result};
@@ -28,7 +41,7 @@ use fleetset_proto::pb::{self, AckStatus};
 use fleetset_proto::{seal, Compression, Encoding, HostInfo, SealOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,6 +68,45 @@ pub struct OtlpWindowConfig {
     pub lttb: Downsampler,
     /// Fleet HMAC key, so the frames verify like agents' frames.
     pub hmac_key: Option<Vec<u8>>,
+    /// Limits of what one receiver buffers.
+    pub limits: WindowLimits,
+}
+
+/// What the window buffer holds at most (`[otlp]` and `ingest.max_frame_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowLimits {
+    /// Points later than now + this are refused, ms.
+    pub max_skew_ms: i64,
+    /// Points older than now − this are refused, ms.
+    pub max_age_ms: i64,
+    /// Open windows (source × window).
+    pub max_open_windows: usize,
+    /// Series per source per window.
+    pub max_series: usize,
+    /// Total WAL bytes.
+    pub max_wal_bytes: u64,
+    /// The admission's frame limit, bytes.
+    pub max_frame_bytes: usize,
+}
+
+/// Estimated frame bytes a series adds besides its points (name in data and stats, stats).
+const SERIES_BYTES: usize = 256;
+/// Estimated frame bytes of one point (ts, value, framing).
+const POINT_BYTES: usize = 32;
+/// Frame bytes kept free of points: header, window fields.
+const FRAME_SLACK: usize = 4096;
+
+/// The estimated frame bytes of `host`.
+fn host_bytes(host: &HostInfo) -> usize {
+    let labels: usize = host
+        .labels
+        .iter()
+        .map(|(k, v)| k.len().saturating_add(v.len()).saturating_add(16))
+        .fold(0, usize::saturating_add);
+    [&host.hostname, &host.os, &host.kernel, &host.agent_version]
+        .iter()
+        .map(|s| s.len().saturating_add(16))
+        .fold(labels, usize::saturating_add)
 }
 
 /// One WAL line.
@@ -71,6 +123,8 @@ struct Open {
     host: HostInfo,
     /// series → ts → (value, start ns).
     points: BTreeMap<String, BTreeMap<i64, (f64, u64)>>,
+    /// Estimated frame bytes of the series and points (see [`FRAME_SLACK`]).
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -83,6 +137,18 @@ struct State {
     pending: HashMap<i64, usize>,
     /// Submitted, unacked frames by (agent, seq), with when they were submitted.
     inflight: HashMap<(String, u64), (pb::Frame, Instant)>,
+    /// Bytes of the WAL files.
+    wal_bytes: u64,
+}
+
+/// What one request adds to one window, while it is admitted.
+#[derive(Default)]
+struct Growth {
+    new_window: bool,
+    series: HashSet<String>,
+    /// Points added per series.
+    points: HashMap<String, usize>,
+    bytes: usize,
 }
 
 /// The OTLP window buffer of one aggregator.
@@ -90,6 +156,9 @@ pub struct OtlpWindows {
     cfg: OtlpWindowConfig,
     state: Mutex<State>,
     counters: Arc<Counters>,
+    /// Test hook: appends fail after this many more bytes (a full disk).
+    #[cfg(test)]
+    fail_after: Mutex<Option<usize>>,
 }
 
 fn checksum(line: &str) -> String {
@@ -114,6 +183,9 @@ impl OtlpWindows {
                 continue;
             };
             let file = std::fs::File::open(&path)?;
+            state.wal_bytes = state
+                .wal_bytes
+                .saturating_add(file.metadata().map_or(0, |m| m.len()));
             for line in std::io::BufReader::new(file).lines() {
                 let record = line.ok().and_then(|l| {
                     let (sum, json) = l.split_once('\t')?;
@@ -124,7 +196,7 @@ impl OtlpWindows {
                 match record {
                     Some(r) => {
                         lines += 1;
-                        insert(&mut state, start, r);
+                        insert(&mut state, start, r, &cfg.lttb);
                     }
                     None => torn += 1,
                 }
@@ -144,6 +216,8 @@ impl OtlpWindows {
             cfg,
             state: Mutex::new(state),
             counters,
+            #[cfg(test)]
+            fail_after: Mutex::new(None),
         })
     }
 
@@ -151,24 +225,136 @@ impl OtlpWindows {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Logs and buffers the points of one Export; returns how many were late (rejected).
-    /// Errors: the WAL cannot be written (nothing of this request is buffered then).
-    pub fn accept(&self, sources: Vec<SourcePoints>) -> Result<u64> {
-        let mut late = 0u64;
+    /// Admits, logs and buffers the points of one Export at `now_ms`; returns the data points
+    /// refused. Errors: the WAL is full or cannot be written (nothing of this request is
+    /// buffered or left in the WAL then).
+    pub fn accept(&self, sources: Vec<SourcePoints>, now_ms: i64) -> Result<Rejections> {
+        let lim = self.cfg.limits;
+        let (earliest, latest) = (
+            now_ms.saturating_sub(lim.max_age_ms),
+            now_ms.saturating_add(lim.max_skew_ms),
+        );
+        let mut refused = Rejections::default();
         let mut records: BTreeMap<i64, Vec<WalRecord>> = BTreeMap::new();
         let mut state = self.lock();
+        let mut growth: HashMap<(i64, String), Growth> = HashMap::new();
+        let mut new_windows = 0usize;
         for s in sources {
             let mut by_window: BTreeMap<i64, Vec<(String, i64, f64, u64)>> = BTreeMap::new();
-            for p in s.points {
-                let start = window_start(p.ts_ms, self.cfg.window_ms);
-                if state.closed.get(&s.agent_id).is_some_and(|c| start <= *c) {
-                    late += 1;
+            let host = host_bytes(&s.host);
+            for dp in s.points {
+                let Some(ts) = dp.first().map(|p| p.ts_ms) else {
+                    continue;
+                };
+                if ts > latest || ts < earliest {
+                    refused.add(
+                        Refusal::Time,
+                        1,
+                        format!(
+                            "a point at {ts} ms is outside [now − otlp.max_age, now + otlp.max_skew] = [{earliest}, {latest}]"
+                        ),
+                    );
                     continue;
                 }
-                by_window
-                    .entry(start)
-                    .or_default()
-                    .push((p.metric, p.ts_ms, p.value, p.start_ns));
+                let start = window_start(ts, self.cfg.window_ms);
+                if state.closed.get(&s.agent_id).is_some_and(|c| start <= *c) {
+                    refused.add(
+                        Refusal::Late,
+                        1,
+                        "point(s) belong to windows already closed (later than otlp.grace)".into(),
+                    );
+                    continue;
+                }
+                let key = (start, s.agent_id.clone());
+                let open = state.open.get(&key);
+                let g = growth.entry(key).or_default();
+                if open.is_none()
+                    && !g.new_window
+                    && state.open.len().saturating_add(new_windows) >= lim.max_open_windows
+                {
+                    refused.add(
+                        Refusal::OpenWindows,
+                        1,
+                        format!(
+                            "more than otlp.max_open_windows = {} windows open",
+                            lim.max_open_windows
+                        ),
+                    );
+                    continue;
+                }
+                let (had_series, had_bytes) = open.map_or((0, 0), |o| (o.points.len(), o.bytes));
+                let fresh: HashSet<String> = dp
+                    .iter()
+                    .map(|p| &p.metric)
+                    .filter(|m| {
+                        !g.series.contains(*m) && open.is_none_or(|o| !o.points.contains_key(*m))
+                    })
+                    .cloned()
+                    .collect();
+                if had_series
+                    .saturating_add(g.series.len())
+                    .saturating_add(fresh.len())
+                    > lim.max_series
+                {
+                    refused.add(
+                        Refusal::Series,
+                        1,
+                        format!(
+                            "more than otlp.max_series = {} series in a window of {}",
+                            lim.max_series, s.agent_id
+                        ),
+                    );
+                    continue;
+                }
+                let cap = self.cfg.lttb.threshold.saturating_add(2);
+                let cost = dp
+                    .iter()
+                    .map(|p| {
+                        let had = open
+                            .and_then(|o| o.points.get(&p.metric))
+                            .map_or(0, BTreeMap::len)
+                            .saturating_add(g.points.get(&p.metric).copied().unwrap_or(0));
+                        let series = if fresh.contains(&p.metric) {
+                            p.metric
+                                .len()
+                                .saturating_mul(2)
+                                .saturating_add(SERIES_BYTES)
+                        } else {
+                            0
+                        };
+                        series.saturating_add(if had < cap { POINT_BYTES } else { 0 })
+                    })
+                    .fold(0, usize::saturating_add);
+                let budget = lim
+                    .max_frame_bytes
+                    .saturating_sub(FRAME_SLACK.saturating_add(host));
+                if had_bytes.saturating_add(g.bytes).saturating_add(cost) > budget {
+                    refused.add(
+                        Refusal::FrameBytes,
+                        1,
+                        format!(
+                            "the window of {} would exceed ingest.max_frame_bytes = {}",
+                            s.agent_id, lim.max_frame_bytes
+                        ),
+                    );
+                    continue;
+                }
+                if open.is_none() && !g.new_window {
+                    g.new_window = true;
+                    new_windows = new_windows.saturating_add(1);
+                }
+                g.bytes = g.bytes.saturating_add(cost);
+                for p in dp {
+                    if fresh.contains(&p.metric) {
+                        g.series.insert(p.metric.clone());
+                    }
+                    let n = g.points.entry(p.metric.clone()).or_default();
+                    *n = n.saturating_add(1);
+                    by_window
+                        .entry(start)
+                        .or_default()
+                        .push((p.metric, p.ts_ms, p.value, p.start_ns));
+                }
             }
             for (start, points) in by_window {
                 records.entry(start).or_default().push(WalRecord {
@@ -178,29 +364,99 @@ impl OtlpWindows {
                 });
             }
         }
-        // Write-ahead: every touched WAL file appended and fsynced before anything is buffered.
-        for (start, recs) in &records {
-            let path = self.cfg.wal_dir.join(format!("{start}.wal"));
+        let appended = self.log(&records, &mut state)?;
+        state.wal_bytes = state.wal_bytes.saturating_add(appended);
+        for (start, recs) in records {
+            for r in recs {
+                insert(&mut state, start, r, &self.cfg.lttb);
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Write-ahead: appends and fsyncs `records` to their WAL files; returns the bytes
+    /// appended. Errors: `otlp.max_wal_bytes` would be exceeded, or a write failed — then
+    /// every file is truncated back to its length before (no partial line is left).
+    fn log(&self, records: &BTreeMap<i64, Vec<WalRecord>>, state: &mut State) -> Result<u64> {
+        let mut texts = Vec::with_capacity(records.len());
+        let mut total = 0u64;
+        for (start, recs) in records {
             let mut text = String::new();
             for r in recs {
                 let json = serde_json::to_string(r)?;
-                text.push_str(&format!("{}\t{json}\n", checksum(&json)));
+                text.push_str(&checksum(&json));
+                text.push('\t');
+                text.push_str(&json);
+                text.push('\n');
             }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.sync_data())
-                .with_context(|| format!("writing {}", path.display()))?;
+            total = total.saturating_add(u64::try_from(text.len()).unwrap_or(u64::MAX));
+            texts.push((*start, text));
         }
-        for (start, recs) in records {
-            for r in recs {
-                insert(&mut state, start, r);
+        let max = self.cfg.limits.max_wal_bytes;
+        if total > 0 && state.wal_bytes.saturating_add(total) > max {
+            Counters::add(&self.counters.otlp_wal_full, 1);
+            anyhow::bail!(
+                "the write-ahead log is full ({} of otlp.max_wal_bytes = {max} bytes used, {total} more needed); retry once windows have closed",
+                state.wal_bytes
+            );
+        }
+        let mut done: Vec<(PathBuf, u64)> = Vec::new();
+        for (start, text) in texts {
+            let path = self.cfg.wal_dir.join(format!("{start}.wal"));
+            if let Err(e) = self.append(&path, text.as_bytes(), &mut done) {
+                Counters::add(&self.counters.otlp_wal_write_failures, 1);
+                for (path, len) in done.iter().rev() {
+                    let undone = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .and_then(|f| f.set_len(*len).and_then(|()| f.sync_data()));
+                    if let Err(e) = undone {
+                        warn!(path = %path.display(), error = %e, "could not truncate an OTLP WAL file after a failed append");
+                    }
+                }
+                return Err(e);
             }
         }
-        Ok(late)
+        Ok(total)
+    }
+
+    /// Appends `bytes` to `path` and fsyncs, first pushing (path, length before) on `done`.
+    fn append(
+        &self,
+        path: &std::path::Path,
+        bytes: &[u8],
+        done: &mut Vec<(PathBuf, u64)>,
+    ) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let before = f
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        done.push((path.to_path_buf(), before));
+        #[cfg(test)]
+        let bytes = {
+            let mut fail = self.fail_after.lock().unwrap_or_else(|p| p.into_inner());
+            match fail.as_mut() {
+                Some(n) if *n < bytes.len() => {
+                    let cut = *n;
+                    *n = 0;
+                    f.write_all(&bytes[..cut])?;
+                    anyhow::bail!("writing {}: no space left on device (test)", path.display());
+                }
+                Some(n) => {
+                    *n = n.saturating_sub(bytes.len());
+                    bytes
+                }
+                None => bytes,
+            }
+        };
+        f.write_all(bytes)
+            .and_then(|()| f.sync_data())
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Closes due windows into frames and admits them; resubmits unacked ones; until `stop`
@@ -229,7 +485,12 @@ impl OtlpWindows {
         let due: Vec<(i64, String)> = state
             .open
             .keys()
-            .take_while(|(start, _)| start + self.cfg.window_ms + self.cfg.grace_ms <= now_ms)
+            .take_while(|(start, _)| {
+                start
+                    .saturating_add(self.cfg.window_ms)
+                    .saturating_add(self.cfg.grace_ms)
+                    <= now_ms
+            })
             .cloned()
             .collect();
         let mut frames = Vec::new();
@@ -269,7 +530,7 @@ impl OtlpWindows {
     fn frame(&self, start: i64, agent_id: &str, open: Open) -> Result<pb::Frame> {
         let closed = ClosedWindow {
             start,
-            end: start + self.cfg.window_ms,
+            end: start.saturating_add(self.cfg.window_ms),
             raw: open
                 .points
                 .into_iter()
@@ -283,7 +544,8 @@ impl OtlpWindows {
         };
         let (mut snapshot, _) = build_snapshot(closed, &self.cfg.lttb, &naming);
         snapshot.agent_id = agent_id.to_string();
-        snapshot.seq = (start.div_euclid(self.cfg.window_ms)).max(1) as u64;
+        snapshot.seq = seq_of(start, self.cfg.window_ms)
+            .with_context(|| format!("window start {start} has no seq"))?;
         snapshot.host = open.host;
         Ok(seal(
             &snapshot,
@@ -314,7 +576,9 @@ impl OtlpWindows {
         {
             return;
         }
-        let start = ack.seq as i64 * self.cfg.window_ms;
+        let Some(start) = start_of(ack.seq, self.cfg.window_ms) else {
+            return;
+        };
         let left = state.pending.get_mut(&start).map(|n| {
             *n = n.saturating_sub(1);
             *n
@@ -322,6 +586,8 @@ impl OtlpWindows {
         if left == Some(0) {
             state.pending.remove(&start);
             let path = self.cfg.wal_dir.join(format!("{start}.wal"));
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            state.wal_bytes = state.wal_bytes.saturating_sub(len);
             if let Err(e) = std::fs::remove_file(&path) {
                 warn!(path = %path.display(), error = %e, "could not delete an OTLP WAL file");
             }
@@ -329,8 +595,24 @@ impl OtlpWindows {
     }
 }
 
+/// The seq of the window starting at `start` (a multiple of `window_ms`, ≥ 0): start /
+/// window_ms + 1, so ≥ 1 and distinct per window. `None` for a negative or unaligned start.
+pub fn seq_of(start: i64, window_ms: i64) -> Option<u64> {
+    if start < 0 || window_ms <= 0 || start.checked_rem(window_ms)? != 0 {
+        return None;
+    }
+    u64::try_from(start.checked_div(window_ms)?.checked_add(1)?).ok()
+}
+
+/// The window start of `seq` ([`seq_of`]'s inverse).
+fn start_of(seq: u64, window_ms: i64) -> Option<i64> {
+    i64::try_from(seq.checked_sub(1)?)
+        .ok()?
+        .checked_mul(window_ms)
+}
+
 /// Adds a WAL record's points to the open window (counting a new window as pending).
-fn insert(state: &mut State, start: i64, r: WalRecord) {
+fn insert(state: &mut State, start: i64, r: WalRecord, lttb: &Downsampler) {
     let key = (start, r.agent_id);
     if !state.open.contains_key(&key) {
         *state.pending.entry(start).or_default() += 1;
@@ -338,16 +620,22 @@ fn insert(state: &mut State, start: i64, r: WalRecord) {
     let open = state.open.entry(key).or_insert_with(|| Open {
         host: r.host.clone(),
         points: BTreeMap::new(),
+        bytes: 0,
     });
     open.host = r.host;
+    let cap = lttb.threshold.saturating_add(2);
     for (metric, ts, value, start) in r.points {
+        if !open.points.contains_key(&metric) {
+            let cost = metric.len().saturating_mul(2).saturating_add(SERIES_BYTES);
+            open.bytes = open.bytes.saturating_add(cost);
+        }
         let series = open.points.entry(metric).or_default();
         let repeat = series
             .range(..ts)
             .next_back()
             .is_some_and(|(_, prev)| *prev == (value, start));
-        if !repeat {
-            series.insert(ts, (value, start));
+        if !repeat && series.insert(ts, (value, start)).is_none() && series.len() <= cap {
+            open.bytes = open.bytes.saturating_add(POINT_BYTES);
         }
     }
 }
@@ -377,7 +665,20 @@ mod tests {
         Dir(d)
     }
 
+    const LIMITS: WindowLimits = WindowLimits {
+        max_skew_ms: 600_000,
+        max_age_ms: 7 * 86_400_000,
+        max_open_windows: 4096,
+        max_series: 10_000,
+        max_wal_bytes: 1 << 30,
+        max_frame_bytes: 8 << 20,
+    };
+
     fn open(d: &Dir) -> (OtlpWindows, Arc<Counters>) {
+        open_with(d, LIMITS)
+    }
+
+    fn open_with(d: &Dir, limits: WindowLimits) -> (OtlpWindows, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
         let cfg = OtlpWindowConfig {
             window_ms: 60_000,
@@ -385,30 +686,42 @@ mod tests {
             wal_dir: d.0.clone(),
             lttb: Downsampler::default(),
             hmac_key: None,
+            limits,
         };
         (OtlpWindows::open(cfg, counters.clone()).unwrap(), counters)
     }
 
-    /// One Export of `values` for `x.gauge`, one second apart from `W + offset_s` s.
-    fn export(w: &OtlpWindows, offset_s: i64, values: &[f64]) {
-        let points = values
+    /// One data point per (series, ts ms, value), from `AGENT`, at now = `W`.
+    fn try_export(w: &OtlpWindows, points: &[(&str, i64, f64)]) -> Result<Rejections> {
+        let points = points
             .iter()
-            .enumerate()
-            .map(|(i, v)| Point {
-                metric: "x.gauge".into(),
-                ts_ms: W + (offset_s + i as i64) * 1000,
-                value: *v,
-                start_ns: 0,
+            .map(|(m, ts, v)| {
+                vec![Point {
+                    metric: (*m).into(),
+                    ts_ms: *ts,
+                    value: *v,
+                    start_ns: 0,
+                }]
             })
             .collect();
-        let late = w
-            .accept(vec![SourcePoints {
+        w.accept(
+            vec![SourcePoints {
                 agent_id: AGENT.into(),
                 host: HostInfo::default(),
                 points,
-            }])
-            .unwrap();
-        assert_eq!(late, 0);
+            }],
+            W,
+        )
+    }
+
+    /// One Export of `values` for `x.gauge`, one second apart from `W + offset_s` s.
+    fn export(w: &OtlpWindows, offset_s: i64, values: &[f64]) {
+        let points: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ("x.gauge", W + (offset_s + i as i64) * 1000, *v))
+            .collect();
+        assert_eq!(try_export(w, &points).unwrap().count, 0);
     }
 
     fn wal_file(d: &Dir) -> PathBuf {
@@ -520,5 +833,135 @@ mod tests {
         let (w, counters) = open(&d);
         assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 0);
         assert!(w.due(W + 60_000).is_empty(), "nothing left to replay");
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_partial_line_and_the_next_export_survives() {
+        let d = dir("enospc");
+        let (w, counters) = open(&d);
+        export(&w, 0, &[1.0]);
+        let len = std::fs::metadata(wal_file(&d)).unwrap().len();
+        // The disk fills up 10 bytes into the next append.
+        *w.fail_after.lock().unwrap() = Some(10);
+        let err = try_export(&w, &[("x.gauge", W + 5000, 9.0)]).unwrap_err();
+        assert!(format!("{err:#}").contains("no space"), "{err:#}");
+        assert_eq!(counters.otlp_wal_write_failures.load(Relaxed), 1);
+        assert_eq!(
+            std::fs::metadata(wal_file(&d)).unwrap().len(),
+            len,
+            "truncated back to its length before the append"
+        );
+        *w.fail_after.lock().unwrap() = None;
+        export(&w, 10, &[2.0]);
+        drop(w); // a crash
+        let (w, counters) = open(&d);
+        assert_eq!(counters.otlp_wal_torn.load(Relaxed), 0);
+        assert_eq!(counters.otlp_wal_replayed.load(Relaxed), 2);
+        assert_eq!(close(&w).1, [1.0, 2.0], "the failed point is not there");
+    }
+
+    #[test]
+    fn a_full_wal_refuses_the_whole_request_and_writes_nothing() {
+        let d = dir("full");
+        let (w, counters) = open_with(
+            &d,
+            WindowLimits {
+                max_wal_bytes: 300,
+                ..LIMITS
+            },
+        );
+        export(&w, 0, &[1.0]);
+        let many: Vec<_> = (0..20).map(|i| ("x.gauge", W + 1000 + i, 1.0)).collect();
+        let err = try_export(&w, &many).unwrap_err();
+        assert!(format!("{err:#}").contains("otlp.max_wal_bytes"), "{err:#}");
+        assert_eq!(counters.otlp_wal_full.load(Relaxed), 1);
+        assert_eq!(
+            std::fs::read_to_string(wal_file(&d))
+                .unwrap()
+                .lines()
+                .count(),
+            1
+        );
+        assert_eq!(close(&w).1, [1.0]);
+    }
+
+    #[test]
+    fn points_outside_the_time_bounds_are_refused_before_anything_is_written() {
+        let d = dir("time");
+        let (w, _) = open(&d);
+        let year_2500 = 16_725_225_600_000;
+        let r = try_export(
+            &w,
+            &[
+                ("x.gauge", year_2500, 1.0),
+                ("x.gauge", W - 8 * 86_400_000, 1.0),
+                ("x.gauge", W + 601_000, 1.0),
+                ("x.gauge", W, 3.0),
+            ],
+        )
+        .unwrap();
+        assert_eq!((r.count, r.by[&Refusal::Time]), (3, 3));
+        assert!(r.reasons[0].contains("otlp.max_age"), "{:?}", r.reasons);
+        assert_eq!(std::fs::read_dir(&d.0).unwrap().count(), 1, "one WAL file");
+        assert_eq!(close(&w).1, [3.0]);
+    }
+
+    #[test]
+    fn open_windows_series_and_frame_bytes_are_bounded() {
+        let d = dir("bounds");
+        let (w, _) = open_with(
+            &d,
+            WindowLimits {
+                max_open_windows: 2,
+                max_series: 3,
+                max_frame_bytes: FRAME_SLACK + 2 * SERIES_BYTES + 300,
+                ..LIMITS
+            },
+        );
+        // Three windows: the third is refused.
+        let r = try_export(
+            &w,
+            &[
+                ("a", W, 1.0),
+                ("a", W - 60_000, 1.0),
+                ("a", W - 120_000, 1.0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.by.get(&Refusal::OpenWindows), Some(&1), "{r:?}");
+        // Series: a, b, then c would exceed the frame estimate (2 series + a few points).
+        let r = try_export(&w, &[("b", W + 1, 1.0), ("c", W + 2, 1.0)]).unwrap();
+        assert_eq!(r.by.get(&Refusal::FrameBytes), Some(&1), "{r:?}");
+        drop(w);
+        let (w, _) = open_with(
+            &d,
+            WindowLimits {
+                max_open_windows: 2,
+                max_series: 2,
+                ..LIMITS
+            },
+        );
+        let r = try_export(&w, &[("c", W + 3, 1.0), ("a", W + 4, 2.0)]).unwrap();
+        assert_eq!(
+            r.by.get(&Refusal::Series),
+            Some(&1),
+            "after a replay too: {r:?}"
+        );
+        assert_eq!(r.count, 1, "a known series still takes points");
+    }
+
+    #[test]
+    fn seqs_of_distinct_windows_never_collide() {
+        assert_eq!(seq_of(0, 2000), Some(1));
+        assert_eq!(seq_of(2000, 2000), Some(2));
+        assert_eq!(seq_of(1000, 2000), None, "unaligned");
+        assert_eq!(seq_of(-2000, 2000), None);
+        assert_eq!(
+            seq_of(i64::MAX / 2 * 2, 2),
+            Some(u64::try_from(i64::MAX / 2 + 1).unwrap())
+        );
+        for start in [0, 2000, 4_000_000] {
+            assert_eq!(start_of(seq_of(start, 2000).unwrap(), 2000), Some(start));
+        }
     }
 }
