@@ -89,6 +89,9 @@ pub struct WindowLimits {
     pub max_frame_bytes: usize,
 }
 
+/// Extension of a WAL file of another window length being moved (see [`OtlpWindows::open`]).
+const MOVING: &str = "moving";
+
 /// Estimated frame bytes a series adds besides its points (name in data and stats, stats).
 const SERIES_BYTES: usize = 256;
 /// Estimated frame bytes of one point (ts, value, framing).
@@ -166,26 +169,34 @@ fn checksum(line: &str) -> String {
 }
 
 impl OtlpWindows {
-    /// Opens the buffer, replaying the write-ahead log. Errors: the WAL directory is unusable.
+    /// Opens the buffer, replaying the write-ahead log. A WAL file whose points are not all in
+    /// the window its name starts (written with another `otlp.window`) is renamed
+    /// `<start>.moving`, its records logged again into the files of the current windows, and
+    /// then deleted. Errors: the WAL directory is unusable.
     pub fn open(cfg: OtlpWindowConfig, counters: Arc<Counters>) -> Result<OtlpWindows> {
         std::fs::create_dir_all(&cfg.wal_dir)
             .with_context(|| format!("creating {}", cfg.wal_dir.display()))?;
         let mut state = State::default();
         let (mut lines, mut torn) = (0usize, 0usize);
-        for entry in std::fs::read_dir(&cfg.wal_dir)?.flatten() {
-            let path = entry.path();
+        let mut relog: BTreeMap<i64, Vec<WalRecord>> = BTreeMap::new();
+        let mut stale = Vec::new();
+        let paths: Vec<PathBuf> = std::fs::read_dir(&cfg.wal_dir)?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        for path in paths {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
             let Some(start) = path
                 .file_stem()
                 .and_then(|s| s.to_str())
-                .filter(|_| path.extension().is_some_and(|e| e == "wal"))
+                .filter(|_| ext == "wal" || ext == MOVING)
                 .and_then(|s| s.parse::<i64>().ok())
             else {
                 continue;
             };
             let file = std::fs::File::open(&path)?;
-            state.wal_bytes = state
-                .wal_bytes
-                .saturating_add(file.metadata().map_or(0, |m| m.len()));
+            let len = file.metadata().map_or(0, |m| m.len());
+            let mut records = Vec::new();
             for line in std::io::BufReader::new(file).lines() {
                 let record = line.ok().and_then(|l| {
                     let (sum, json) = l.split_once('\t')?;
@@ -194,11 +205,45 @@ impl OtlpWindows {
                         .flatten()
                 });
                 match record {
-                    Some(r) => {
-                        lines += 1;
-                        insert(&mut state, start, r, &cfg.lttb);
-                    }
+                    Some(r) => records.push(r),
                     None => torn += 1,
+                }
+            }
+            lines = lines.saturating_add(records.len());
+            let in_window = |r: &WalRecord| {
+                r.points
+                    .iter()
+                    .all(|p| window_start(p.1, cfg.window_ms) == start)
+            };
+            if ext == "wal" && records.iter().all(in_window) {
+                state.wal_bytes = state.wal_bytes.saturating_add(len);
+                for r in records {
+                    insert(&mut state, start, r, &cfg.lttb);
+                }
+                continue;
+            }
+            // Renamed first, so the file can receive moved records under its own name; a
+            // crash before its removal moves its records again (harmless: same points).
+            let moving = path.with_extension(MOVING);
+            if ext == "wal" {
+                std::fs::rename(&path, &moving)
+                    .with_context(|| format!("renaming {}", path.display()))?;
+            }
+            stale.push(moving);
+            for r in records {
+                let mut by_window: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+                for p in r.points {
+                    by_window
+                        .entry(window_start(p.1, cfg.window_ms))
+                        .or_default()
+                        .push(p);
+                }
+                for (start, points) in by_window {
+                    relog.entry(start).or_default().push(WalRecord {
+                        agent_id: r.agent_id.clone(),
+                        host: r.host.clone(),
+                        points,
+                    });
                 }
             }
         }
@@ -207,18 +252,37 @@ impl OtlpWindows {
                 records = lines,
                 torn,
                 windows = state.open.len(),
+                moved = stale.len(),
                 "OTLP write-ahead log replayed"
             );
         }
         Counters::add(&counters.otlp_wal_torn, torn as u64);
         Counters::add(&counters.otlp_wal_replayed, lines as u64);
-        Ok(OtlpWindows {
+        let w = OtlpWindows {
             cfg,
             state: Mutex::new(state),
             counters,
             #[cfg(test)]
             fail_after: Mutex::new(None),
-        })
+        };
+        if !stale.is_empty() {
+            let mut state = w.lock();
+            let appended = w
+                .log(&relog, &mut state, false)
+                .context("moving OTLP WAL records of another otlp.window")?;
+            state.wal_bytes = state.wal_bytes.saturating_add(appended);
+            for (start, recs) in relog {
+                for r in recs {
+                    insert(&mut state, start, r, &w.cfg.lttb);
+                }
+            }
+            drop(state);
+            for path in stale {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(w)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -364,7 +428,7 @@ impl OtlpWindows {
                 });
             }
         }
-        let appended = self.log(&records, &mut state)?;
+        let appended = self.log(&records, &mut state, true)?;
         state.wal_bytes = state.wal_bytes.saturating_add(appended);
         for (start, recs) in records {
             for r in recs {
@@ -375,9 +439,15 @@ impl OtlpWindows {
     }
 
     /// Write-ahead: appends and fsyncs `records` to their WAL files; returns the bytes
-    /// appended. Errors: `otlp.max_wal_bytes` would be exceeded, or a write failed — then
-    /// every file is truncated back to its length before (no partial line is left).
-    fn log(&self, records: &BTreeMap<i64, Vec<WalRecord>>, state: &mut State) -> Result<u64> {
+    /// appended. Errors: `otlp.max_wal_bytes` would be exceeded (if `bounded`), or a write
+    /// failed — then every file is truncated back to its length before (no partial line is
+    /// left).
+    fn log(
+        &self,
+        records: &BTreeMap<i64, Vec<WalRecord>>,
+        state: &mut State,
+        bounded: bool,
+    ) -> Result<u64> {
         let mut texts = Vec::with_capacity(records.len());
         let mut total = 0u64;
         for (start, recs) in records {
@@ -393,7 +463,7 @@ impl OtlpWindows {
             texts.push((*start, text));
         }
         let max = self.cfg.limits.max_wal_bytes;
-        if total > 0 && state.wal_bytes.saturating_add(total) > max {
+        if bounded && total > 0 && state.wal_bytes.saturating_add(total) > max {
             Counters::add(&self.counters.otlp_wal_full, 1);
             anyhow::bail!(
                 "the write-ahead log is full ({} of otlp.max_wal_bytes = {max} bytes used, {total} more needed); retry once windows have closed",
@@ -963,5 +1033,48 @@ mod tests {
         for start in [0, 2000, 4_000_000] {
             assert_eq!(start_of(seq_of(start, 2000).unwrap(), 2000), Some(start));
         }
+    }
+
+    #[test]
+    fn a_wal_of_another_window_length_is_moved_into_the_current_windows() {
+        let d = dir("rewindow");
+        let (w, _) = open(&d);
+        // Two points 30 s apart in one 60 s window.
+        export(&w, 0, &[1.0]);
+        export(&w, 30, &[2.0]);
+        drop(w);
+        // Restarted with 30 s windows: each point in its own window, each sealed.
+        let counters = Arc::new(Counters::default());
+        let cfg = OtlpWindowConfig {
+            window_ms: 30_000,
+            grace_ms: 0,
+            wal_dir: d.0.clone(),
+            lttb: Downsampler::default(),
+            hmac_key: None,
+            limits: LIMITS,
+        };
+        let w = OtlpWindows::open(cfg.clone(), counters).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, [format!("{W}.wal"), format!("{}.wal", W + 30_000)]);
+        let frames = w.due(W + 60_000);
+        let seqs: Vec<u64> = frames
+            .iter()
+            .map(|f| f.header.as_ref().unwrap().seq)
+            .collect();
+        assert_eq!(seqs.len(), 2, "both windows sealed: {seqs:?}");
+        assert_ne!(seqs[0], seqs[1]);
+        for f in &frames {
+            w.acked(&ack(f, AckStatus::Committed));
+        }
+        assert_eq!(
+            std::fs::read_dir(&d.0).unwrap().count(),
+            0,
+            "all acked, all gone"
+        );
     }
 }
