@@ -139,7 +139,8 @@ struct Open {
 struct State {
     /// Open windows by (start, agent).
     open: BTreeMap<(i64, String), Open>,
-    /// Per agent, the latest window start closed: older points are late.
+    /// Per agent, the latest window start closed: older points are late (forgotten once older
+    /// than `otlp.max_age`).
     closed: HashMap<String, i64>,
     /// Windows not yet acked per WAL file (window start).
     pending: HashMap<i64, usize>,
@@ -565,6 +566,14 @@ impl OtlpWindows {
             })
             .cloned()
             .collect();
+        if !due.is_empty() {
+            // A closed mark older than otlp.max_age refuses nothing the time bound does not:
+            // forgotten, so sources that come and go do not accumulate.
+            let horizon = now_ms
+                .saturating_sub(self.cfg.limits.max_age_ms)
+                .saturating_sub(self.cfg.window_ms);
+            state.closed.retain(|_, start| *start >= horizon);
+        }
         let mut frames = Vec::new();
         for key in due {
             let Some(open) = state.open.remove(&key) else {

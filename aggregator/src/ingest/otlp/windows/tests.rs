@@ -366,3 +366,28 @@ fn a_wal_of_another_window_length_is_moved_into_the_current_windows() {
         "all acked, all gone"
     );
 }
+
+#[test]
+fn closed_marks_older_than_max_age_are_forgotten() {
+    let d = dir("forget");
+    let (w, _) = open(&d);
+    export(&w, 0, &[1.0]);
+    close(&w);
+    assert!(w.lock().closed.contains_key(AGENT));
+    // Eight days later another source's window closes: the old mark goes.
+    let later = W + 8 * 86_400_000;
+    let other = SourcePoints {
+        agent_id: "otel-other".into(),
+        host: HostInfo::default(),
+        points: vec![vec![Point {
+            metric: "x.gauge".into(),
+            ts_ms: later,
+            value: 1.0,
+            start_ns: 0,
+        }]],
+    };
+    assert_eq!(w.accept(vec![other], later).unwrap().count, 0);
+    assert_eq!(w.due(later + 60_000).len(), 1);
+    let closed = &w.lock().closed;
+    assert!(!closed.contains_key(AGENT) && closed.contains_key("otel-other"));
+}
