@@ -5,42 +5,79 @@ use fleetset_proto::RejectReason;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Monotonic counters of the aggregator's data flow.
+fleetset_core::counters! {
+    /// Monotonic counters of the aggregator's data flow; all start at 0.
+    pub struct Flow {
+        /// Frames received on any transport.
+        frames_received,
+        /// Payload bytes of the frames received.
+        bytes_received,
+        /// Frames whose rows were committed.
+        frames_committed,
+        /// Frames acked DUPLICATE.
+        frames_duplicate,
+        /// Rows written to `series/`.
+        series_rows,
+        /// Rows written to `windows/`.
+        window_rows,
+        /// Rows written to `processes/`.
+        process_rows,
+        /// Parquet files committed.
+        files_committed,
+        /// Commits that failed (frames not acked; agents resend).
+        commit_failures,
+        /// Acks that could not be delivered (peer gone).
+        acks_undeliverable,
+        /// OTLP data points accepted into windows.
+        otlp_points_received,
+        /// OTLP data points rejected (malformed, no identity, late).
+        otlp_points_rejected,
+        /// Windows built from OTLP points and handed to the store.
+        otlp_windows,
+        /// Torn or corrupt OTLP WAL records skipped at start.
+        otlp_wal_torn,
+        /// OTLP WAL records replayed into open windows at start.
+        otlp_wal_replayed,
+        /// Window keys found in more than one committed row at start (see `store::files::Recovery`).
+        recovered_duplicate_keys,
+        /// OTLP data points refused: series name invalid or over 128 bytes with its attributes.
+        otlp_refused_name,
+        /// OTLP data points refused: more than `otlp.max_attributes` attributes.
+        otlp_refused_attributes,
+        /// OTLP data points refused: more than `otlp.max_buckets` buckets or quantiles.
+        otlp_refused_buckets,
+        /// OTLP data points refused: past `otlp.max_request_points` series points in one request.
+        otlp_refused_request_points,
+        /// OTLP data points refused: later than now + `otlp.max_skew` or older than now − `otlp.max_age`.
+        otlp_refused_time,
+        /// OTLP data points refused: for a window already closed.
+        otlp_refused_late,
+        /// OTLP data points refused: would open more than `otlp.max_open_windows` windows.
+        otlp_refused_open_windows,
+        /// OTLP data points refused: more than `otlp.max_series` series in a window.
+        otlp_refused_series,
+        /// OTLP data points refused: the window's frame would exceed `ingest.max_frame_bytes`.
+        otlp_refused_frame_bytes,
+        /// OTLP Exports answered UNAVAILABLE because the WAL would exceed `otlp.max_wal_bytes`.
+        otlp_wal_full,
+        /// OTLP Exports answered UNAVAILABLE because a WAL append failed (truncated back).
+        otlp_wal_write_failures,
+    }
+}
+
+/// The aggregator's counters: the [`Flow`] counters (reached through `Deref`) and frames
+/// rejected per reason.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Frames received on any transport.
-    pub frames_received: AtomicU64,
-    /// Payload bytes of the frames received.
-    pub bytes_received: AtomicU64,
-    /// Frames whose rows were committed.
-    pub frames_committed: AtomicU64,
-    /// Frames acked DUPLICATE.
-    pub frames_duplicate: AtomicU64,
-    /// Rows written to `series/`.
-    pub series_rows: AtomicU64,
-    /// Rows written to `windows/`.
-    pub window_rows: AtomicU64,
-    /// Rows written to `processes/`.
-    pub process_rows: AtomicU64,
-    /// Parquet files committed.
-    pub files_committed: AtomicU64,
-    /// Commits that failed (frames not acked; agents resend).
-    pub commit_failures: AtomicU64,
-    /// Acks that could not be delivered (peer gone).
-    pub acks_undeliverable: AtomicU64,
-    /// OTLP data points accepted into windows.
-    pub otlp_points_received: AtomicU64,
-    /// OTLP data points rejected (malformed, no identity, late).
-    pub otlp_points_rejected: AtomicU64,
-    /// Windows built from OTLP points and handed to the store.
-    pub otlp_windows: AtomicU64,
-    /// Torn or corrupt OTLP WAL records skipped at start.
-    pub otlp_wal_torn: AtomicU64,
-    /// OTLP WAL records replayed into open windows at start.
-    pub otlp_wal_replayed: AtomicU64,
-    /// Window keys found in more than one committed row at start (see `store::files::Recovery`).
-    pub recovered_duplicate_keys: AtomicU64,
+    flow: Flow,
     rejected: Mutex<Vec<(RejectReason, u64)>>,
+}
+
+impl std::ops::Deref for Counters {
+    type Target = Flow;
+    fn deref(&self) -> &Flow {
+        &self.flow
+    }
 }
 
 impl Counters {
@@ -64,58 +101,30 @@ impl Counters {
         r.iter().find(|(k, _)| *k == reason).map_or(0, |(_, n)| *n)
     }
 
-    /// All counters as `(name, value)`, rejections as `rejected_<reason>`.
+    /// All counters as `(name, value)` in declaration order, then rejections as
+    /// `rejected_<reason>`.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
-        self.summary()
-            .split(' ')
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-            })
-            .collect()
+        let mut all: Vec<(String, u64)> = self
+            .flow
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(r.iter().map(|(k, n)| {
+            let reason = k.as_str_name().trim_start_matches("REJECT_REASON_");
+            (format!("rejected_{}", reason.to_lowercase()), *n)
+        }));
+        all
     }
 
-    /// All counters as `name=value …`, rejections as `rejected_<reason>=n`.
+    /// All counters as `name=value …` (the log line), in [`Counters::snapshot`] order.
     pub fn summary(&self) -> String {
-        let mut parts = vec![
-            format!("frames_received={}", self.frames_received.load(Relaxed)),
-            format!("bytes_received={}", self.bytes_received.load(Relaxed)),
-            format!("frames_committed={}", self.frames_committed.load(Relaxed)),
-            format!("frames_duplicate={}", self.frames_duplicate.load(Relaxed)),
-            format!("series_rows={}", self.series_rows.load(Relaxed)),
-            format!("window_rows={}", self.window_rows.load(Relaxed)),
-            format!("process_rows={}", self.process_rows.load(Relaxed)),
-            format!("files_committed={}", self.files_committed.load(Relaxed)),
-            format!("commit_failures={}", self.commit_failures.load(Relaxed)),
-            format!(
-                "acks_undeliverable={}",
-                self.acks_undeliverable.load(Relaxed)
-            ),
-            format!(
-                "otlp_points_received={}",
-                self.otlp_points_received.load(Relaxed)
-            ),
-            format!(
-                "otlp_points_rejected={}",
-                self.otlp_points_rejected.load(Relaxed)
-            ),
-            format!("otlp_windows={}", self.otlp_windows.load(Relaxed)),
-            format!("otlp_wal_torn={}", self.otlp_wal_torn.load(Relaxed)),
-            format!("otlp_wal_replayed={}", self.otlp_wal_replayed.load(Relaxed)),
-            format!(
-                "recovered_duplicate_keys={}",
-                self.recovered_duplicate_keys.load(Relaxed)
-            ),
-        ];
-        let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        parts.extend(r.iter().map(|(k, n)| {
-            format!(
-                "rejected_{}={n}",
-                k.as_str_name()
-                    .trim_start_matches("REJECT_REASON_")
-                    .to_lowercase()
-            )
-        }));
+        let parts: Vec<String> = self
+            .snapshot()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         parts.join(" ")
     }
 }

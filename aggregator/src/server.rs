@@ -295,6 +295,11 @@ fn start_telemetry(
     Ok((telemetry, addr))
 }
 
+/// `d` in ms, saturating at `i64::MAX`.
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The OTLP/gRPC receiver on its own port, with its window buffer and flush task.
 async fn start_otlp(
     cfg: &ServerConfig,
@@ -311,11 +316,19 @@ async fn start_otlp(
     let bound = listener.local_addr()?;
     let buffer = Arc::new(windows::OtlpWindows::open(
         windows::OtlpWindowConfig {
-            window_ms: cfg.otlp.window.as_millis() as i64,
-            grace_ms: cfg.otlp.grace.as_millis() as i64,
+            window_ms: ms(cfg.otlp.window),
+            grace_ms: ms(cfg.otlp.grace),
             wal_dir: cfg.store.data_dir.join("otlp-wal"),
             lttb: cfg.otlp.lttb,
             hmac_key: cfg.ingest.hmac_key()?,
+            limits: windows::WindowLimits {
+                max_skew_ms: ms(cfg.otlp.max_skew),
+                max_age_ms: ms(cfg.otlp.max_age),
+                max_open_windows: cfg.otlp.max_open_windows,
+                max_series: cfg.otlp.max_series,
+                max_wal_bytes: cfg.otlp.max_wal_bytes,
+                max_frame_bytes: admission.max_frame_bytes(),
+            },
         },
         counters.clone(),
     )?);
@@ -323,6 +336,11 @@ async fn start_otlp(
         windows: buffer.clone(),
         salt: load_salt(&cfg.store.data_dir)?,
         counters: counters.clone(),
+        limits: crate::ingest::otlp::mapping::MapLimits {
+            max_attributes: cfg.otlp.max_attributes,
+            max_buckets: cfg.otlp.max_buckets,
+            max_request_points: cfg.otlp.max_request_points,
+        },
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
     let task = tokio::spawn(async move {

@@ -19,6 +19,7 @@
 extern crate self as fleetset_core;
 
 pub mod config;
+pub mod counters;
 pub mod downsample;
 pub mod names;
 pub mod process;

@@ -14,13 +14,8 @@ use arrow::array::{Array, Float64Array, StringArray};
 use fleetset_tests::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 const OTLP_FLAGS: [&str; 6] = [
@@ -31,36 +26,6 @@ const OTLP_FLAGS: [&str; 6] = [
     "--commit-interval",
     "100ms",
 ];
-
-/// metric → (ts ms → value) of the `series` rows of agents whose id starts with `prefix`.
-fn series_of(data: &Path, prefix: &str) -> BTreeMap<String, BTreeMap<i64, f64>> {
-    let mut out: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
-    let mut rows = 0;
-    for b in read_table(data, "series").unwrap() {
-        let (agent, metric) = (str_col(&b, "agent_id"), str_col(&b, "metric"));
-        let (ts, value) = (ts_col(&b, "ts"), f64_col(&b, "value").unwrap());
-        for i in 0..b.num_rows() {
-            if agent.value(i).starts_with(prefix) {
-                rows += 1;
-                out.entry(metric.value(i).to_string())
-                    .or_default()
-                    .insert(ts.value(i), value.value(i));
-            }
-        }
-    }
-    let distinct: usize = out.values().map(BTreeMap::len).sum();
-    assert_eq!(rows, distinct, "duplicate (metric, ts) rows for {prefix}");
-    out
-}
-
-fn values(series: &BTreeMap<String, BTreeMap<i64, f64>>, metric: &str) -> Vec<f64> {
-    series
-        .get(metric)
-        .unwrap_or_else(|| panic!("no series {metric}: {:?}", series.keys()))
-        .values()
-        .copied()
-        .collect()
-}
 
 #[test]
 fn python_sdk_metrics_land_once_in_the_store_and_a_training_set() {
@@ -151,50 +116,6 @@ fn python_sdk_metrics_land_once_in_the_store_and_a_training_set() {
         .downcast_ref::<StringArray>()
         .unwrap();
     assert_eq!((labels.value(0), labels.value(1)), ("Positive", "Positive"));
-}
-
-fn kv(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn request(resource: Option<Vec<KeyValue>>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource.map(|attributes| Resource {
-                attributes,
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
-fn gauge(name: &str, points: Vec<(u64, f64, Vec<KeyValue>)>) -> Metric {
-    Metric {
-        name: name.into(),
-        data: Some(metric::Data::Gauge(Gauge {
-            data_points: points
-                .into_iter()
-                .map(|(t, v, attributes)| NumberDataPoint {
-                    attributes,
-                    time_unix_nano: t,
-                    value: Some(number_data_point::Value::AsDouble(v)),
-                    ..Default::default()
-                })
-                .collect(),
-        })),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,35 @@ pub struct OtlpConfig {
     #[key(default = Duration::from_secs(10), unit = "duration")]
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// Points later than now plus this are refused (partial success): clocks ahead, or bad data.
+    #[key(default = Duration::from_secs(600), unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub max_skew: Duration,
+    /// Points older than now minus this are refused (partial success): OTLP is live data.
+    #[key(default = Duration::from_secs(7 * 86_400), unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Open windows (source × window) at once; points that would open another are refused.
+    #[key(default = 4096, unit = "windows", min = 1)]
+    pub max_open_windows: usize,
+    /// Total bytes of the write-ahead log; an Export that would exceed it is answered
+    /// `UNAVAILABLE` whole (the exporter retries once windows have closed).
+    #[key(default = 1 << 30, unit = "bytes", min = 4096)]
+    pub max_wal_bytes: u64,
+    /// Attributes per data point; a point with more is refused (its series name would carry them all).
+    #[key(default = 16)]
+    pub max_attributes: usize,
+    /// Buckets per histogram point (explicit, or per side of an exponential one) and quantiles
+    /// per summary point; a point with more is refused.
+    #[key(default = 160, min = 1)]
+    pub max_buckets: usize,
+    /// Series per source per window; points of further series are refused.
+    #[key(default = 10_000, unit = "series", min = 1)]
+    pub max_series: usize,
+    /// Series points one Export may expand to (a histogram point is one per bucket plus count,
+    /// sum, min, max); the data points past it are refused.
+    #[key(default = 100_000, unit = "points", min = 1)]
+    pub max_request_points: usize,
     /// MinMax-LTTB downsampling of each OTLP series per window.
     #[key(section)]
     pub lttb: Downsampler,

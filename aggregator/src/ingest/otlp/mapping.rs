@@ -22,24 +22,30 @@
 //!   its buckets, whose bounds move with the scale, are not stored one series each);
 //! - summary: `.count`, `.sum` and `<name>.quantile_<q>` (`quantile_0_99`).
 //!
-//! Rejected, counted and reported in the partial-success response, never fatal: a resource
-//! without identity, a point with time 0, a NaN or infinite value, a metric name over 255
-//! bytes, an attribute value over 4096 bytes, a metric without data.
+//! Rejected per data point (all the series points of an OTLP data point together), counted and
+//! reported in the partial-success response, never fatal — checked here, before anything is
+//! logged, so a window never fails the frame admission after its points were acknowledged:
+//! a resource without identity, a point with time 0, a NaN or infinite value, a final series
+//! name (attributes appended) that is not a valid fleetset metric name of at most 128 bytes, an
+//! attribute key or value over 4096 bytes, more than `otlp.max_attributes` attributes, more than
+//! `otlp.max_buckets` buckets or quantiles, and the data points past `otlp.max_request_points`
+//! series points in one request. A metric without data is reported, with nothing to count.
 
 use fleetset_core::names::{metric_component, metric_stem};
+use fleetset_proto::model::{is_valid_metric_name, MAX_METRIC_NAME_LEN};
 use fleetset_proto::HostInfo;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, NumberDataPoint};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point, metric, number_data_point, NumberDataPoint,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// Longest metric name accepted, bytes.
-pub const MAX_NAME_BYTES: usize = 255;
-/// Longest attribute value accepted, bytes.
+/// Longest attribute key or value accepted, bytes.
 pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
 
-/// One data point as a fleetset sample.
+/// One series point of a data point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     /// Series name.
@@ -53,6 +59,10 @@ pub struct Point {
     pub start_ns: u64,
 }
 
+/// The series points of one OTLP data point (one for a gauge or sum, several for a histogram
+/// or summary; all at the same time): accepted or refused together.
+pub type DataPoint = Vec<Point>;
+
 /// The points of one resource.
 #[derive(Debug, Clone)]
 pub struct SourcePoints {
@@ -60,8 +70,85 @@ pub struct SourcePoints {
     pub agent_id: String,
     /// Host attributes and labels.
     pub host: HostInfo,
-    /// Accepted points.
-    pub points: Vec<Point>,
+    /// Accepted data points.
+    pub points: Vec<DataPoint>,
+}
+
+/// The rule that refused data points; each has its own counter (`otlp_refused_<rule>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// No identity, time 0, no value, non-finite value, oversized attribute.
+    Malformed,
+    /// The series name is not a valid fleetset metric name (≤ 128 bytes).
+    Name,
+    /// More than `otlp.max_attributes` attributes.
+    Attributes,
+    /// More than `otlp.max_buckets` buckets or quantiles.
+    Buckets,
+    /// Past `otlp.max_request_points` series points in one request.
+    RequestPoints,
+    /// Later than now + `otlp.max_skew` or older than now − `otlp.max_age`.
+    Time,
+    /// For a window of its source already closed (later than `otlp.grace`).
+    Late,
+    /// Would open more than `otlp.max_open_windows` windows.
+    OpenWindows,
+    /// Would make more than `otlp.max_series` series in its source's window.
+    Series,
+    /// Would make its window's frame larger than `ingest.max_frame_bytes`.
+    FrameBytes,
+}
+
+/// Data points refused while handling one request.
+#[derive(Debug, Default)]
+pub struct Rejections {
+    /// OTLP data points refused.
+    pub count: u64,
+    /// Per rule.
+    pub by: BTreeMap<Refusal, u64>,
+    /// Why (first few distinct reasons).
+    pub reasons: Vec<String>,
+}
+
+impl Rejections {
+    /// Counts `n` data points refused by `rule`, saying `why`.
+    pub fn add(&mut self, rule: Refusal, n: u64, why: String) {
+        self.count_as(rule, n);
+        self.say(why);
+    }
+
+    fn count_as(&mut self, rule: Refusal, n: u64) {
+        self.count = self.count.saturating_add(n);
+        let c = self.by.entry(rule).or_default();
+        *c = c.saturating_add(n);
+    }
+
+    fn say(&mut self, why: String) {
+        if self.reasons.len() < 5 && !self.reasons.contains(&why) {
+            self.reasons.push(why);
+        }
+    }
+
+    /// Adds `other`'s counts and reasons.
+    pub fn merge(&mut self, other: Rejections) {
+        for (rule, n) in other.by {
+            self.count_as(rule, n);
+        }
+        for why in other.reasons {
+            self.say(why);
+        }
+    }
+}
+
+/// Per-request limits of the mapping (`[otlp]` keys of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct MapLimits {
+    /// Attributes per data point.
+    pub max_attributes: usize,
+    /// Buckets (per side) or quantiles per data point.
+    pub max_buckets: usize,
+    /// Series points per request.
+    pub max_request_points: usize,
 }
 
 /// A mapped request.
@@ -69,18 +156,13 @@ pub struct SourcePoints {
 pub struct Mapped {
     /// Accepted points per resource.
     pub sources: Vec<SourcePoints>,
-    /// Data points rejected.
-    pub rejected: u64,
-    /// Why (first few distinct reasons).
-    pub errors: Vec<String>,
+    /// Data points refused.
+    pub rejected: Rejections,
 }
 
 impl Mapped {
     fn reject(&mut self, n: u64, why: String) {
-        self.rejected += n;
-        if self.errors.len() < 5 && !self.errors.contains(&why) {
-            self.errors.push(why);
-        }
+        self.rejected.add(Refusal::Malformed, n, why);
     }
 }
 
@@ -141,10 +223,29 @@ fn sum_min_max(sum: Option<f64>, min: Option<f64>, max: Option<f64>) -> Vec<Deri
 /// Collects the points of one OTLP data point into `out`, or rejects it in `m`.
 struct Collector<'a> {
     m: &'a mut Mapped,
-    out: Vec<Point>,
+    limits: MapLimits,
+    /// Series points this request may still add.
+    left: &'a mut usize,
+    out: Vec<DataPoint>,
 }
 
 impl Collector<'_> {
+    /// Whether a point of `name` with `n` buckets or quantiles is within `otlp.max_buckets`
+    /// (rejecting it if not).
+    fn buckets_ok(&mut self, name: &str, n: usize) -> bool {
+        let max = self.limits.max_buckets;
+        if n > max {
+            self.m.rejected.add(
+                Refusal::Buckets,
+                1,
+                format!(
+                    "metric {name}: {n} buckets or quantiles, more than otlp.max_buckets = {max}"
+                ),
+            );
+        }
+        n <= max
+    }
+
     /// One OTLP data point with `values` = (name suffix, extra attribute, value).
     fn point(
         &mut self,
@@ -160,28 +261,64 @@ impl Collector<'_> {
             );
             return;
         }
+        if attrs.len() > self.limits.max_attributes {
+            self.m.rejected.add(
+                Refusal::Attributes,
+                1,
+                format!(
+                    "metric {name}: {} attributes, more than otlp.max_attributes = {}",
+                    attrs.len(),
+                    self.limits.max_attributes
+                ),
+            );
+            return;
+        }
         if let Some((_, _, v)) = values.iter().find(|(_, _, v)| !v.is_finite()) {
             self.m
                 .reject(1, format!("metric {name}: value {v} is not finite"));
             return;
         }
-        let ts_ms = (time_unix_nano / 1_000_000) as i64;
+        if values.len() > *self.left {
+            self.m.rejected.add(
+                Refusal::RequestPoints,
+                1,
+                format!(
+                    "the request expands to more than otlp.max_request_points = {} series points",
+                    self.limits.max_request_points
+                ),
+            );
+            return;
+        }
+        // Nanoseconds / 10^6 fit i64 (u64::MAX / 10^6 < 2^63).
+        let ts_ms = i64::try_from(time_unix_nano / 1_000_000).unwrap_or(i64::MAX);
         let mut points = Vec::with_capacity(values.len());
         for (suffix, extra, value) in values {
             match series_name(&format!("{name}{suffix}"), attrs, extra) {
-                Ok(metric) => points.push(Point {
+                Ok(metric) if is_valid_metric_name(&metric) => points.push(Point {
                     metric,
                     ts_ms,
                     value,
                     start_ns,
                 }),
+                Ok(metric) => {
+                    self.m.rejected.add(
+                        Refusal::Name,
+                        1,
+                        format!(
+                            "series {}…: longer than {MAX_METRIC_NAME_LEN} bytes with its attributes",
+                            metric.chars().take(60).collect::<String>()
+                        ),
+                    );
+                    return;
+                }
                 Err(why) => {
                     self.m.reject(1, why);
                     return;
                 }
             }
         }
-        self.out.extend(points);
+        *self.left = self.left.saturating_sub(points.len());
+        self.out.push(points);
     }
 
     fn numbers(&mut self, name: &str, points: &[NumberDataPoint]) {
@@ -201,9 +338,10 @@ impl Collector<'_> {
     }
 }
 
-/// Maps `req` with the aggregator's identity `salt`.
-pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
+/// Maps `req` with the aggregator's identity `salt`, within `limits`.
+pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8], limits: MapLimits) -> Mapped {
     let mut m = Mapped::default();
+    let mut left = limits.max_request_points;
     for rm in &req.resource_metrics {
         let total: u64 = rm
             .scope_metrics
@@ -270,14 +408,17 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
         };
         let mut c = Collector {
             m: &mut m,
+            limits,
+            left: &mut left,
             out: Vec::new(),
         };
         for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
             let name = metric.name.as_str();
-            if name.is_empty() || name.len() > MAX_NAME_BYTES {
-                c.m.reject(
+            if name.is_empty() || name.len() > MAX_METRIC_NAME_LEN {
+                c.m.rejected.add(
+                    Refusal::Name,
                     count_points(metric),
-                    format!("a metric name is empty or longer than {MAX_NAME_BYTES} bytes"),
+                    format!("a metric name is empty or longer than {MAX_METRIC_NAME_LEN} bytes"),
                 );
                 continue;
             }
@@ -287,6 +428,10 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                 Some(metric::Data::Sum(s)) => c.numbers(name, &s.data_points),
                 Some(metric::Data::Histogram(h)) => {
                     for p in &h.data_points {
+                        let n = p.bucket_counts.len().max(p.explicit_bounds.len());
+                        if !c.buckets_ok(name, n) {
+                            continue;
+                        }
                         let mut v = vec![(".count", None, p.count as f64)];
                         v.extend(sum_min_max(p.sum, p.min, p.max));
                         for (i, n) in p.bucket_counts.iter().enumerate() {
@@ -306,6 +451,15 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                 }
                 Some(metric::Data::ExponentialHistogram(h)) => {
                     for p in &h.data_points {
+                        let side = |b: &Option<_>| {
+                            b.as_ref()
+                                .map_or(0, |b: &exponential_histogram_data_point::Buckets| {
+                                    b.bucket_counts.len()
+                                })
+                        };
+                        if !c.buckets_ok(name, side(&p.positive).max(side(&p.negative))) {
+                            continue;
+                        }
                         let mut v = vec![
                             (".count", None, p.count as f64),
                             (".zero_count", None, p.zero_count as f64),
@@ -326,6 +480,9 @@ pub fn map_request(req: &ExportMetricsServiceRequest, salt: &[u8]) -> Mapped {
                 }
                 Some(metric::Data::Summary(s)) => {
                     for p in &s.data_points {
+                        if !c.buckets_ok(name, p.quantile_values.len()) {
+                            continue;
+                        }
                         let mut v = vec![(".count", None, p.count as f64), (".sum", None, p.sum)];
                         for q in &p.quantile_values {
                             v.push(("", Some(("quantile", q.quantile.to_string())), q.value));
@@ -373,6 +530,12 @@ mod tests {
         ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    const LIMITS: MapLimits = MapLimits {
+        max_attributes: 16,
+        max_buckets: 160,
+        max_request_points: 100_000,
+    };
 
     fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {
@@ -457,8 +620,8 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let m = map_request(&req(metrics), b"salt");
-        assert_eq!((m.rejected, m.sources.len()), (0, 1));
+        let m = map_request(&req(metrics), b"salt", LIMITS);
+        assert_eq!((m.rejected.count, m.sources.len()), (0, 1));
         let s = &m.sources[0];
         assert!(
             s.agent_id.starts_with("otel-web-1-example-"),
@@ -470,6 +633,7 @@ mod tests {
         let got: BTreeMap<&str, f64> = s
             .points
             .iter()
+            .flatten()
             .map(|p| (p.metric.as_str(), p.value))
             .collect();
         let want: BTreeMap<&str, f64> = [
@@ -490,6 +654,72 @@ mod tests {
         ]
         .into();
         assert_eq!(got, want);
-        assert!(s.points.iter().all(|p| p.ts_ms == 1_700_000_000_123));
+        assert!(s
+            .points
+            .iter()
+            .flatten()
+            .all(|p| p.ts_ms == 1_700_000_000_123));
+    }
+
+    #[test]
+    fn a_bad_point_is_refused_alone_with_its_rule() {
+        use opentelemetry_proto::tonic::metrics::v1::{Gauge, Histogram, HistogramDataPoint};
+        let t = 1_700_000_000_123_000_000u64;
+        let gauge = |attrs: Vec<KeyValue>| NumberDataPoint {
+            attributes: attrs,
+            time_unix_nano: t,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        let many: Vec<KeyValue> = (0..17).map(|i| kv(&format!("k{i}"), "v")).collect();
+        let metrics = vec![
+            Metric {
+                name: "x.g".into(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![
+                        gauge(vec![]),
+                        gauge(vec![kv("long", &"n".repeat(200))]),
+                        gauge(many),
+                    ],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "x.h".into(),
+                data: Some(metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        time_unix_nano: t,
+                        bucket_counts: vec![1; 161],
+                        explicit_bounds: (0..160).map(f64::from).collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ];
+        let m = map_request(&req(metrics.clone()), b"salt", LIMITS);
+        let by: Vec<(Refusal, u64)> = m.rejected.by.clone().into_iter().collect();
+        assert_eq!(
+            by,
+            [
+                (Refusal::Name, 1),
+                (Refusal::Attributes, 1),
+                (Refusal::Buckets, 1)
+            ]
+        );
+        assert_eq!(m.sources[0].points.len(), 1, "the good point stays");
+        assert_eq!(m.sources[0].points[0][0].metric, "x.g");
+        // The request's expansion is bounded: past it, data points are refused.
+        let m = map_request(
+            &req(metrics),
+            b"salt",
+            MapLimits {
+                max_request_points: 0,
+                ..LIMITS
+            },
+        );
+        assert_eq!(m.rejected.by.get(&Refusal::RequestPoints), Some(&2));
+        assert!(m.sources.is_empty());
     }
 }

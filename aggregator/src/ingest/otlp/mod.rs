@@ -6,9 +6,10 @@
 //! streams, exactly once.
 //!
 //! Responses follow the OTLP spec: a request with rejected points gets `partial_success` with
-//! `rejected_data_points` and an `error_message` naming why; a request whose accepted points
-//! cannot be made durable gets `UNAVAILABLE` (the exporter retries); nothing crashes the
-//! receiver.
+//! `rejected_data_points` and an `error_message` naming why (the rules: [`mapping`] for a single
+//! point, [`windows`] for time bounds and what the buffer holds; each rule counts in
+//! `otlp_refused_<rule>`); a request whose accepted points cannot be made durable (WAL full or
+//! a failed append) gets `UNAVAILABLE` (the exporter retries); nothing crashes the receiver.
 
 pub mod config;
 pub mod mapping;
@@ -16,6 +17,7 @@ pub mod quantiles;
 pub mod windows;
 
 use crate::counters::Counters;
+use mapping::Refusal;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
@@ -31,6 +33,27 @@ pub struct OtlpReceiver {
     pub salt: Vec<u8>,
     /// Shared counters.
     pub counters: Arc<Counters>,
+    /// Per-request limits of the mapping.
+    pub limits: mapping::MapLimits,
+}
+
+impl OtlpReceiver {
+    /// The counter of `rule` (malformed points only count in `otlp_points_rejected`).
+    fn counter(&self, rule: Refusal) -> Option<&std::sync::atomic::AtomicU64> {
+        let c = &self.counters;
+        Some(match rule {
+            Refusal::Malformed => return None,
+            Refusal::Name => &c.otlp_refused_name,
+            Refusal::Attributes => &c.otlp_refused_attributes,
+            Refusal::Buckets => &c.otlp_refused_buckets,
+            Refusal::RequestPoints => &c.otlp_refused_request_points,
+            Refusal::Time => &c.otlp_refused_time,
+            Refusal::Late => &c.otlp_refused_late,
+            Refusal::OpenWindows => &c.otlp_refused_open_windows,
+            Refusal::Series => &c.otlp_refused_series,
+            Refusal::FrameBytes => &c.otlp_refused_frame_bytes,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -39,28 +62,31 @@ impl MetricsService for OtlpReceiver {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let mut mapped = mapping::map_request(request.get_ref(), &self.salt);
-        let accepted: u64 = mapped.sources.iter().map(|s| s.points.len() as u64).sum();
+        let mut mapped = mapping::map_request(request.get_ref(), &self.salt, self.limits);
+        let points: u64 = mapped.sources.iter().map(|s| s.points.len() as u64).sum();
         let windows = self.windows.clone();
         let sources = std::mem::take(&mut mapped.sources);
-        let late = tokio::task::spawn_blocking(move || windows.accept(sources))
+        let now = fleetset_core::time::now_ms();
+        let refused = tokio::task::spawn_blocking(move || windows.accept(sources, now))
             .await
             .map_err(|e| tonic::Status::internal(format!("OTLP receiver task failed: {e}")))?
             .map_err(|e| {
                 tracing::warn!(error = format!("{e:#}"), "OTLP points could not be logged");
                 tonic::Status::unavailable(format!("points not durable, retry: {e:#}"))
             })?;
-        if late > 0 {
-            mapped.rejected += late;
-            mapped.errors.push(format!(
-                "{late} point(s) belong to windows already closed (later than otlp.grace)"
-            ));
+        let accepted = points.saturating_sub(refused.count);
+        mapped.rejected.merge(refused);
+        let rejected = mapped.rejected;
+        Counters::add(&self.counters.otlp_points_received, accepted);
+        Counters::add(&self.counters.otlp_points_rejected, rejected.count);
+        for (rule, n) in &rejected.by {
+            if let Some(c) = self.counter(*rule) {
+                Counters::add(c, *n);
+            }
         }
-        Counters::add(&self.counters.otlp_points_received, accepted - late);
-        Counters::add(&self.counters.otlp_points_rejected, mapped.rejected);
-        let partial_success = (mapped.rejected > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: mapped.rejected as i64,
-            error_message: mapped.errors.join("; "),
+        let partial_success = (rejected.count > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: i64::try_from(rejected.count).unwrap_or(i64::MAX),
+            error_message: rejected.reasons.join("; "),
         });
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success,
