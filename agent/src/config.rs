@@ -139,7 +139,7 @@ pub struct TransportConfig {
     /// Frames sent and not yet acked, at most.
     #[key(default = 64, unit = "frames", min = 1, max = 65_536)]
     pub max_in_flight: usize,
-    /// No ack for this long with frames in flight → recreate the link and resend.
+    /// A frame unacked this long after it was sent (each frame's own clock) → recreate the link and resend.
     #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(10))]
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
