@@ -560,16 +560,20 @@ mod tests {
         let counters = Arc::new(Counters::default());
         std::fs::create_dir_all(&dir).unwrap();
         let events = EventLog::open(Some(&dir.join("events.jsonl"))).unwrap();
+        let limits = crate::config::SpoolConfig {
+            max_bytes: 1 << 20,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        };
         let mut spool = Spool::open(
             &dir.join("spool"),
-            1 << 20,
-            FsyncPolicy::Never,
+            &limits,
             counters.clone(),
             events.clone(),
         )
         .unwrap();
         for seq in 1..=n {
-            spool.push(seq, seq as i64 * 60_000, &frame(seq)).unwrap();
+            spool.push(seq, seq as i64 * 60_000, &frame(seq));
         }
         let pending = spool.pending();
         let spool = Arc::new(Mutex::new(spool));
@@ -586,7 +590,7 @@ mod tests {
             for seq in n + 1..=n + later.0 {
                 tokio::time::sleep(later.1).await;
                 let f = frame(seq);
-                lock(&feeder).push(seq, seq as i64 * 60_000, &f).unwrap();
+                lock(&feeder).push(seq, seq as i64 * 60_000, &f);
                 let meta = Spooled {
                     seq,
                     window_start: seq as i64 * 60_000,
