@@ -59,6 +59,11 @@ impl Proc {
         Ok(())
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has not exited (yet).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -7,7 +7,8 @@
 //! memory (`held` events) and, once the file is gone, spooled and delivered. Every window acked
 //! is stored exactly once, and no seq is acked twice.
 //!
-//! Needs root (it mounts a tmpfs); run as root here and in CI. Without root it fails, naming why.
+//! Needs root (it mounts a 96 KiB tmpfs, unmounted on drop); run as root here and in CI.
+//! Without root it fails, naming why.
 
 use fleetset_tests::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,6 +184,11 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
         .wait_acked(agent.acked().len() + 2, Duration::from_secs(30))
         .unwrap();
 
+    // Holding frames costs at most spool.memory_bytes (4 MiB); the agent stays small (about
+    // 20 MiB here, as with a healthy disk).
+    let peak_kib = peak_rss_kib(agent.pid()).unwrap_or(0);
+    eprintln!("agent peak RSS {peak_kib} KiB");
+    assert!(peak_kib < 64 * 1024, "agent peak RSS {peak_kib} KiB");
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     let events = agent.events();
