@@ -4,8 +4,9 @@
 //! `disk_full`) and never exits. When the aggregator comes up — with the disk still full —
 //! delivery resumes by itself: acks free space, new windows are spooled and delivered. Then
 //! another file fills the disk so that not even the newest frame fits: frames are held in
-//! memory (`held` events) and, once the file is gone, spooled and delivered. Every window acked
-//! is stored exactly once, and no seq is acked twice.
+//! memory (`held` events) and, once the file is gone, spooled and delivered. Last, the agent is
+//! SIGKILLed while frames are held and `next_seq` cannot be written, and restarted: it reuses no
+//! seq. Every window acked is stored exactly once, and no seq is acked for two windows.
 //!
 //! Needs root (it mounts a 96 KiB tmpfs, unmounted on drop); run as root here and in CI.
 //! Without root it fails, naming why.
@@ -179,6 +180,17 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}; held {held:?}; log:\n{}", agent.log_text()));
+    wait_for(
+        "the status file to count the failed writes, nothing held",
+        Duration::from_secs(30),
+        || {
+            (counter(&state, "spool_write_failures") > 0
+                && counter(&state, "state_write_failures") > 0
+                && counter(&state, "spool_held_frames") == 0)
+                .then_some(())
+        },
+    )
+    .unwrap();
     let last = seqs(&agent.events(), "framed").last().copied().unwrap_or(0);
     agent
         .wait_acked(agent.acked().len() + 2, Duration::from_secs(30))
@@ -189,12 +201,40 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
     let peak_kib = peak_rss_kib(agent.pid()).unwrap_or(0);
     eprintln!("agent peak RSS {peak_kib} KiB");
     assert!(peak_kib < 64 * 1024, "agent peak RSS {peak_kib} KiB");
+
+    // 4. The disk fills again and the agent is killed while frames are held and `next_seq`
+    //    cannot be written: the restarted agent must not reuse a seq the aggregator has seen
+    //    (it would take the new window for a duplicate and lose it).
+    let held_before = seqs(&agent.events(), "held").len();
+    let filler = fill(&state);
+    wait_for("frames held again", Duration::from_secs(30), || {
+        (seqs(&agent.events(), "held").len() >= held_before + 3).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", agent.log_text()));
+    agent.signal("KILL").unwrap();
+    assert!(!agent.wait(Duration::from_secs(10)).unwrap());
+    std::fs::remove_file(filler).unwrap();
+    let acked_before = agent.acked().len();
+    let mut agent = synthetic_agent_with(dir.path(), id, ("500ms", "50ms"), &extra);
+    agent
+        .wait_acked(acked_before + 4, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", agent.log_text()));
+
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     let events = agent.events();
     let acked = acked(&events);
     assert!(acked.iter().any(|a| a.seq > last), "delivery went on");
-    // Each delivered window is stored exactly once; no seq was delivered twice for two windows.
+    // No seq was acked for two windows (a reused seq is acked DUPLICATE and its window lost),
+    // and each delivered window is stored exactly once.
+    let mut by_seq: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
+    for a in &acked {
+        by_seq.entry(a.seq).or_default().insert(a.window_start);
+    }
+    assert!(
+        by_seq.values().all(|w| w.len() == 1),
+        "a seq reused: {by_seq:?}"
+    );
     let stored = stored_windows(&agg.data_dir, id).unwrap();
     let mut per_window: BTreeMap<i64, usize> = BTreeMap::new();
     for (start, _) in &stored {
@@ -204,17 +244,8 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
     let acked_windows: BTreeSet<i64> = acked.iter().map(|a| a.window_start).collect();
     assert_eq!(
         per_window.keys().copied().collect::<BTreeSet<_>>(),
-        acked_windows
+        acked_windows,
+        "stored windows vs windows acked (a window acked but not stored was lost to a reused seq)"
     );
-    let mut by_seq: BTreeMap<u64, BTreeSet<i64>> = BTreeMap::new();
-    for a in &acked {
-        by_seq.entry(a.seq).or_default().insert(a.window_start);
-    }
-    assert!(
-        by_seq.values().all(|w| w.len() == 1),
-        "a seq reused: {by_seq:?}"
-    );
-    assert!(counter(&state, "spool_write_failures") > 0);
-    assert_eq!(counter(&state, "spool_held_frames"), 0);
     drop(disk);
 }
