@@ -54,20 +54,40 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fills the filesystem of `dir` with `dir/filler` until a write fails for lack of space.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 4096];
-    loop {
-        match f.write_all(&block) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling {}: {e}", path.display()),
+/// A file that fills the filesystem it is on.
+struct Filler {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Filler {
+    /// Creates `dir/filler` and fills the filesystem with it.
+    fn new(dir: &Path) -> Filler {
+        let path = dir.join("filler");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut f = Filler { path, file };
+        f.top_up();
+        f
+    }
+
+    /// Appends to the file until a write fails for lack of space (taking whatever space the
+    /// agent freed since).
+    fn top_up(&mut self) {
+        use std::io::Write;
+        let block = [0u8; 4096];
+        loop {
+            match self.file.write_all(&block) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling {}: {e}", self.path.display()),
+            }
         }
     }
-    path
+
+    /// Deletes the file: the space is back.
+    fn remove(self) {
+        std::fs::remove_file(&self.path).unwrap();
+    }
 }
 
 fn counter(state: &Path, name: &str) -> u64 {
@@ -159,8 +179,10 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
 
     // 3. Something else fills the disk: not even the newest frame fits, so frames are held in
     //    memory; once the space is back they are spooled and delivered.
-    let filler = fill(&state);
+    // Acked frames free space the next frame can use, so keep the disk topped up.
+    let mut filler = Filler::new(&state);
     wait_for("frames held in memory", Duration::from_secs(30), || {
+        filler.top_up();
         (seqs(&agent.events(), "held").len() >= 3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", agent.log_text()));
@@ -169,7 +191,7 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
         "the agent exited:\n{}",
         agent.log_text()
     );
-    std::fs::remove_file(filler).unwrap();
+    filler.remove();
     let held = seqs(&agent.events(), "held");
     wait_for(
         "the held frames to be delivered",
@@ -206,14 +228,15 @@ fn a_full_disk_never_stops_the_agent_and_it_recovers_by_itself() {
     //    cannot be written: the restarted agent must not reuse a seq the aggregator has seen
     //    (it would take the new window for a duplicate and lose it).
     let held_before = seqs(&agent.events(), "held").len();
-    let filler = fill(&state);
+    let mut filler = Filler::new(&state);
     wait_for("frames held again", Duration::from_secs(30), || {
+        filler.top_up();
         (seqs(&agent.events(), "held").len() >= held_before + 3).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", agent.log_text()));
     agent.signal("KILL").unwrap();
     assert!(!agent.wait(Duration::from_secs(10)).unwrap());
-    std::fs::remove_file(filler).unwrap();
+    filler.remove();
     let acked_before = agent.acked().len();
     let mut agent = synthetic_agent_with(dir.path(), id, ("500ms", "50ms"), &extra);
     agent
