@@ -139,7 +139,7 @@ pub struct TransportConfig {
     /// Frames sent and not yet acked, at most.
     #[key(default = 64, unit = "frames", min = 1, max = 65_536)]
     pub max_in_flight: usize,
-    /// No ack for this long with frames in flight → recreate the link and resend.
+    /// A frame unacked this long after it was sent (each frame's own clock) → recreate the link and resend.
     #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(10))]
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
@@ -162,6 +162,15 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// `always` (fsync before sending; survives power loss) or `never` (survives a process crash).
     pub fsync: crate::spool::FsyncPolicy,
+    /// Frames that cannot be written (disk full, I/O error) are held in memory up to this many bytes (oldest dropped beyond it, counted), sent from there and written once there is room.
+    #[key(default = 4 << 20, unit = "bytes", max = 1 << 30)]
+    pub memory_bytes: u64,
+    /// Files kept in `spool/rejected/` (frames the aggregator rejected); the oldest are deleted beyond it (counted).
+    #[key(default = 100, unit = "files", max = 1_000_000)]
+    pub keep_rejected: usize,
+    /// Files kept in `spool/quarantine/` (corrupt spool files); the oldest are deleted beyond it (counted).
+    #[key(default = 100, unit = "files", max = 1_000_000)]
+    pub keep_quarantined: usize,
 }
 
 /// The agent's effective configuration.

@@ -26,8 +26,22 @@ fleetset_core::counters! {
         frames_rejected,
         /// Frames dropped because the spool was full (oldest first).
         frames_dropped_spool_full,
+        /// Frames dropped because the disk was full: the oldest spooled frames deleted to make room
+        /// for a newer frame or for `next_seq`, and held frames beyond `spool.memory_bytes`.
+        frames_dropped_disk_full,
+        /// Spool writes that failed (disk full or another I/O error); the frame stayed in memory.
+        spool_write_failures,
+        /// Frames held in memory now because they could not be written to the spool (gauge).
+        spool_held_frames,
         /// Corrupt spool files moved to quarantine at start.
         spool_quarantined,
+        /// Oldest files deleted from `spool/quarantine/` beyond `spool.keep_quarantined`.
+        quarantine_pruned,
+        /// Oldest files deleted from `spool/rejected/` beyond `spool.keep_rejected`.
+        rejected_pruned,
+        /// State-file writes (`next_seq`, `last_window`, `status.json`) that failed, e.g. on a full
+        /// disk; retried with the next window (the status every 5 s).
+        state_write_failures,
         /// Windows exported to `--otlp-endpoint` (besides the main transport).
         otlp_exported,
         /// Windows that could not be exported to `--otlp-endpoint` (best-effort; not retried).

@@ -15,7 +15,8 @@
 //! | `spooled` | `seq`, `window_start`, `bytes` (spool file bytes) — durable in the spool, about to be sent |
 //! | `sent` | `seq`, `window_start`, `bytes` (payload), `resend` (bool: sent before on an earlier link or run) |
 //! | `acked` | `seq`, `window_start`, `status` (`COMMITTED` \| `DUPLICATE` \| `REJECTED` \| `UNSPECIFIED`), `reason` (`RejectReason` name, e.g. `CHECKSUM_MISMATCH`; empty unless rejected), `detail` (the aggregator's text) |
-//! | `dropped` | `seq`, `window_start`, `reason`: `spool_full` (oldest frame dropped, window lost), `rejected` (moved to `spool/rejected/`, never resent) or `unreadable` (spool file unreadable, skipped) |
+//! | `held` | `seq`, `window_start`, `bytes`, `error` — could not be written to the spool (disk full, I/O error): kept in memory (up to `spool.memory_bytes`), sent from there, written (`spooled`) once there is room |
+//! | `dropped` | `seq`, `window_start`, `reason`: `spool_full` (oldest frame dropped, window lost), `disk_full` (oldest frame deleted to make room on a full disk, or held in memory beyond `spool.memory_bytes`; window lost), `rejected` (moved to `spool/rejected/`, never resent) or `unreadable` (spool file unreadable, skipped) |
 //! | `link` | `what`: `connected`, `connect_failed`, `send_failed`, `recv_failed` or `ack_timeout`; `reason` (error text, empty for `connected`); `requeued` (frames in flight put back to be resent in seq order) |
 //! | `telemetry` | `addr` — the own `/metrics` endpoint is bound at `host:port` |
 //!
@@ -35,6 +36,9 @@ use tracing::warn;
 pub enum DropReason {
     /// The spool was full: the oldest frame was dropped, its window is lost.
     SpoolFull,
+    /// The disk was full: the oldest frame was deleted to make room (or a frame held in memory
+    /// exceeded `spool.memory_bytes`); its window is lost.
+    DiskFull,
     /// The aggregator rejected the frame; it is kept in `spool/rejected/` and never resent.
     Rejected,
     /// The spooled file could not be read back; the frame is skipped.
@@ -78,6 +82,17 @@ pub enum Event {
         window_start: i64,
         /// Spool file bytes.
         bytes: u64,
+    },
+    /// Frame `seq` could not be written to the spool; it is held in memory and retried.
+    Held {
+        /// Frame seq.
+        seq: u64,
+        /// Window start, Unix ms.
+        window_start: i64,
+        /// Frame bytes held.
+        bytes: u64,
+        /// The write error.
+        error: String,
     },
     /// Frame `seq` handed to the link.
     Sent {

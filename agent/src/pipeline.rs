@@ -7,6 +7,15 @@
 //! point, the next start resumes `seq` after the highest spooled or persisted value, persists
 //! that before sending anything, and never frames a window it already spooled; the aggregator
 //! drops any duplicate window by `(agent_id, window_start)` regardless.
+//!
+//! A full disk never stops the pipeline. The spool makes room or holds frames in memory (see
+//! [`crate::spool`]); a failed state write is counted (`state_write_failures`) and retried with
+//! the next window. `seq` stays monotonic in memory, and a frame is handed to the send loop only
+//! once a `next_seq` above it is durable — otherwise it could be acked, deleted, and its seq
+//! reused after a restart (the aggregator would take the new window for a duplicate). If
+//! `next_seq` cannot be written for lack of space and the spool shares its disk, the oldest
+//! spooled frame is deleted to make room (reason `disk_full`), so delivery (which frees space)
+//! never waits for an operator.
 
 use crate::config::AgentConfig;
 use crate::counters::Counters;
@@ -43,6 +52,12 @@ pub struct Pipeline {
     seal: SealOptions,
     state: StateDir,
     next_seq: u64,
+    /// `next_seq` as persisted: frames below it may be sent.
+    durable_seq: u64,
+    /// Frames below this seq were handed to the send loop.
+    announced_below: u64,
+    /// The state directory and the spool are on one filesystem.
+    same_disk: bool,
     last_window: i64,
     raw_dump_dir: Option<PathBuf>,
     spool: SharedSpool,
@@ -99,7 +114,7 @@ fn start_otlp_side(
 }
 
 /// Counters exposed as gauges (levels, not totals).
-const GAUGES: [&str; 2] = ["spool_frames", "spool_bytes"];
+const GAUGES: [&str; 3] = ["spool_frames", "spool_bytes", "spool_held_frames"];
 
 /// Own telemetry of the agent (see [`fleetset_core::telemetry`]): the counters through the SDK, a
 /// `/metrics` endpoint unless `telemetry.enabled = false` (a bind failure is logged, not fatal), OTLP export
@@ -149,14 +164,80 @@ fn start_telemetry(
     Ok(Some((t, stop)))
 }
 
-/// Writes the counters as JSON to `state_dir/status.json` (atomically).
-fn write_status(state: &StateDir, agent_id: &str, counters: &Counters) -> Result<()> {
+/// Writes the counters as JSON to `state_dir/status.json` (atomically); a failure is counted
+/// and logged, the next write retries.
+fn write_status(state: &StateDir, agent_id: &str, counters: &Counters) {
     let body = serde_json::json!({
         "agent_id": agent_id,
         "updated_ms": fleetset_core::time::now_ms(),
         "counters": counters.snapshot().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
-    state.write(STATUS_FILE, &serde_json::to_string_pretty(&body)?)
+    match serde_json::to_string_pretty(&body) {
+        Ok(text) => {
+            write_state(state, counters, STATUS_FILE, &text);
+        }
+        Err(e) => warn!(error = %e, "could not encode the status"),
+    }
+}
+
+/// Writes state file `name`; a failure is counted (`state_write_failures`), logged and
+/// returned as `false` (the caller retries with the next window).
+fn write_state(state: &StateDir, counters: &Counters, name: &str, value: &str) -> bool {
+    match state.write(name, value) {
+        Ok(()) => true,
+        Err(e) => {
+            Counters::add(&counters.state_write_failures, 1);
+            warn!(
+                file = name,
+                error = format!("{e:#}"),
+                "could not write a state file; retried with the next window"
+            );
+            false
+        }
+    }
+}
+
+/// Persists `next_seq = value`. Without space for it on the spool's disk, deletes the oldest
+/// spooled frame and tries once more. Returns whether `value` is durable.
+fn persist_next_seq(
+    state: &StateDir,
+    spool: &SharedSpool,
+    same_disk: bool,
+    counters: &Counters,
+    value: u64,
+) -> bool {
+    let value = value.to_string();
+    match state.write("next_seq", &value) {
+        Ok(()) => return true,
+        Err(e) if same_disk && disk_full(&e) => {
+            if lock(spool).make_room().is_none() {
+                Counters::add(&counters.state_write_failures, 1);
+                warn!(
+                    error = format!("{e:#}"),
+                    "no room for next_seq; new frames wait"
+                );
+                return false;
+            }
+        }
+        Err(_) => {}
+    }
+    write_state(state, counters, "next_seq", &value)
+}
+
+/// `e` is an I/O error for lack of space.
+fn disk_full(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(crate::spool::is_disk_full)
+}
+
+/// `a` and `b` are on one filesystem (so deleting in one frees space for the other).
+fn same_filesystem(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
+    }
 }
 
 /// The status file of the agent using `state_dir`, with its age, for `fleetset-agent status`.
@@ -198,24 +279,25 @@ impl Pipeline {
         let counters = Arc::new(Counters::default());
         let events = EventLog::open(cfg.events.as_deref())?;
         let spool_dir = cfg.spool_dir();
-        let spool = Spool::open(
-            &spool_dir,
-            cfg.spool.max_bytes,
-            cfg.spool.fsync,
-            counters.clone(),
-            events.clone(),
-        )?;
+        let spool = Spool::open(&spool_dir, &cfg.spool, counters.clone(), events.clone())?;
         let (spooled_seq, spooled_window) = spool.newest().unwrap_or((0, i64::MIN));
-        let next_seq = (state.read_i64("next_seq", 1)?.max(1) as u64).max(spooled_seq + 1);
+        let persisted = u64::try_from(state.read_i64("next_seq", 1)?.max(1)).unwrap_or(1);
+        let next_seq = persisted.max(spooled_seq.saturating_add(1));
         let last_window = state.read_i64("last_window", i64::MIN)?.max(spooled_window);
-        // Persist what the spool taught us before any spooled frame can be acked and deleted:
-        // otherwise a crash after that would leave stale state and reframe a sent window.
-        state.write("next_seq", &next_seq.to_string())?;
-        if last_window > i64::MIN {
-            state.write("last_window", &last_window.to_string())?;
-        }
-        let already_spooled = spool.pending();
+        let same_disk = same_filesystem(&cfg.state_dir, &spool_dir);
         let spool = Arc::new(Mutex::new(spool));
+        // Persist what the spool taught us before any spooled frame can be acked and deleted:
+        // otherwise a crash after that would leave stale state and reframe a sent window. What
+        // cannot be persisted yet (full disk) waits in the spool.
+        let durable_seq = if persist_next_seq(&state, &spool, same_disk, &counters, next_seq) {
+            next_seq
+        } else {
+            persisted
+        };
+        if last_window > i64::MIN {
+            write_state(&state, &counters, "last_window", &last_window.to_string());
+        }
+        let already_spooled = lock(&spool).pending_in(..durable_seq);
 
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = tokio::spawn(sender::run(
@@ -243,9 +325,7 @@ impl Pipeline {
                 let mut n = 0u64;
                 loop {
                     tick.tick().await;
-                    if let Err(e) = write_status(&state, &agent_id, &counters) {
-                        warn!(error = format!("{e:#}"), "could not write the status file");
-                    }
+                    write_status(&state, &agent_id, &counters);
                     n += 1;
                     if n.is_multiple_of(12) {
                         info!(counters = %counters.summary(), "agent counters");
@@ -278,6 +358,9 @@ impl Pipeline {
             },
             state,
             next_seq,
+            durable_seq,
+            announced_below: durable_seq,
+            same_disk,
             last_window,
             raw_dump_dir: cfg.collect.raw_dump_dir.clone(),
             spool,
@@ -302,8 +385,8 @@ impl Pipeline {
     }
 
     /// Frames, spools and queues one closed window. Windows at or before the last one already
-    /// framed (after a restart) are skipped and logged. Errors: spool or state writes failed
-    /// (e.g. a full disk); nothing was queued then.
+    /// framed (after a restart) are skipped and logged. A full disk is no error (see the module
+    /// docs). Errors: the window could not be sealed or `collect.raw_dump_dir` written.
     pub fn submit(&mut self, closed: ClosedWindow) -> Result<bool> {
         if closed.start <= self.last_window {
             warn!(
@@ -332,18 +415,20 @@ impl Pipeline {
                 Counters::add(&self.counters.otlp_export_failures, 1);
             }
         }
-        lock(&self.spool)
-            .push(snap.seq, snap.start, &frame)
-            .context("spooling a frame")?;
-        self.events.emit(Event::Spooled {
-            seq: snap.seq,
-            window_start: snap.start,
-            bytes: prost::Message::encoded_len(&frame) as u64,
-        });
-        self.state.write("next_seq", &(snap.seq + 1).to_string())?;
-        self.state.write("last_window", &snap.start.to_string())?;
-        self.next_seq += 1;
+        lock(&self.spool).push(snap.seq, snap.start, &frame);
+        self.next_seq = snap.seq.saturating_add(1);
         self.last_window = snap.start;
+        if persist_next_seq(
+            &self.state,
+            &self.spool,
+            self.same_disk,
+            &self.counters,
+            self.next_seq,
+        ) {
+            self.durable_seq = self.next_seq;
+        }
+        let last = snap.start.to_string();
+        write_state(&self.state, &self.counters, "last_window", &last);
         Counters::add(&self.counters.windows, 1);
         info!(
             seq = snap.seq,
@@ -352,13 +437,21 @@ impl Pipeline {
             bytes = frame.payload.len(),
             "window closed"
         );
-        // The send loop outlives every submit; if it died, the frame stays spooled for next start.
-        let _ = self.tx.send(Spooled {
-            seq: snap.seq,
-            window_start: snap.start,
-            bytes: 0,
-        });
+        self.announce();
         Ok(true)
+    }
+
+    /// Hands the spooled frames below the durable `next_seq` that the send loop has not had yet
+    /// to it (all of them unless `next_seq` could not be persisted).
+    fn announce(&mut self) {
+        if self.durable_seq <= self.announced_below {
+            return;
+        }
+        for f in lock(&self.spool).pending_in(self.announced_below..self.durable_seq) {
+            // The send loop outlives every submit; if it died, the frame stays spooled for next start.
+            let _ = self.tx.send(f);
+        }
+        self.announced_below = self.durable_seq;
     }
 
     /// Closes the frame channel, waits for the send loop to drain, writes the final status.
@@ -372,9 +465,7 @@ impl Pipeline {
             t.shutdown().await;
             stop.cancel();
         }
-        if let Err(e) = write_status(&self.state, &self.agent_id, &self.counters) {
-            warn!(error = format!("{e:#}"), "could not write the status file");
-        }
+        write_status(&self.state, &self.agent_id, &self.counters);
         info!(counters = %self.counters.summary(), "agent stopped");
         self.counters.snapshot()
     }

@@ -49,9 +49,9 @@ pub fn resolve_agent_id(cfg: &AgentConfig) -> Result<String> {
 
 /// Runs the agent until `shutdown` is cancelled, then flushes the partial window and drains.
 ///
-/// Errors: an unusable state directory, spool or config (before anything is sent); a spool or
-/// state write failure while running (e.g. a full disk) stops the agent rather than risk losing
-/// or reusing a window.
+/// Errors: an unusable state directory, spool or config (before anything is sent). A full disk
+/// while running is no error: the pipeline makes room, holds frames in memory and retries (see
+/// [`crate::pipeline`]).
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunReport> {
     let agent_id = resolve_agent_id(&cfg)?;
     let mut collector = make_collector(cfg.collect.source)?;

@@ -4,8 +4,10 @@
 //! it is (re)sent.
 //!
 //! A link is recreated (and every unacked frame resent, in `seq` order) when connecting fails,
-//! a send fails, the stream closes, or frames are in flight and no ack arrived for
-//! `ack_timeout` — the ZeroMQ guide's "Lazy Pirate" client-side reliability, needed because
+//! a send fails, the stream closes, or some frame has waited `ack_timeout` since it was sent
+//! without its ack (per frame: acks of newer frames do not extend an older frame's wait, so a
+//! frame whose ack never comes is resent even while others are acked) — the ZeroMQ guide's
+//! "Lazy Pirate" client-side reliability, needed because
 //! zeromq 0.7's DEALER neither reconnects nor heartbeats. Reconnects back off exponentially
 //! (100 ms to 30 s) with ±25 % jitter. Frames are sent at least once; the aggregator
 //! de-duplicates by `(agent_id, seq)` and `(agent_id, window_start)`.
@@ -48,7 +50,7 @@ pub struct SenderConfig {
     pub agent_id: String,
     /// Frames sent and unacked, at most.
     pub max_in_flight: usize,
-    /// No ack for this long with frames in flight: recreate the link.
+    /// A frame unacked this long after it was sent: recreate the link and resend.
     pub ack_timeout: Duration,
     /// After the frame channel closes, wait at most this long for the remaining acks
     /// (`None`: until every spooled frame is acked, as `replay` does).
@@ -132,7 +134,6 @@ pub(crate) async fn run_over<C: Connect>(
         next: Backoff::FIRST,
     };
     let mut connect_at = Instant::now();
-    let mut last_progress = Instant::now();
     let mut draining = false;
     let mut drain_deadline: Option<Instant> = None;
     loop {
@@ -156,7 +157,6 @@ pub(crate) async fn run_over<C: Connect>(
                     debug!(endpoint = %cfg.endpoint, "connected");
                     link = Some(l);
                     backoff.reset();
-                    last_progress = Instant::now();
                     events.emit(Event::Link {
                         what: LinkWhat::Connected,
                         reason: String::new(),
@@ -197,9 +197,6 @@ pub(crate) async fn run_over<C: Connect>(
                         continue;
                     }
                 };
-                if p.in_flight.is_empty() {
-                    last_progress = Instant::now();
-                }
                 match l.send(&frame).await {
                     Ok(()) => {
                         Counters::add(&counters.frames_sent, 1);
@@ -210,7 +207,7 @@ pub(crate) async fn run_over<C: Connect>(
                             bytes: frame.payload.len() as u64,
                             resend: p.resends.contains(&f.seq),
                         });
-                        p.in_flight.insert(f.seq, f);
+                        p.in_flight.insert(f.seq, (f, Instant::now()));
                     }
                     Err(e) => {
                         warn!(error = %e, seq = f.seq, "send failed; recreating the link");
@@ -231,10 +228,11 @@ pub(crate) async fn run_over<C: Connect>(
 
         let wake = if link.is_none() {
             connect_at.max(Instant::now() + Duration::from_millis(10))
-        } else if p.in_flight.is_empty() {
-            Instant::now() + Duration::from_secs(3600)
         } else {
-            last_progress + cfg.ack_timeout
+            p.oldest_send()
+                .map_or(Instant::now() + Duration::from_secs(3600), |t| {
+                    t + cfg.ack_timeout
+                })
         };
         let wake = drain_deadline.map_or(wake, |d| wake.min(d));
 
@@ -254,14 +252,13 @@ pub(crate) async fn run_over<C: Connect>(
                     warn!(ack_agent = %ack.agent_id, "ack for another agent ignored");
                     continue;
                 }
-                let Some(f) = p.in_flight.remove(&ack.seq) else {
+                let Some((f, _)) = p.in_flight.remove(&ack.seq) else {
                     debug!(
                         seq = ack.seq,
                         "ack for a frame not in flight (a resend's second ack)"
                     );
                     continue;
                 };
-                last_progress = Instant::now();
                 p.resends.remove(&f.seq);
                 events.acked(f.seq, f.window_start, &ack);
                 let status = AckStatus::try_from(ack.status).unwrap_or(AckStatus::Unspecified);
@@ -304,16 +301,19 @@ pub(crate) async fn run_over<C: Connect>(
                 connect_at = Instant::now() + backoff.delay();
             }
             Wake::Tick => {
-                if link.is_some()
-                    && !p.in_flight.is_empty()
-                    && last_progress.elapsed() >= cfg.ack_timeout
-                {
+                let overdue = p
+                    .in_flight
+                    .iter()
+                    .find(|(_, (_, sent))| sent.elapsed() >= cfg.ack_timeout)
+                    .map(|(seq, _)| *seq);
+                if let (true, Some(seq)) = (link.is_some(), overdue) {
                     warn!(
+                        seq,
                         in_flight = p.in_flight.len(),
                         timeout_ms = cfg.ack_timeout.as_millis() as u64,
-                        "no ack in time; recreating the link (Lazy Pirate)"
+                        "a frame got no ack in time; recreating the link (Lazy Pirate)"
                     );
-                    let reason = format!("no ack for {:?}", cfg.ack_timeout);
+                    let reason = format!("no ack for seq {seq} within {:?}", cfg.ack_timeout);
                     drop_link(
                         &mut link,
                         &mut p,
@@ -332,11 +332,18 @@ pub(crate) async fn run_over<C: Connect>(
 struct Pending {
     /// To send, in order (requeued frames first, in seq order).
     queue: VecDeque<Spooled>,
-    /// Sent, not yet acked, by seq.
-    in_flight: BTreeMap<u64, Spooled>,
+    /// Sent, not yet acked, by seq, with when it was sent (its ack timeout runs from there).
+    in_flight: BTreeMap<u64, (Spooled, Instant)>,
     /// Seqs that may have gone out before (spooled at start, or requeued): their next send is
     /// a resend.
     resends: HashSet<u64>,
+}
+
+impl Pending {
+    /// When the longest-waiting in-flight frame was sent, if any is in flight.
+    fn oldest_send(&self) -> Option<Instant> {
+        self.in_flight.values().map(|(_, sent)| *sent).min()
+    }
 }
 
 /// Drops the link; unacked frames go back to the queue front in seq order, to be resent ahead
@@ -351,7 +358,10 @@ fn drop_link<L>(
 ) {
     *link = None;
     Counters::add(&counters.reconnects, 1);
-    let unacked: Vec<Spooled> = std::mem::take(&mut p.in_flight).into_values().collect();
+    let unacked: Vec<Spooled> = std::mem::take(&mut p.in_flight)
+        .into_values()
+        .map(|(f, _)| f)
+        .collect();
     Counters::add(&counters.frames_resent, unacked.len() as u64);
     events.emit(Event::Link {
         what,
@@ -523,22 +533,47 @@ mod tests {
         fail_connects: usize,
         policy: Policy,
     ) -> Run {
+        run_fake_fed(
+            tag,
+            n,
+            (0, Duration::ZERO),
+            max_in_flight,
+            fail_connects,
+            policy,
+        )
+        .await
+    }
+
+    /// [`run_fake`], and then `later.0` more frames arrive, one every `later.1` (the frame
+    /// channel closes after the last).
+    async fn run_fake_fed(
+        tag: &str,
+        n: u64,
+        later: (u64, Duration),
+        max_in_flight: usize,
+        fail_connects: usize,
+        policy: Policy,
+    ) -> Run {
         let dir =
             std::env::temp_dir().join(format!("fleetset-sender-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let counters = Arc::new(Counters::default());
         std::fs::create_dir_all(&dir).unwrap();
         let events = EventLog::open(Some(&dir.join("events.jsonl"))).unwrap();
+        let limits = crate::config::SpoolConfig {
+            max_bytes: 1 << 20,
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        };
         let mut spool = Spool::open(
             &dir.join("spool"),
-            1 << 20,
-            FsyncPolicy::Never,
+            &limits,
             counters.clone(),
             events.clone(),
         )
         .unwrap();
         for seq in 1..=n {
-            spool.push(seq, seq as i64 * 60_000, &frame(seq)).unwrap();
+            spool.push(seq, seq as i64 * 60_000, &frame(seq));
         }
         let pending = spool.pending();
         let spool = Arc::new(Mutex::new(spool));
@@ -550,7 +585,20 @@ mod tests {
             policy,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
-        drop(tx);
+        let feeder = spool.clone();
+        tokio::spawn(async move {
+            for seq in n + 1..=n + later.0 {
+                tokio::time::sleep(later.1).await;
+                let f = frame(seq);
+                lock(&feeder).push(seq, seq as i64 * 60_000, &f);
+                let meta = Spooled {
+                    seq,
+                    window_start: seq as i64 * 60_000,
+                    bytes: 0,
+                };
+                tx.send(meta).unwrap();
+            }
+        });
         let cfg = SenderConfig {
             transport: crate::config::TransportArg::Zmq,
             endpoint: "fake".into(),
@@ -623,6 +671,33 @@ mod tests {
         let acked: Vec<_> = ev.iter().filter(|e| e["event"] == "acked").collect();
         assert_eq!(acked.len(), 5);
         assert!(acked.iter().all(|e| e["status"] == "COMMITTED"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_never_acked_is_resent_after_its_own_timeout_while_newer_ones_are_acked() {
+        // Link 0 acks every frame but seq 1 (its commit failed, say); new frames keep coming
+        // every 400 ms, each acked at once. Seq 1's timeout runs from its own send.
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, 1) => Reply::Silent,
+            _ => Reply::Ack(AckStatus::Committed),
+        });
+        let every = Duration::from_millis(400);
+        let r = run_fake_fed("per-frame", 1, (10, every), 64, 0, policy).await;
+        let attempts = r.net.lock().unwrap().attempts.clone();
+        assert_eq!(attempts.len(), 2, "one link recreation");
+        assert_eq!(
+            attempts[1] - r.started,
+            Duration::from_secs(1),
+            "seq 1 resent one ack_timeout after it was sent, not after the acks stopped"
+        );
+        assert_eq!(r.sent_on(0), [1, 2, 3]);
+        assert_eq!(r.sent_on(1), [1, 4, 5, 6, 7, 8, 9, 10, 11]);
+        let ev = r.events();
+        let timeout: Vec<_> = ev.iter().filter(|e| e["what"] == "ack_timeout").collect();
+        assert_eq!(timeout.len(), 1, "{ev:?}");
+        assert_eq!(timeout[0]["requeued"], 1);
+        assert!(timeout[0]["reason"].as_str().unwrap().contains("seq 1"));
+        assert_eq!(r.count(&r.counters.frames_committed), 11);
     }
 
     #[tokio::test(start_paused = true)]

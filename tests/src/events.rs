@@ -11,7 +11,7 @@ use std::time::Duration;
 /// One line of an agent's `--events` file; fields a kind does not have are empty / `None`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Event {
-    /// `framed`, `spooled`, `sent`, `acked`, `dropped`, `link` or `telemetry`.
+    /// `framed`, `spooled`, `held`, `sent`, `acked`, `dropped`, `link` or `telemetry`.
     pub event: String,
     /// Frame seq (frame events).
     pub seq: Option<u64>,
@@ -20,7 +20,7 @@ pub struct Event {
     /// `acked`: `COMMITTED`, `DUPLICATE` or `REJECTED`.
     pub status: String,
     /// `acked`: the reject reason (e.g. `CHECKSUM_MISMATCH`); `dropped`: `spool_full`,
-    /// `rejected`, `unreadable`; `link`: the error text.
+    /// `disk_full`, `rejected`, `unreadable`; `link`: the error text.
     pub reason: String,
     /// `link`: `connected`, `connect_failed`, `send_failed`, `recv_failed`, `ack_timeout`.
     pub what: String,

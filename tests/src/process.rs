@@ -59,6 +59,16 @@ impl Proc {
         Ok(())
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has not exited (yet).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits up to `timeout` for exit; returns whether it exited successfully.
     pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let status = wait_for("process exit", timeout, || {
