@@ -123,10 +123,7 @@ mod tests {
             salt: String::new(),
             send_names: false,
         };
-        let ds = Downsampler {
-            threshold: 60,
-            ratio: 4,
-        };
+        let ds = Downsampler::default();
         let (_, q) = build_snapshot(w.close().unwrap(), &ds, &naming);
         let c = Counters::default();
         c.add_quality(&q);

@@ -28,6 +28,9 @@ fleetset_core::counters! {
         commit_failures,
         /// Acks that could not be delivered (peer gone).
         acks_undeliverable,
+        /// gRPC `Publish` streams ended by a message that is not a `Frame` (or another stream
+        /// error); the client gets INVALID_ARGUMENT or the error's own status, not OK.
+        grpc_stream_errors,
         /// OTLP data points accepted into windows.
         otlp_points_received,
         /// OTLP data points rejected (malformed, no identity, late).

@@ -344,10 +344,7 @@ mod tests {
             salt: String::new(),
             send_names: false,
         };
-        let ds = Downsampler {
-            threshold: 60,
-            ratio: 4,
-        };
+        let ds = Downsampler::default();
         let (snap, _) = build_snapshot(w.close().unwrap(), &ds, &naming);
         assert_eq!((snap.stats["one"].count, snap.stats["one"].std), (1, None));
         // pandas.Series([1.0, 4.0]).std() == 2.1213203435596424
@@ -386,14 +383,7 @@ mod tests {
             salt: "s".into(),
             send_names: false,
         };
-        let (snap, q) = build_snapshot(
-            closed,
-            &Downsampler {
-                threshold: 60,
-                ratio: 4,
-            },
-            &naming,
-        );
+        let (snap, q) = build_snapshot(closed, &Downsampler::default(), &naming);
         let st = snap.stats["cpu_percent"];
         assert_eq!(
             (st.count, st.min, st.max, st.first, st.last),

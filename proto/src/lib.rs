@@ -10,12 +10,10 @@
 //!   (names, seq, window, caps, stats), and how unchecked strings are shown.
 //! - [`frame`]: sealing a snapshot into a checksummed (SHA-256, optional HMAC-SHA256) [`pb::Frame`]
 //!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
-//! - [`config`]: layering of TOML config files under command-line flags, used by both binaries.
 
 #![warn(missing_docs)]
 
 pub mod codec;
-pub mod config;
 pub mod contract;
 pub mod frame;
 pub mod model;

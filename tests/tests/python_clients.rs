@@ -149,3 +149,38 @@ fn grpcio_and_pyzmq_clients_get_exactly_their_windows() {
     a2.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 }
+
+/// A grpcio client that sends bytes which are not a `Frame` on `Ingest/Publish` gets
+/// INVALID_ARGUMENT (not OK), the break is counted, and the aggregator goes on taking frames.
+#[test]
+fn an_undecodable_publish_message_ends_the_stream_with_an_error_and_is_counted() {
+    let dir = TempDir::new("grpc-junk");
+    let mut agg = Aggregator::start(dir.path(), &["--commit-interval", "100ms"]).unwrap();
+    let grpc = agg.grpc.trim_start_matches("http://").to_string();
+    let out = run_python_script("grpc_junk_publish.py", &[&grpc]);
+    let said: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(said["code"], "INVALID_ARGUMENT", "{said}");
+    assert_eq!(said["acks"], 0, "{said}");
+    let counted = wait_for(
+        "grpc_stream_errors counted",
+        Duration::from_secs(15),
+        || {
+            let c = aggregator_counters(&agg.data_dir)?;
+            (c["grpc_stream_errors"].as_u64()? >= 1).then_some(())
+        },
+    );
+    assert!(
+        counted.is_ok(),
+        "not counted: {:?}",
+        aggregator_counters(&agg.data_dir)
+    );
+    // A real agent over gRPC still lands.
+    let agent = synthetic_agent_with(
+        dir.path(),
+        "after-junk",
+        ("500ms", "50ms"),
+        &["--aggregator", &agg.grpc, "--transport", "grpc"],
+    );
+    agent.wait_acked(2, Duration::from_secs(30)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}

@@ -6,11 +6,16 @@
 //! of [`ACK_QUEUE`], and no further frame of its stream is read while that queue is full (HTTP/2
 //! flow control then stalls its sends). An ack that finds the queue full is dropped and counted
 //! (`acks_undeliverable`); the agent resends that frame and gets DUPLICATE.
+//!
+//! A stream that breaks (a message that does not decode as a `Frame`, a reset) is counted in
+//! `grpc_stream_errors` and ends, after the acks still owed, with that error's status
+//! (INVALID_ARGUMENT for an undecodable message), never with OK.
 
 use super::{AckTo, Admission};
+use crate::counters::Counters;
 use fleetset_proto::pb::{self, ingest_server::Ingest};
 use std::pin::Pin;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +43,7 @@ impl Ingest for IngestService {
     ) -> Result<Response<Self::PublishStream>, Status> {
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
         let admission = self.admission.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -63,13 +69,26 @@ impl Ingest for IngestService {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        debug!(%status, "publish stream ended");
+                        debug!(%status, "publish stream broke");
+                        Counters::add(&admission.counters().grpc_stream_errors, 1);
+                        // tonic reports a message that does not decode as INTERNAL; it is
+                        // the client's fault, so the client is told INVALID_ARGUMENT.
+                        let status = match status.code() {
+                            tonic::Code::Internal => Status::invalid_argument(format!(
+                                "not a fleetset.v1.Frame: {}",
+                                status.message()
+                            )),
+                            _ => status,
+                        };
+                        let _ = end_tx.send(status);
                         break;
                     }
                 }
             }
         });
-        let stream = ReceiverStream::new(rx).map(Ok);
+        // The acks still owed, then the error that broke the stream (if any).
+        let end = futures::stream::once(end_rx).filter_map(|r| r.ok().map(Err));
+        let stream = ReceiverStream::new(rx).map(Ok).chain(end);
         Ok(Response::new(Box::pin(stream)))
     }
 }

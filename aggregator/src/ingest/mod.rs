@@ -164,6 +164,11 @@ impl Admission {
         }
     }
 
+    /// The counters this admission counts into.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// Largest frame accepted, bytes.
     pub fn max_frame_bytes(&self) -> usize {
         self.verify.0.max_frame_bytes
