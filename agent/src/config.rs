@@ -226,6 +226,28 @@ impl ConfigCommand for AgentConfig {
                 ),
             ));
         }
+        // What the aggregator's contract (fleetset_proto::contract) would reject on every frame
+        // is refused here, at start, naming the key.
+        if let Some(id) = self.agent_id.as_deref() {
+            if !fleetset_proto::contract::is_valid_agent_id(id) {
+                return Err(ConfigError::invalid(
+                    "agent_id",
+                    fleetset_proto::contract::shown(id),
+                    "1–128 bytes of [A-Za-z0-9._:-], not starting with '.'",
+                ));
+            }
+        }
+        if let Some(key) = self
+            .labels
+            .keys()
+            .find(|k| !fleetset_proto::contract::is_valid_label_key(k))
+        {
+            return Err(ConfigError::invalid(
+                &format!("labels.{}", fleetset_proto::contract::shown(key)),
+                "(key)",
+                "label keys of 1–64 bytes of [a-z0-9_], starting with a letter, without `__`",
+            ));
+        }
         let t = &self.transport;
         if let Some(key) = &t.hmac_key_hex {
             if hex::decode(key).map(|k| k.is_empty()).unwrap_or(true) {
@@ -339,6 +361,16 @@ mod tests {
             e.contains("transport.aggregator") && e.contains("http://"),
             "{e}"
         );
+        let e = load(&[("labels.Site", "eu")]).unwrap_err().to_string();
+        assert!(e.contains("labels.Site") && e.contains("[a-z0-9_]"), "{e}");
+        let e = load(&[("labels.a__count", "1")]).unwrap_err().to_string();
+        assert!(e.contains("labels.a__count"), "{e}");
+        let e = load(&[("agent_id", "../etc/x")]).unwrap_err().to_string();
+        assert!(
+            e.contains("agent_id") && e.contains("[A-Za-z0-9._:-]"),
+            "{e}"
+        );
+        assert!(load(&[("labels.site_2", "eu"), ("agent_id", "web-01.example:a")]).is_ok());
         let e = load(&[("transport.protocol", "carrier-pigeon")])
             .unwrap_err()
             .to_string();

@@ -33,7 +33,7 @@ fn validate(binary: &str, dir: &TempDir, name: &str, body: &str) -> (bool, Strin
 #[test]
 fn bad_configurations_are_refused_naming_the_key() {
     let dir = TempDir::new("config-bad");
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         (
             "fleetset-aggregator",
             "[store]\ncommit_rwos = 5\n",
@@ -73,6 +73,11 @@ fn bad_configurations_are_refused_naming_the_key() {
             "fleetset-agent",
             "[transport]\nprotocol = \"grpc\"\n",
             &["transport.aggregator", "http://"],
+        ),
+        (
+            "fleetset-agent",
+            "[labels]\nSite = \"eu-1\"\n",
+            &["labels.Site", "[a-z0-9_]"],
         ),
     ];
     for (i, (binary, body, needles)) in cases.iter().enumerate() {
