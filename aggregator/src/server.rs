@@ -97,6 +97,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         store_tx.clone(),
         hub.clone(),
         counters.clone(),
+        cfg.ingest.max_pending_acks,
     );
 
     let mut ingest_tasks = Vec::new();

@@ -67,6 +67,10 @@ pub struct IngestConfig {
     /// Longest host string (hostname, os, kernel, agent version) and process name.
     #[key(default = 256, unit = "bytes")]
     pub max_string_bytes: usize,
+    /// Frames admitted and waiting for the store's answer before their ack, at most; beyond it
+    /// admission waits, so the transports stop reading (push-back, nothing dropped).
+    #[key(default = 65_536, unit = "frames", min = 1)]
+    pub max_pending_acks: usize,
     /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
     #[key(secret)]
     pub hmac_key_hex: Option<String>,

@@ -78,20 +78,22 @@ struct PendingAck {
     outcome: oneshot::Receiver<CommitStatus>,
 }
 
-/// The ack task's queue: acks of frames in the store, sent once the store answers.
+/// The ack task's queue: acks of frames in the store, sent once the store answers. At most
+/// `ingest.max_pending_acks` frames are awaited and as many queued; beyond that admission waits.
 #[derive(Clone)]
-struct Acks(mpsc::UnboundedSender<PendingAck>);
+struct Acks(mpsc::Sender<PendingAck>);
 
 impl Acks {
     /// Starts the ack task; it ends when every sender is gone and every pending frame answered.
-    fn start(counters: Arc<Counters>) -> Acks {
-        let (tx, mut rx) = mpsc::unbounded_channel::<PendingAck>();
+    fn start(counters: Arc<Counters>, capacity: usize) -> Acks {
+        let capacity = capacity.max(1);
+        let (tx, mut rx) = mpsc::channel::<PendingAck>(capacity);
         tokio::spawn(async move {
             let mut pending = FuturesUnordered::new();
             let mut open = true;
             loop {
                 tokio::select! {
-                    p = rx.recv(), if open => match p {
+                    p = rx.recv(), if open && pending.len() < capacity => match p {
                         Some(p) => pending.push(async move {
                             let status = p.outcome.await;
                             (p.reply, p.agent_id, p.seq, status)
@@ -146,18 +148,19 @@ const MAX_WARNED: usize = 10_000;
 
 impl Admission {
     /// Admission into `store` of frames passing `verify` and `contract`; starts the ack task
-    /// (needs a Tokio runtime).
+    /// with room for `max_pending_acks` frames awaiting the store (needs a Tokio runtime).
     pub fn new(
         verify: VerifyOptions,
         contract: Contract,
         store: mpsc::Sender<StoreMsg>,
         hub: Hub,
         counters: Arc<Counters>,
+        max_pending_acks: usize,
     ) -> Admission {
         Admission {
             verify: Arc::new((verify, contract)),
             store,
-            acks: Acks::start(counters.clone()),
+            acks: Acks::start(counters.clone(), max_pending_acks),
             hub,
             counters,
             warned: Arc::default(),
@@ -234,12 +237,13 @@ impl Admission {
                 if stored {
                     // The ack task outlives every Admission clone's use; a send error means it
                     // is gone with the runtime, and nothing could be acked anyway.
-                    let _ = self.acks.0.send(PendingAck {
+                    let pending = PendingAck {
                         reply,
                         agent_id,
                         seq,
                         outcome,
-                    });
+                    };
+                    let _ = self.acks.0.send(pending).await;
                 }
                 if let Some(w) = live.filter(|_| stored) {
                     self.hub.publish(w);
@@ -285,6 +289,7 @@ mod tests {
             tx,
             Hub::new(16),
             counters,
+            1024,
         );
         (a, stop)
     }
@@ -318,6 +323,43 @@ mod tests {
             .expect("ack");
         assert_eq!((a.seq, a.status), (1, AckStatus::Duplicate as i32));
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn frames_awaiting_the_store_are_bounded_and_push_back() {
+        // A store that takes submissions and never answers.
+        let (tx, mut rx) = mpsc::channel(64);
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(m) = rx.recv().await {
+                held.push(m);
+            }
+            held.len()
+        });
+        let a = Admission::new(
+            VerifyOptions::default(),
+            Contract::default(),
+            tx,
+            Hub::new(16),
+            Arc::new(Counters::default()),
+            1,
+        );
+        let (ack_tx, _acks) = mpsc::unbounded_channel();
+        // One awaited by the ack task, one queued for it: the third waits.
+        for k in 0..2 {
+            let admit = a.admit(frame(k), AckTo::Otlp(ack_tx.clone()));
+            let done = tokio::time::timeout(Duration::from_secs(5), admit).await;
+            assert_eq!(done.ok(), Some(true), "frame {k} admitted");
+        }
+        let third = a.admit(frame(2), AckTo::Otlp(ack_tx.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), third)
+                .await
+                .is_err(),
+            "the third frame must wait while two await the store"
+        );
+        drop(a);
+        held.abort();
     }
 
     #[tokio::test]
