@@ -137,7 +137,7 @@ pub struct TransportConfig {
     /// Payload compression (before the checksum): `none` or `zstd`.
     pub compression: CompressionArg,
     /// Frames sent and not yet acked, at most.
-    #[key(default = 64, unit = "frames", min = 1, max = 65_536)]
+    #[key(default = 64, unit = "frames", min = 1, max = 65_536, limit = "-")]
     pub max_in_flight: usize,
     /// A frame unacked this long after it was sent (each frame's own clock) → recreate the link and resend.
     #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(10))]
@@ -158,18 +158,28 @@ pub struct SpoolConfig {
     /// Spool directory (default: `<state_dir>/spool`).
     pub dir: Option<PathBuf>,
     /// Spool bound; the oldest frames are dropped (and counted) beyond it. 64 MiB ≈ a week of default frames.
-    #[key(default = 64 << 20, unit = "bytes", min = 4096)]
+    #[key(default = 64 << 20, unit = "bytes", min = 4096, limit = "frames_dropped_spool_full")]
     pub max_bytes: u64,
     /// `always` (fsync before sending; survives power loss) or `never` (survives a process crash).
     pub fsync: crate::spool::FsyncPolicy,
     /// Frames that cannot be written (disk full, I/O error) are held in memory up to this many bytes (oldest dropped beyond it, counted), sent from there and written once there is room.
-    #[key(default = 4 << 20, unit = "bytes", max = 1 << 30)]
+    #[key(default = 4 << 20, unit = "bytes", max = 1 << 30, limit = "frames_dropped_disk_full")]
     pub memory_bytes: u64,
     /// Files kept in `spool/rejected/` (frames the aggregator rejected); the oldest are deleted beyond it (counted).
-    #[key(default = 100, unit = "files", max = 1_000_000)]
+    #[key(
+        default = 100,
+        unit = "files",
+        max = 1_000_000,
+        limit = "rejected_pruned"
+    )]
     pub keep_rejected: usize,
     /// Files kept in `spool/quarantine/` (corrupt spool files); the oldest are deleted beyond it (counted).
-    #[key(default = 100, unit = "files", max = 1_000_000)]
+    #[key(
+        default = 100,
+        unit = "files",
+        max = 1_000_000,
+        limit = "quarantine_pruned"
+    )]
     pub keep_quarantined: usize,
 }
 
@@ -319,6 +329,12 @@ mod tests {
             "agent",
             &root.join("README.md"),
             &root.join("deploy/agent.toml"),
+            &root.join("docs/limits.md"),
+            &crate::counters::Counters::default()
+                .snapshot()
+                .into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>(),
         )
         .unwrap();
     }

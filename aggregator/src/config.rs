@@ -108,6 +108,8 @@ mod tests {
             "aggregator",
             &root.join("README.md"),
             &root.join("deploy/aggregator.toml"),
+            &root.join("docs/limits.md"),
+            &crate::counters::Counters::names(),
         )
         .unwrap();
     }

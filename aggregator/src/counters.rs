@@ -68,6 +68,12 @@ fleetset_core::counters! {
     }
 }
 
+/// The counter name of rejections for `reason`: `rejected_<reason>` (`rejected_oversize`).
+fn rejected_name(reason: RejectReason) -> String {
+    let name = reason.as_str_name().trim_start_matches("REJECT_REASON_");
+    format!("rejected_{}", name.to_lowercase())
+}
+
 /// The aggregator's counters: the [`Flow`] counters (reached through `Deref`) and frames
 /// rejected per reason.
 #[derive(Debug, Default)]
@@ -114,11 +120,23 @@ impl Counters {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         let r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        all.extend(r.iter().map(|(k, n)| {
-            let reason = k.as_str_name().trim_start_matches("REJECT_REASON_");
-            (format!("rejected_{}", reason.to_lowercase()), *n)
-        }));
+        all.extend(r.iter().map(|(k, n)| (rejected_name(*k), *n)));
         all
+    }
+
+    /// Every counter name [`Counters::snapshot`] can report, rejections of every reason included.
+    pub fn names() -> Vec<String> {
+        let mut names: Vec<String> = Flow::default()
+            .snapshot()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        names.extend(
+            (1..)
+                .map_while(|i| RejectReason::try_from(i).ok())
+                .map(rejected_name),
+        );
+        names
     }
 
     /// All counters as `name=value …` (the log line), in [`Counters::snapshot`] order.

@@ -8,7 +8,10 @@
 //! - `min = EXPR` / `max = EXPR`: the allowed range, checked by `validate`;
 //! - `secret`: the value is never printed (errors, `print-config`);
 //! - `map`: a table of free string keys (e.g. labels), set with `k=v`;
-//! - `section`: the field is a nested section (`[parent.child]`).
+//! - `section`: the field is a nested section (`[parent.child]`);
+//! - `limit = "counter"`: the key bounds what input may cost (a size, count, rate or timeout),
+//!   and `counter` is the counter that counts each time the bound bites (`"-"`: nothing to
+//!   count, e.g. a queue that only pushes back). Limit keys are listed in `docs/limits.md`.
 //!
 //! The derive implements `Default` and `fleetset_core::config::Section` (the key list, a type
 //! check per key, and the range checks). The struct itself derives `Serialize`/`Deserialize`
@@ -28,6 +31,7 @@ struct KeyAttr {
     secret: bool,
     map: bool,
     section: bool,
+    limit: Option<LitStr>,
 }
 
 fn doc_of(attrs: &[syn::Attribute]) -> String {
@@ -69,6 +73,8 @@ fn key_attr(attrs: &[syn::Attribute]) -> syn::Result<KeyAttr> {
                 k.map = true;
             } else if p.is_ident("section") {
                 k.section = true;
+            } else if p.is_ident("limit") {
+                k.limit = Some(meta.value()?.parse()?);
             } else {
                 return Err(meta.error("unknown #[key] option"));
             }
@@ -134,6 +140,10 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             Some(f) => quote! { Some(#f) },
             None => quote! { None },
         };
+        let limit = match &k.limit {
+            Some(c) => quote! { Some(#c) },
+            None => quote! { None },
+        };
         let (secret, map) = (k.secret, k.map);
         let wrap = format_ident!("__{}Value", name);
         describe.push(quote! {
@@ -146,6 +156,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 secret: #secret,
                 map: #map,
                 section: false,
+                limit: #limit,
                 check: {
                     fn check(v: ::toml::Value) -> Result<(), String> {
                         #[derive(::serde::Deserialize)]

@@ -21,7 +21,7 @@ mod render;
 pub use flags::{ConfigArgs, ConfigCommand};
 pub use fleetset_core_macros::Section;
 pub use layer::{load, Source, Sources};
-pub use render::{check_docs, render_markdown, render_toml};
+pub use render::{check_docs, render_limits, render_markdown, render_toml};
 
 /// One declared key (or, with `section`, the header of a nested section).
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct KeyDoc {
     pub map: bool,
     /// This entry is a section header, not a key.
     pub section: bool,
+    /// A limit on what input may cost: the counter that counts when it bites (`"-"`: none).
+    pub limit: Option<&'static str>,
     /// Checks that a TOML value has the key's type (`Err`: what serde expected).
     pub check: Option<fn(toml::Value) -> Result<(), String>>,
 }
@@ -58,6 +60,7 @@ impl KeyDoc {
             secret: false,
             map: false,
             section: true,
+            limit: None,
             check: None,
         }
     }

@@ -58,6 +58,16 @@ pub fn render_toml<C: Section>(config: &C, title: &str) -> String {
     out
 }
 
+/// The Markdown default of key `k` in the defaults `table` (`—` for secrets, unset and empty).
+fn default_cell(table: &Table, k: &KeyDoc) -> String {
+    match lookup(table, &k.path) {
+        Some(_) if k.secret => "—".to_string(),
+        Some(Value::Table(t)) if t.is_empty() => "—".to_string(),
+        Some(v) => format!("`{v}`"),
+        None => "—".to_string(),
+    }
+}
+
 /// The declaration as a Markdown table (`| key | default | unit | flag | meaning |`), defaults
 /// from `C::default()`.
 pub fn render_markdown<C: Section>() -> String {
@@ -65,17 +75,12 @@ pub fn render_markdown<C: Section>() -> String {
     let mut out =
         String::from("| key | default | unit | flag | meaning |\n|---|---|---|---|---|\n");
     for k in C::keys().iter().filter(|k: &&KeyDoc| !k.section) {
-        let default = match lookup(&table, &k.path) {
-            Some(_) if k.secret => "—".to_string(),
-            Some(Value::Table(t)) if t.is_empty() => "—".to_string(),
-            Some(v) => format!("`{v}`"),
-            None => "—".to_string(),
-        };
         let flag = k.flag.map_or(String::new(), |f| format!("`--{f}`"));
         let _ = writeln!(
             out,
-            "| `{}` | {default} | {} | {flag} | {} |",
+            "| `{}` | {} | {} | {flag} | {} |",
             k.path,
+            default_cell(&table, k),
             k.unit,
             k.doc.replace('|', "\\|")
         );
@@ -83,43 +88,104 @@ pub fn render_markdown<C: Section>() -> String {
     out
 }
 
+/// The limit keys of the declaration (`#[key(limit = "counter")]`) as a Markdown table
+/// (`| key | default | unit | counted in | meaning |`), defaults from `C::default()`.
+pub fn render_limits<C: Section>() -> String {
+    let table = Table::try_from(C::default()).unwrap_or_default();
+    let mut out =
+        String::from("| key | default | unit | counted in | meaning |\n|---|---|---|---|---|\n");
+    for k in C::keys() {
+        let Some(counter) = k.limit else { continue };
+        let counter = if counter == "-" {
+            "— (push-back)".to_string()
+        } else {
+            format!("`{counter}`")
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {counter} | {} |",
+            k.path,
+            default_cell(&table, &k),
+            k.unit,
+            k.doc.replace('|', "\\|")
+        );
+    }
+    out
+}
+
+/// Compares the text between `<!-- TAG -->` and `<!-- /TAG -->` in `path` with `block`; with
+/// `update`, writes `block` there. Returns whether it drifted. Errors: unreadable file, no marker.
+fn check_block(
+    path: &std::path::Path,
+    tag: &str,
+    block: &str,
+    update: bool,
+) -> Result<bool, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let (open, close) = (format!("<!-- {tag} -->\n"), format!("<!-- /{tag} -->"));
+    let start = text
+        .find(&open)
+        .ok_or_else(|| format!("{} has no {open:?} marker", path.display()))?
+        + open.len();
+    let end = text[start..]
+        .find(&close)
+        .ok_or_else(|| format!("{} has no {close:?} marker", path.display()))?
+        + start;
+    let drifted = text[start..end] != *block;
+    if drifted && update {
+        let new = format!("{}{block}{}", &text[..start], &text[end..]);
+        std::fs::write(path, new).map_err(|e| e.to_string())?;
+    }
+    Ok(drifted)
+}
+
 /// Checks that the generated docs of `C` are what the repository holds: the Markdown table
-/// between `<!-- config:NAME -->` and `<!-- /config:NAME -->` in `readme`, and the whole of
-/// `example` (commented TOML of the defaults). With `FLEETSET_UPDATE_DOCS=1` it writes them
-/// instead. For a unit test of each binary; `Err` says what drifted and how to regenerate.
+/// between `<!-- config:NAME -->` and `<!-- /config:NAME -->` in `readme`, the limits table
+/// between `<!-- limits:NAME -->` markers in `limits`, and the whole of `example` (commented
+/// TOML of the defaults). With `FLEETSET_UPDATE_DOCS=1` it writes them instead. Also checks
+/// the limit declarations themselves: every key named `max_*` is a limit, and every limit's
+/// counter is one of `counters` (the binary's counter names). For a unit test of each binary;
+/// `Err` says what drifted and how to regenerate, or which declaration is wrong.
 pub fn check_docs<C: super::ConfigCommand>(
     name: &str,
     readme: &std::path::Path,
     example: &std::path::Path,
+    limits: &std::path::Path,
+    counters: &[String],
 ) -> Result<(), String> {
+    let keys = C::keys();
+    if let Some(k) = keys
+        .iter()
+        .find(|k| !k.section && k.limit.is_none() && self::name(&k.path).starts_with("max_"))
+    {
+        return Err(format!(
+            "{} bounds input: declare it with #[key(limit = \"<counter>\")]",
+            k.path
+        ));
+    }
+    if let Some((k, c)) = keys
+        .iter()
+        .filter_map(|k| Some((k, k.limit?)))
+        .find(|(_, c)| *c != "-" && !counters.iter().any(|n| n == c))
+    {
+        return Err(format!(
+            "{}: limit counter {c:?} is not a counter of fleetset-{name}",
+            k.path
+        ));
+    }
     let update = std::env::var_os("FLEETSET_UPDATE_DOCS").is_some_and(|v| v == "1");
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))
-    };
-    let (open, close) = (
-        format!("<!-- config:{name} -->\n"),
-        format!("<!-- /config:{name} -->"),
-    );
-    let text = read(readme)?;
-    let start = text
-        .find(&open)
-        .ok_or_else(|| format!("{} has no {open:?} marker", readme.display()))?
-        + open.len();
-    let end = text[start..]
-        .find(&close)
-        .ok_or_else(|| format!("{} has no {close:?} marker", readme.display()))?
-        + start;
-    let table = render_markdown::<C>();
-    let toml_text = render_toml(&C::default(), C::TITLE);
     let mut drift = Vec::new();
-    if text[start..end] != table {
-        drift.push(readme.display().to_string());
-        if update {
-            let new = format!("{}{table}{}", &text[..start], &text[end..]);
-            std::fs::write(readme, new).map_err(|e| e.to_string())?;
+    for (path, tag, block) in [
+        (readme, format!("config:{name}"), render_markdown::<C>()),
+        (limits, format!("limits:{name}"), render_limits::<C>()),
+    ] {
+        if check_block(path, &tag, &block, update)? {
+            drift.push(path.display().to_string());
         }
     }
-    if read(example).unwrap_or_default() != toml_text {
+    let toml_text = render_toml(&C::default(), C::TITLE);
+    if std::fs::read_to_string(example).unwrap_or_default() != toml_text {
         drift.push(example.display().to_string());
         if update {
             std::fs::write(example, &toml_text).map_err(|e| e.to_string())?;

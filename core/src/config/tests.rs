@@ -32,6 +32,9 @@ struct Zmq {
     /// Bind address.
     #[key(default = "tcp://0.0.0.0:5555".into(), flag = "zmq-bind")]
     bind: String,
+    /// Frames per peer at once.
+    #[key(default = 64, unit = "frames", limit = "frames_refused")]
+    max_frames: usize,
 }
 
 /// Ingest.
@@ -206,4 +209,66 @@ fn flags_and_environment_come_from_the_declaration() {
     let keys = Root::keys();
     let k = keys.iter().find(|k| k.path == "ingest.zmq.bind").unwrap();
     assert_eq!(k.env_var(), "FLEETSET_INGEST_ZMQ_BIND");
+}
+
+/// A root whose `max_*` key is not declared a limit.
+#[derive(Debug, Clone, Serialize, Deserialize, Section, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct Unbounded {
+    /// Bytes per request.
+    #[key(default = 1)]
+    max_bytes: usize,
+}
+
+impl ConfigCommand for Unbounded {
+    const TITLE: &'static str = "test";
+    fn check(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn limits_are_declared_documented_and_counted() {
+    let table = render_limits::<Root>();
+    assert!(
+        table.contains(
+            "| `ingest.zmq.max_frames` | `64` | frames | `frames_refused` | Frames per peer at once. |"
+        ),
+        "{table}"
+    );
+    assert!(!table.contains("commit_rows"), "{table}");
+    let dir = std::env::temp_dir().join(format!("fleetset-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (readme, example, limits) = (
+        dir.join("README.md"),
+        dir.join("x.toml"),
+        dir.join("limits.md"),
+    );
+    std::fs::write(
+        &readme,
+        format!(
+            "<!-- config:t -->\n{}<!-- /config:t -->\n",
+            render_markdown::<Root>()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&example, render_toml(&Root::default(), Root::TITLE)).unwrap();
+    std::fs::write(
+        &limits,
+        format!("<!-- limits:t -->\n{table}<!-- /limits:t -->\n"),
+    )
+    .unwrap();
+    let counters = vec!["frames_refused".to_string()];
+    check_docs::<Root>("t", &readme, &example, &limits, &counters).unwrap();
+    let e = check_docs::<Root>("t", &readme, &example, &limits, &[]).unwrap_err();
+    assert!(
+        e.contains("ingest.zmq.max_frames") && e.contains("frames_refused"),
+        "{e}"
+    );
+    std::fs::write(&limits, "<!-- limits:t -->\n<!-- /limits:t -->\n").unwrap();
+    let e = check_docs::<Root>("t", &readme, &example, &limits, &counters).unwrap_err();
+    assert!(e.contains("limits.md"), "{e}");
+    let e = check_docs::<Unbounded>("t", &readme, &example, &limits, &counters).unwrap_err();
+    assert!(e.contains("max_bytes") && e.contains("limit"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
