@@ -71,9 +71,12 @@ impl Names {
                 snap.agent_id, caps.agents
             ));
         }
+        // The first new name (in name order) beyond the cap, if any.
         let over = |known: &HashSet<String>, names: Vec<&String>, cap: usize| {
-            let new: Vec<&String> = names.into_iter().filter(|n| !known.contains(*n)).collect();
-            (known.len().saturating_add(new.len()) > cap).then(|| new[0].clone())
+            let new: std::collections::BTreeSet<&String> =
+                names.into_iter().filter(|n| !known.contains(*n)).collect();
+            let room = cap.saturating_sub(known.len());
+            new.into_iter().nth(room).cloned()
         };
         if let Some(m) = over(
             &self.metrics,
@@ -119,6 +122,7 @@ mod tests {
         };
         for m in metrics {
             s.data.insert((*m).into(), Vec::new());
+            s.stats.insert((*m).into(), Default::default());
         }
         for k in labels {
             s.host.labels.insert((*k).into(), "v".into());
