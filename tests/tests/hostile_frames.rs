@@ -442,6 +442,7 @@ async fn a_frame_of_10000_metrics_is_stored_as_rows_in_bounded_memory() {
         .await;
     let peak = peak_rss_kib(agg.pid).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
+    eprintln!("aggregator peak RSS with one frame of 10,000 metrics: {peak} KiB");
     assert!(peak < PEAK_RSS_BOUND_KIB, "peak RSS {peak} KiB");
     let width = |table: &str| -> (usize, i64) {
         let path = glob_one(&agg.data_dir.join(table));

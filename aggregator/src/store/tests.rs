@@ -450,3 +450,44 @@ async fn fleet_wide_caps_refuse_new_names_and_survive_recovery() {
     let stored = reader::windows(&dir.0, &Query::default()).unwrap();
     assert_eq!(stored.len(), 4, "nothing of a refused frame is stored");
 }
+
+/// `stats` reads long and filters by metric; the windows view pivots only the selected metrics.
+#[tokio::test]
+async fn stats_scan_filters_by_metric_and_the_windows_view_pivots_the_selection() {
+    let dir = TempDir::new("stats-scan");
+    let store = start(&dir.0, Duration::from_millis(50), 1_000_000);
+    let mut s = snapshot("a", 0);
+    let st = s.stats["cpu_percent"];
+    s.stats.insert("mem".into(), st);
+    assert_eq!(
+        outcome(store.submit(s, 1).await).await,
+        CommitStatus::Committed
+    );
+    store.stop().await;
+    let q = Query {
+        metrics: vec!["mem".into()],
+        ..Default::default()
+    };
+    let stats = reader::Scan::open(&dir.0, Table::Stats, &q)
+        .unwrap()
+        .read_all()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.num_rows(), 1);
+    let m = reader::column::<arrow::array::StringArray>(&stats, schema::METRIC).unwrap();
+    assert_eq!(m.value(0), "mem");
+    let w = reader::Scan::open(&dir.0, Table::Windows, &q).unwrap();
+    let names: Vec<&str> = w
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert!(
+        names.contains(&"mem__mean") && !names.iter().any(|n| n.starts_with("cpu_percent")),
+        "{names:?}"
+    );
+    let b = w.read_all().unwrap().unwrap();
+    let mean = reader::column::<arrow::array::Float64Array>(&b, "mem__mean").unwrap();
+    assert_eq!(mean.value(0), st.mean);
+}
