@@ -170,6 +170,11 @@ fn main() -> anyhow::Result<()> {
             )?;
         }
         files::write_parquet(
+            &schema::partition_dir(&out, Table::Stats, &date),
+            &batch_id,
+            &tables::stats_batch(&refs)?,
+        )?;
+        files::write_parquet(
             &schema::partition_dir(&out, Table::Windows, &date),
             &batch_id,
             &tables::windows_batch(&refs, start)?,
@@ -214,7 +219,7 @@ fn main() -> anyhow::Result<()> {
     println!("store size: {hosts} hosts x {windows} windows of 5 min ({hours} h), 18 base metrics at 1 s, top-10 processes");
     println!("{:<28} {:>12} {:>16}", "table", "bytes", "bytes/host-min");
     let mut ours = 0;
-    for t in [Table::Series, Table::Windows, Table::Processes] {
+    for t in schema::COMMIT_ORDER {
         let b = dir_bytes(&t.dir(&out));
         let t = t.name();
         ours += b;

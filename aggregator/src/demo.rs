@@ -187,6 +187,10 @@ fn summarize(data_dir: &Path) -> Result<()> {
         "\nRead it with pandas:  pd.read_parquet(\"{}\")",
         Table::Windows.dir(data_dir).display()
     );
+    println!(
+        "statistics, wide:     pd.read_parquet(\"{}\").pivot_table(index=[\"agent_id\", \"window_start\"], columns=\"metric\", values=[\"mean\", \"max\"])",
+        Table::Stats.dir(data_dir).display()
+    );
     println!("or DuckDB:            SELECT * FROM read_parquet('{}/*/*.parquet', hive_partitioning=true, union_by_name=true);", Table::Series.dir(data_dir).display());
     anyhow::ensure!(
         per_agent.len() >= 2,

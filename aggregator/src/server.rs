@@ -88,6 +88,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         cfg.store.clone(),
         store_rx,
         recovery.index,
+        recovery.names,
         counters.clone(),
         store_stop.clone(),
     ));

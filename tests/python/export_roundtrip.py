@@ -1,5 +1,8 @@
 """Every plain export of every table equals the store, read back with tools fleetset did not
-write: Python's csv and json modules, pyarrow (Parquet, Arrow IPC) and sqlite3.
+write: Python's csv and json modules, pyarrow (Parquet, Arrow IPC) and sqlite3. The windows
+export is wide: the store's windows rows joined with their stats rows pivoted to
+`<metric>__<stat>` columns (metrics by name, stats in count, min, max, mean, std, first, last
+order), computed here from the two tables independently.
 
 usage: export_roundtrip.py DATA_DIR OUT_DIR   (OUT_DIR holds clear-<table>.<format>)
 """
@@ -10,9 +13,34 @@ import pyarrow as pa, pyarrow.compute as pc, pyarrow.dataset as ds, pyarrow.ipc 
 data, out = sys.argv[1], sys.argv[2]
 
 
-def store(table):
+STATS = ["count", "min", "max", "mean", "std", "first", "last"]
+
+
+def raw(table):
     t = ds.dataset(f"{data}/{table}", format="parquet", partitioning="hive").to_table()
     return t.drop_columns([c for c in t.column_names if c == "date"])
+
+
+def store(table):
+    t = raw(table)
+    if table != "windows":
+        return t
+    stats = raw("stats").to_pylist()
+    by_key = {}
+    for r in stats:
+        by_key.setdefault((r["agent_id"], r["window_start"]), {})[r["metric"]] = r
+    metrics = sorted({r["metric"] for r in stats})
+    fields = list(t.schema) + [
+        pa.field(f"{m}__{s}", pa.uint64() if s == "count" else pa.float64())
+        for m in metrics for s in STATS]
+    rows = []
+    for w in t.to_pylist():
+        have = by_key.get((w["agent_id"], w["window_start"]), {})
+        for m in metrics:
+            for s in STATS:
+                w[f"{m}__{s}"] = have[m][s] if m in have else None
+        rows.append(w)
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
 def ms(v):

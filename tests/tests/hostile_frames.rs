@@ -1,9 +1,10 @@
 //! Hostile frames (issue #11) against the real aggregator: valid, checksummed, unsigned frames
 //! whose content breaks the snapshot contract — extreme seqs, pre-empting window starts,
 //! non-finite stats, path-like agent ids, 1 MiB agent ids, a label that collides with a stats
-//! column, a 300-character site — are rejected with their reason and counted, and cannot
+//! column, a 300-character site, new names beyond the fleet-wide caps — are rejected with their reason and counted, and cannot
 //! crash, wedge, poison or exhaust the aggregator: a real agent's windows keep being stored, a
-//! restart works, and the exports and pandas read the store afterwards.
+//! restart works, and the exports and pandas read the store afterwards. A frame of 10,000
+//! metrics is stored as rows, not columns, in bounded memory.
 
 use bytes::Bytes;
 use fleetset_proto::frame::to_parts;
@@ -329,16 +330,30 @@ async fn a_label_that_would_collide_with_a_stats_column_is_rejected_and_pandas_r
     s.host.labels.clear();
     peer.expect(&s, AckStatus::Committed, RejectReason::Unspecified)
         .await;
+    // A later window with another label set: the windows files differ in their label columns.
+    let mut rack = window("good", 2, T0 + 120_000);
+    rack.host.labels.insert("rack".into(), "r1".into());
+    peer.expect(&rack, AckStatus::Committed, RejectReason::Unspecified)
+        .await;
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     let check = Command::new(&py)
         .arg("-c")
         .arg(
-            "import sys, glob, pandas as pd\n\
-             df = pd.read_parquet(sys.argv[1] + '/windows')\n\
-             assert len(df) == 2 and df.columns.is_unique, df.columns\n\
-             files = [pd.read_parquet(f) for f in glob.glob(sys.argv[1] + '/windows/*/*.parquet')]\n\
-             assert any('label_x__count' in f.columns for f in files)\n\
-             assert all(f.columns.is_unique for f in files)\n\
+            "import sys, glob, duckdb, pandas as pd\n\
+             root = sys.argv[1]\n\
+             for t in ['windows', 'stats', 'series']:\n\
+             \x20   df = pd.read_parquet(f'{root}/{t}')\n\
+             \x20   assert df.columns.is_unique, (t, df.columns)\n\
+             df = pd.read_parquet(root + '/windows')\n\
+             assert len(df) == 3 and not any('__' in c for c in df.columns), df.columns\n\
+             files = [pd.read_parquet(f) for f in glob.glob(root + '/windows/*/*.parquet')]\n\
+             assert any('label_rack' in f.columns for f in files) and all(f.columns.is_unique for f in files)\n\
+             st = pd.read_parquet(root + '/stats')\n\
+             assert sorted(st.metric.unique()) == ['cpu_percent', 'label_x'], st.metric.unique()\n\
+             wide = st.pivot_table(index=['agent_id', 'window_start'], columns='metric', values='count')\n\
+             assert wide.shape == (3, 2), wide\n\
+             n = duckdb.connect().execute(f\"SELECT count(*) FROM read_parquet('{root}/windows/*/*.parquet', union_by_name=true) WHERE label_rack = 'r1'\").fetchone()[0]\n\
+             assert n == 1, n\n\
              print('OK')",
         )
         .arg(&agg.data_dir)
@@ -350,4 +365,108 @@ async fn a_label_that_would_collide_with_a_stats_column_is_rejected_and_pandas_r
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_agents_metrics_and_label_keys_beyond_the_fleet_caps_are_rejected() {
+    let dir = TempDir::new("hostile-caps");
+    let caps = [
+        "--set",
+        "store.max_agents=2",
+        "--set",
+        "store.max_metric_names=2",
+        "--set",
+        "store.max_label_keys=1",
+    ];
+    let mut agg = start(&dir, &caps);
+    let mut peer = Peer::connect(&agg.zmq).await;
+    let ok = (AckStatus::Committed, RejectReason::Unspecified);
+    let limit = (AckStatus::Rejected, RejectReason::CardinalityLimit);
+    let mut a = window("a", 1, T0);
+    a.host.labels.insert("site".into(), "s1".into());
+    peer.expect(&a, ok.0, ok.1).await;
+    peer.expect(&window("b", 1, T0), ok.0, ok.1).await;
+    let ack = peer.expect(&window("c", 1, T0), limit.0, limit.1).await;
+    assert!(ack.detail.contains("store.max_agents"), "{}", ack.detail);
+    // A second metric fits, a third does not; a second label key does not.
+    let with = |mut s: Snapshot, metric: &str| {
+        let (pts, st) = (s.data["cpu_percent"].clone(), s.stats["cpu_percent"]);
+        s.data.insert(metric.into(), pts);
+        s.stats.insert(metric.into(), st);
+        s
+    };
+    let two = with(window("a", 2, T0 + 60_000), "mem_percent");
+    peer.expect(&two, ok.0, ok.1).await;
+    let three = with(window("b", 2, T0 + 60_000), "disk_percent");
+    let ack = peer.expect(&three, limit.0, limit.1).await;
+    assert!(ack.detail.contains("disk_percent"), "{}", ack.detail);
+    let mut rack = window("b", 3, T0 + 120_000);
+    rack.host.labels.insert("rack".into(), "r1".into());
+    peer.expect(&rack, limit.0, limit.1).await;
+    // Known names keep working, also after a restart (the sets are rebuilt from the store).
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let mut agg = Aggregator::start(
+        dir.path(),
+        &[&["--commit-interval", "100ms"][..], &caps[..]].concat(),
+    )
+    .unwrap();
+    let mut peer = Peer::connect(&agg.zmq).await;
+    peer.expect(&window("c", 1, T0), limit.0, limit.1).await;
+    let mut known = with(window("b", 4, T0 + 180_000), "mem_percent");
+    known.host.labels.insert("site".into(), "s2".into());
+    peer.expect(&known, ok.0, ok.1).await;
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let counters = aggregator_counters(&agg.data_dir).unwrap();
+    assert_eq!(counters["rejected_cardinality_limit"], 1, "{counters}");
+    assert_eq!(stored_windows(&agg.data_dir, "c").unwrap(), []);
+    assert_eq!(stored_windows(&agg.data_dir, "b").unwrap().len(), 2);
+}
+
+/// Bound on the aggregator's peak RSS while it stores one frame of 10,000 metrics (the
+/// 70,140-column `windows` file of issue 11 took 1.5 GB).
+const PEAK_RSS_BOUND_KIB: u64 = 300 << 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_of_10000_metrics_is_stored_as_rows_in_bounded_memory() {
+    use fleetset_aggregator::store::schema;
+    let dir = TempDir::new("hostile-wide");
+    let mut agg = start(&dir, &["--set", "ingest.max_metrics=10000"]);
+    let mut peer = Peer::connect(&agg.zmq).await;
+    let mut s = window("wide", 1, T0);
+    let (pts, st) = (s.data["cpu_percent"][..2].to_vec(), s.stats["cpu_percent"]);
+    for i in 1..10_000 {
+        s.data.insert(format!("metric_{i:05}"), pts.clone());
+        s.stats.insert(format!("metric_{i:05}"), st);
+    }
+    peer.expect(&s, AckStatus::Committed, RejectReason::Unspecified)
+        .await;
+    let peak = peak_rss_kib(agg.pid).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    eprintln!("aggregator peak RSS with one frame of 10,000 metrics: {peak} KiB");
+    assert!(peak < PEAK_RSS_BOUND_KIB, "peak RSS {peak} KiB");
+    let width = |table: &str| -> (usize, i64) {
+        let path = glob_one(&agg.data_dir.join(table));
+        let f = std::fs::File::open(path).unwrap();
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+        (
+            b.schema().fields().len(),
+            b.metadata().file_metadata().num_rows(),
+        )
+    };
+    assert_eq!(width("windows"), (schema::windows_fixed_fields().len(), 1));
+    assert_eq!(
+        width("stats"),
+        (schema::stats_schema().fields().len(), 10_000)
+    );
+}
+
+/// The one committed file under a table directory.
+fn glob_one(table_dir: &std::path::Path) -> std::path::PathBuf {
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(table_dir)
+        .unwrap()
+        .flat_map(|p| std::fs::read_dir(p.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
 }

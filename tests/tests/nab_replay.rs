@@ -18,12 +18,12 @@ use std::time::Duration;
 const CHECK: &str = r#"
 import sys, glob, os, numpy as np, pandas as pd, pyarrow.compute as pc, pyarrow.dataset as ds
 nab, data = sys.argv[1], sys.argv[2]
-t = ds.dataset(data + "/windows", format="parquet", partitioning="hive").to_table(
-    columns=["agent_id", "window_start", "value__count", "value__min", "value__max", "value__mean",
-             "value__std"])
+t = ds.dataset(data + "/stats", format="parquet", partitioning="hive").to_table(
+    columns=["agent_id", "window_start", "metric", "count", "min", "max", "mean", "std"])
+assert set(t["metric"].to_pylist()) == {"value"}
 # An undefined std (one sample) is a Parquet null, not a NaN.
-assert pc.sum(pc.is_nan(t["value__std"])).as_py() in (0, None), "NaN std stored"
-w = t.to_pandas()
+assert pc.sum(pc.is_nan(t["std"])).as_py() in (0, None), "NaN std stored"
+w = t.to_pandas().rename(columns={s: "value__" + s for s in ["count", "min", "max", "mean", "std"]})
 checked, one_sample, two_samples = 0, 0, 0
 for path in sorted(glob.glob(nab + "/*.csv")):
     agent = "nab-" + os.path.basename(path)[:-4].replace("_", "-")

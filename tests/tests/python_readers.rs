@@ -16,7 +16,12 @@ assert {"agent_id", "window_start", "metric", "ts", "value", "date"} <= set(seri
 windows = ds.dataset(f"{root}/windows", format="parquet", partitioning="hive").to_table()
 agents = set(windows.column("agent_id").to_pylist())
 assert agents == {"demo-zmq-msgpack", "demo-grpc-protobuf"}, agents
-assert "cpu_percent__mean" in windows.column_names and "label_site" in windows.column_names
+assert "label_site" in windows.column_names, windows.column_names
+assert not any("__" in c for c in windows.column_names), "statistics live in stats"
+stats = pq.read_table(f"{root}/stats")
+assert {"agent_id", "seq", "window_start", "metric", "count", "min", "max", "mean", "std", "first",
+        "last", "date"} == set(stats.column_names), stats.column_names
+assert str(stats.schema.field("count").type) == "uint64" and str(stats.schema.field("std").type) == "double"
 con = duckdb.connect()
 n, dup = con.execute(f"""
   SELECT count(*), count(*) - count(DISTINCT (agent_id, window_start))
@@ -27,8 +32,19 @@ bad = con.execute(f"""
   WHERE ts < window_start OR ts >= window_start + INTERVAL 5 SECOND""").fetchone()[0]
 assert bad == 0, bad
 df = pd.read_parquet(f"{root}/windows")
-assert len(df) == n and df["cpu_percent__max"].between(0, 100).all()
+assert len(df) == n
 assert str(df["window_start"].dtype) == "datetime64[ms, UTC]", df["window_start"].dtype
+# The README recipe: statistics pivoted wide, joined to the windows.
+st = pd.read_parquet(f"{root}/stats")
+wide = st.pivot_table(index=["agent_id", "window_start"], columns="metric", values=["mean", "max"])
+wide.columns = [f"{m}__{s}" for s, m in wide.columns]
+both = df.merge(wide.reset_index(), on=["agent_id", "window_start"])
+assert len(both) == n and both["cpu_percent__max"].between(0, 100).all()
+m = con.execute(f"""
+  SELECT count(DISTINCT (agent_id, window_start)), max(max)
+  FROM read_parquet('{root}/stats/*/*.parquet', hive_partitioning=true)
+  WHERE metric = 'cpu_percent'""").fetchone()
+assert m[0] == n and 0 <= m[1] <= 100, m
 print(f"OK series={series.num_rows} windows={n} agents={sorted(agents)}")
 "#;
 

@@ -113,6 +113,15 @@ impl Acks {
                                     ..ack(&agent_id, seq, AckStatus::Rejected)
                                 }
                             }
+                            Ok(CommitStatus::CardinalityLimit(detail)) => {
+                                counters.reject(RejectReason::CardinalityLimit);
+                                debug!(agent_id, seq, detail, "rejected: cardinality limit");
+                                pb::Ack {
+                                    reason: RejectReason::CardinalityLimit as i32,
+                                    detail,
+                                    ..ack(&agent_id, seq, AckStatus::Rejected)
+                                }
+                            }
                             Ok(CommitStatus::Failed(reason)) => {
                                 debug!(agent_id, seq, reason, "not acked: commit failed");
                                 continue;
@@ -277,9 +286,11 @@ mod tests {
                 data_dir: data_dir.to_path_buf(),
                 commit_interval: Duration::from_millis(50),
                 commit_rows: 1_000_000,
+                ..StoreConfig::default()
             },
             rx,
             files::recover(data_dir).expect("recover").index,
+            Default::default(),
             counters.clone(),
             stop.clone(),
         ));

@@ -19,4 +19,27 @@ pub struct StoreConfig {
     /// …or as soon as this many series rows are buffered.
     #[key(default = 500_000, unit = "rows", min = 1)]
     pub commit_rows: usize,
+    /// Distinct agents the store accepts; a frame of a new agent beyond it is rejected
+    /// (CARDINALITY_LIMIT), known agents keep working.
+    #[key(default = 100_000, unit = "agents", min = 1)]
+    pub max_agents: usize,
+    /// Distinct metric names the store accepts; a frame adding a new one beyond it is rejected
+    /// (CARDINALITY_LIMIT).
+    #[key(default = 10_000, unit = "metrics", min = 1)]
+    pub max_metric_names: usize,
+    /// Distinct label keys the store accepts; a frame adding a new one beyond it is rejected
+    /// (CARDINALITY_LIMIT).
+    #[key(default = 1_000, unit = "labels")]
+    pub max_label_keys: usize,
+}
+
+impl StoreConfig {
+    /// The fleet-wide caps of this section.
+    pub fn caps(&self) -> super::cardinality::Caps {
+        super::cardinality::Caps {
+            agents: self.max_agents,
+            metric_names: self.max_metric_names,
+            label_keys: self.max_label_keys,
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! Commit protocol for one batch of one date: every file is written to
 //! `.tmp-<batch>.parquet` in its partition (readers skip dot-files), fsynced, renamed to its
-//! final name, and the partition directory fsynced; `series` and `processes` first, `windows`
-//! last. The `windows` file is the batch's commit record: a `series`/`processes` file whose batch
+//! final name, and the partition directory fsynced; `series`, `processes` and `stats` first,
+//! `windows` last. The `windows` file is the batch's commit record: a `series`/`processes`/`stats`
+//! file whose batch
 //! has no `windows` file in the same partition is the remains of a crashed commit, never acked,
 //! and [`recover`] deletes it (the agent resends those frames). So a partition never holds a
 //! partial file, and every acked window is in the store exactly once.
@@ -98,6 +99,9 @@ pub struct Recovery {
     pub duplicate_keys: u64,
     /// Committed windows' keys.
     pub index: super::index::DedupIndex,
+    /// Distinct metric names (committed `stats` files) and label keys (committed `windows`
+    /// files' label columns), for the fleet-wide caps.
+    pub names: super::cardinality::Names,
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {
@@ -160,9 +164,18 @@ fn quarantine(data_dir: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads `(agent_id, seq, window_start)` of every row of a `windows` file.
-fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
+/// `(agent_id, seq, window_start)` of every row of a `windows` file, and its label keys.
+type WindowKeys = (Vec<(String, u64, i64)>, Vec<String>);
+
+/// Reads the [`WindowKeys`] of a `windows` file.
+fn read_window_keys(path: &Path) -> Result<WindowKeys> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let label_keys: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .filter_map(|f| schema::label_key(f.name()).map(str::to_string))
+        .collect();
     let mask = ProjectionMask::columns(
         builder.parquet_schema(),
         [schema::AGENT_ID, schema::SEQ, schema::WINDOW_START],
@@ -199,7 +212,22 @@ fn read_window_keys(path: &Path) -> Result<Vec<(String, u64, i64)>> {
             }
         }
     }
-    Ok(out)
+    Ok((out, label_keys))
+}
+
+/// Adds the `metric` values of a `stats` file to `names`.
+fn read_metric_names(path: &Path, names: &mut super::cardinality::Names) -> Result<()> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [schema::METRIC]);
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let metrics = batch
+            .column_by_name(schema::METRIC)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .context("no utf8 metric column")?;
+        metrics.iter().flatten().for_each(|m| names.add_metric(m));
+    }
+    Ok(())
 }
 
 /// Brings a data directory to a consistent state after a crash and loads the de-duplication
@@ -212,7 +240,8 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
             continue;
         };
         match read_window_keys(&path) {
-            Ok(rows) => {
+            Ok((rows, label_keys)) => {
+                label_keys.iter().for_each(|k| r.names.add_label_key(k));
                 for (agent, seq, start) in rows {
                     if !r.index.insert(&agent, seq, start) {
                         r.duplicate_keys += 1;
@@ -245,8 +274,16 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
             }
         }
     }
+    for path in list_files(&Table::Stats.dir(data_dir)) {
+        if schema::part_file_key(&path).is_some() {
+            read_metric_names(&path, &mut r.names)
+                .with_context(|| format!("reading the metric names of {}", path.display()))?;
+        }
+    }
     info!(
         windows = r.index.windows(),
+        metric_names = r.names.metrics(),
+        label_keys = r.names.label_keys(),
         agents = r.index.agents(),
         index_runs = r.index.runs(),
         temp_files_removed = r.temp_files_removed,

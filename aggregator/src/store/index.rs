@@ -207,6 +207,11 @@ impl DedupIndex {
         k.starts.insert(start)
     }
 
+    /// Whether `agent_id` has a window in the index.
+    pub fn contains_agent(&self, agent_id: &str) -> bool {
+        self.agents.contains_key(agent_id)
+    }
+
     /// Agents known.
     pub fn agents(&self) -> usize {
         self.agents.len()

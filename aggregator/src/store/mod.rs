@@ -11,9 +11,11 @@
 //! If a commit fails (e.g. a full disk), its frames are answered `Failed` and dropped from the
 //! buffer; the agents resend them after their ack timeout. The failure is logged and counted.
 
+pub mod cardinality;
 pub mod config;
 pub mod files;
 pub mod index;
+pub mod pivot;
 pub mod reader;
 pub mod schema;
 pub mod tables;
@@ -21,6 +23,7 @@ pub mod tables;
 use crate::counters::Counters;
 
 use anyhow::Result;
+use cardinality::Names;
 use fleetset_proto::Snapshot;
 use index::DedupIndex;
 use schema::Table;
@@ -52,6 +55,10 @@ pub enum CommitStatus {
     /// The agent's seq is already stored or buffered for a different window start; nothing is
     /// stored (README "Delivery guarantee").
     SeqReused,
+    /// The window would add an agent, metric name or label key beyond a fleet-wide cap
+    /// (`store.max_agents`, `max_metric_names`, `max_label_keys`; the reason names it); nothing is
+    /// stored.
+    CardinalityLimit(String),
     /// The commit holding the window failed (the reason); nothing of it is visible in the store.
     Failed(String),
 }
@@ -87,6 +94,8 @@ struct Buffer {
     /// Barriers to answer after the next commit.
     barriers: Vec<tokio::sync::oneshot::Sender<()>>,
     rows: usize,
+    /// Buffered agents the committed index does not know.
+    new_agents: usize,
 }
 
 /// Writes each date's windows as one batch; returns for each submission its batch's outcome
@@ -112,11 +121,13 @@ fn commit_blocking(
         let result = (|| -> Result<()> {
             let series = tables::series_batch(&group)?;
             let processes = tables::processes_batch(&group)?;
+            let stats = tables::stats_batch(&group)?;
             let windows = tables::windows_batch(&group, now)?;
             // In schema::COMMIT_ORDER: the windows file, the commit record, last.
             let plan = [
                 (Table::Series, Some(&series)),
                 (Table::Processes, processes.as_ref()),
+                (Table::Stats, Some(&stats)),
                 (Table::Windows, Some(&windows)),
             ];
             for (table, batch) in plan {
@@ -166,9 +177,11 @@ pub async fn run(
     cfg: StoreConfig,
     mut rx: mpsc::Receiver<StoreMsg>,
     mut index: DedupIndex,
+    mut names: Names,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
+    let caps = cfg.caps();
     let mut buf = Buffer::default();
     let mut tick = tokio::time::interval(cfg.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,7 +190,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             m = rx.recv() => match m {
                 Some(m) => {
-                    admit(&mut buf, &index, &counters, m);
+                    admit(&mut buf, &index, (&mut names, caps), &counters, m);
                     if buf.rows >= cfg.commit_rows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
                     }
@@ -188,13 +201,19 @@ pub async fn run(
         }
     }
     while let Ok(m) = rx.try_recv() {
-        admit(&mut buf, &index, &counters, m);
+        admit(&mut buf, &index, (&mut names, caps), &counters, m);
     }
     commit(&cfg, &mut buf, &mut index, &counters).await;
     info!(counters = %counters.summary(), "store stopped");
 }
 
-fn admit(buf: &mut Buffer, index: &DedupIndex, counters: &Counters, m: StoreMsg) {
+fn admit(
+    buf: &mut Buffer,
+    index: &DedupIndex,
+    (names, caps): (&mut Names, cardinality::Caps),
+    counters: &Counters,
+    m: StoreMsg,
+) {
     let s = match m {
         StoreMsg::Window(s) => *s,
         StoreMsg::Barrier(tx) => {
@@ -213,6 +232,15 @@ fn admit(buf: &mut Buffer, index: &DedupIndex, counters: &Counters, m: StoreMsg)
         // Counted as a rejection (SEQ_REUSED) by whoever acks it.
         let _ = s.done.send(CommitStatus::SeqReused);
     } else {
+        let new_agent = !index.contains_agent(agent) && !buf.keys.contains_agent(agent);
+        let known = index.agents().saturating_add(buf.new_agents);
+        if let Err(reason) = names.check(caps, snap, known, new_agent) {
+            // Counted as a rejection (CARDINALITY_LIMIT) by whoever acks it.
+            let _ = s.done.send(CommitStatus::CardinalityLimit(reason));
+            return;
+        }
+        names.add(snap);
+        buf.new_agents = buf.new_agents.saturating_add(usize::from(new_agent));
         buf.keys
             .insert(&s.snapshot.agent_id, s.snapshot.seq, s.snapshot.start);
         buf.rows += s.snapshot.data.values().map(Vec::len).sum::<usize>();

@@ -3,16 +3,19 @@
 //! by `window_start` range, agent, labels and metric ([`Query`]).
 //!
 //! - [`Scan`]: one table as Arrow batches, every batch conformed to one schema — the union of
-//!   the files' schemas, so `windows` files written before a metric or label appeared get null
-//!   columns instead of failing or dropping data. Union column order (stable, documented in
-//!   README): the fixed columns in the order of the first file, then `label_<key>` columns by
-//!   key, then `<metric>__<stat>` columns by metric and in [`STAT_NAMES`] order.
+//!   the files' schemas, so `windows` files written before a label appeared get null columns
+//!   instead of failing or dropping data. A scan of `windows` is the wide view ([`super::pivot`]): each
+//!   row also carries its `stats` rows as `<metric>__<stat>` columns. Union column order
+//!   (stable, documented in README): the fixed columns in the order of the first file, then
+//!   `label_<key>` columns by key, then `<metric>__<stat>` columns by metric and in
+//!   [`schema::STAT_NAMES`] order.
 //! - [`windows`]: whole windows rebuilt as snapshots — host attributes, labels, exact stats and
 //!   downsampled series — with their lineage (`seq`, payload SHA-256, encoding, commit time).
 //!   They carry no process records and no raw payload (the store keeps decoded values).
 
 use super::files::committed_files;
-use super::schema::{self, Table, STAT_NAMES};
+use super::pivot::Pivot;
+use super::schema::{self, Table};
 use anyhow::{bail, Context, Result};
 use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, Float64Array, StringArray,
@@ -27,6 +30,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A batch read and the `stats` rows committed with its file (empty but for `windows`).
+type WithStats = (RecordBatch, Arc<Vec<RecordBatch>>);
 
 /// Rows per batch read from Parquet.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -43,7 +49,8 @@ pub struct Query {
     /// Only windows carrying every one of these `(key, value)` labels; empty = all. Applies to
     /// the `windows` table (the only one with label columns) and to [`windows`].
     pub labels: Vec<(String, String)>,
-    /// Only these metrics (`series` rows; `windows` statistics columns); empty = all.
+    /// Only these metrics (`series` and `stats` rows; `windows` statistics columns); empty =
+    /// all.
     pub metrics: Vec<String>,
 }
 
@@ -66,6 +73,9 @@ pub struct Scan {
     query: Query,
     agents: HashSet<String>,
     metrics: HashSet<String>,
+    /// The statistics pivoted into a `windows` scan (`None` for other tables).
+    pivot: Option<Pivot>,
+    data_dir: PathBuf,
 }
 
 /// Sort key of a union column: fixed, then labels, then statistics by metric and stat order.
@@ -94,6 +104,31 @@ impl Scan {
         let files = committed_files(data_dir, table, query.from_ms, query.to_ms);
         let metrics: HashSet<String> = query.metrics.iter().cloned().collect();
         let mut fields: Vec<Field> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut add = |f: &Field, source: &Path| -> Result<()> {
+            if table == Table::Windows && !metrics.is_empty() {
+                if let Some((m, _)) = schema::parse_stat_column(f.name()) {
+                    if !metrics.contains(m) {
+                        return Ok(());
+                    }
+                }
+            }
+            match seen.get(f.name()).map(|&i| &fields[i]) {
+                Some(g) if g.data_type() != f.data_type() => bail!(
+                    "column {} is {} in {} but {} in an earlier file",
+                    f.name(),
+                    f.data_type(),
+                    source.display(),
+                    g.data_type()
+                ),
+                Some(_) => {}
+                None => {
+                    seen.insert(f.name().clone(), fields.len());
+                    fields.push(f.clone().with_nullable(true));
+                }
+            }
+            Ok(())
+        };
         let mut file_rows = 0u64;
         for path in &files {
             let builder = ParquetRecordBatchReaderBuilder::try_new(
@@ -102,26 +137,18 @@ impl Scan {
             .with_context(|| format!("reading the footer of {}", path.display()))?;
             file_rows += builder.metadata().file_metadata().num_rows().max(0) as u64;
             for f in builder.schema().fields() {
-                if table == Table::Windows && !metrics.is_empty() {
-                    if let Some((m, _)) = schema::parse_stat_column(f.name()) {
-                        if !metrics.contains(m) {
-                            continue;
-                        }
-                    }
-                }
-                match fields.iter().find(|g| g.name() == f.name()) {
-                    Some(g) if g.data_type() != f.data_type() => bail!(
-                        "column {} is {} in {} but {} in an earlier file",
-                        f.name(),
-                        f.data_type(),
-                        path.display(),
-                        g.data_type()
-                    ),
-                    Some(_) => {}
-                    None => fields.push(f.as_ref().clone().with_nullable(true)),
-                }
+                add(f, path)?;
             }
         }
+        let pivot = if table == Table::Windows {
+            let p = Pivot::open(data_dir, &files, &metrics)?;
+            for f in p.fields() {
+                add(&f, &Table::Stats.dir(data_dir))?;
+            }
+            Some(p)
+        } else {
+            None
+        };
         let mut ranked: Vec<(usize, Field)> = fields.into_iter().enumerate().collect();
         ranked.sort_by_key(|(i, f)| column_rank(f.name(), *i));
         let schema = Arc::new(Schema::new(
@@ -135,6 +162,8 @@ impl Scan {
             query: query.clone(),
             agents: query.agents.iter().cloned().collect(),
             metrics,
+            pivot,
+            data_dir: data_dir.to_path_buf(),
         })
     }
 
@@ -147,23 +176,37 @@ impl Scan {
         self.files
             .iter()
             .flat_map(move |path| {
-                let reader = File::open(path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|f| Ok(ParquetRecordBatchReaderBuilder::try_new(f)?))
-                    .and_then(|b| Ok(b.with_batch_size(BATCH_ROWS).build()?))
-                    .with_context(|| format!("reading {}", path.display()));
-                let batches: Box<dyn Iterator<Item = Result<RecordBatch>>> = match reader {
-                    Ok(r) => Box::new(
-                        r.map(move |b| b.with_context(|| format!("reading {}", path.display()))),
-                    ),
+                // A windows file's stats rows are read once, for all its batches.
+                let stats = match &self.pivot {
+                    Some(p) => p.load(&self.data_dir, path).map(Arc::new),
+                    None => Ok(Arc::default()),
+                };
+                let reader = stats.and_then(|stats| {
+                    let r = File::open(path)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|f| Ok(ParquetRecordBatchReaderBuilder::try_new(f)?))
+                        .and_then(|b| Ok(b.with_batch_size(BATCH_ROWS).build()?))
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Ok((r, stats))
+                });
+                let batches: Box<dyn Iterator<Item = Result<WithStats>>> = match reader {
+                    Ok((r, stats)) => Box::new(r.map(move |b| {
+                        b.map(|b| (b, stats.clone()))
+                            .with_context(|| format!("reading {}", path.display()))
+                    })),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
                 batches
             })
             .map(move |b| {
-                let b = b?;
+                let (b, stats) = b?;
                 progress(b.num_rows() as u64);
-                self.conform(&self.filter(&b)?)
+                let b = self.filter(&b)?;
+                let wide = match &self.pivot {
+                    Some(p) if b.num_rows() > 0 => p.columns(&b, &stats)?,
+                    _ => HashMap::new(),
+                };
+                self.conform(&b, wide)
             })
             .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
     }
@@ -187,8 +230,9 @@ impl Scan {
         let q = &self.query;
         let starts = column::<TimestampMillisecondArray>(b, schema::WINDOW_START);
         let agents = column::<StringArray>(b, schema::AGENT_ID);
-        let metrics = column::<StringArray>(b, schema::METRIC)
-            .filter(|_| self.table == Table::Series && !self.metrics.is_empty());
+        let metrics = column::<StringArray>(b, schema::METRIC).filter(|_| {
+            matches!(self.table, Table::Series | Table::Stats) && !self.metrics.is_empty()
+        });
         let (Some(starts), Some(agents)) = (starts, agents) else {
             bail!(
                 "a {} file lacks {} or {}",
@@ -228,15 +272,23 @@ impl Scan {
         Ok(filter_record_batch(b, &keep)?)
     }
 
-    /// `b` with the columns of [`Scan::schema`]: missing ones as nulls, extra ones dropped.
-    fn conform(&self, b: &RecordBatch) -> Result<RecordBatch> {
+    /// `b` with the columns of [`Scan::schema`], taken from `wide` (the pivoted statistics)
+    /// first, then `b`: missing ones as nulls, extra ones dropped.
+    fn conform(&self, b: &RecordBatch, mut wide: HashMap<String, ArrayRef>) -> Result<RecordBatch> {
+        let own = b.schema();
+        let own: HashMap<&str, usize> = own
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().as_str(), i))
+            .collect();
         let cols: Vec<ArrayRef> = self
             .schema
             .fields()
             .iter()
             .map(|f| {
-                b.column_by_name(f.name())
-                    .cloned()
+                wide.remove(f.name())
+                    .or_else(|| own.get(f.name().as_str()).map(|&i| b.column(i).clone()))
                     .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
             })
             .collect();
@@ -265,8 +317,24 @@ fn string(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
         .map(|c| c.value(i).to_string())
 }
 
-/// One `windows` row as a stored window without points; `None` if a key column is null.
-fn window_row(b: &RecordBatch, i: usize) -> Option<StoredWindow> {
+/// The wide statistics columns of `b` by metric: `(metric, column index per STAT_NAMES)`.
+fn stat_columns(b: &RecordBatch) -> Vec<(String, [Option<usize>; 7])> {
+    let mut by_metric: std::collections::BTreeMap<String, [Option<usize>; 7]> = Default::default();
+    for (c, f) in b.schema().fields().iter().enumerate() {
+        if let Some((metric, k)) = schema::parse_stat_column(f.name()) {
+            by_metric.entry(metric.to_string()).or_default()[k] = Some(c);
+        }
+    }
+    by_metric.into_iter().collect()
+}
+
+/// One `windows` row (of the wide view; `stats` from [`stat_columns`]) as a stored window
+/// without points; `None` if a key column is null.
+fn window_row(
+    b: &RecordBatch,
+    stats: &[(String, [Option<usize>; 7])],
+    i: usize,
+) -> Option<StoredWindow> {
     let ts = |name| {
         column::<TimestampMillisecondArray>(b, name)
             .filter(|c| c.is_valid(i))
@@ -296,35 +364,42 @@ fn window_row(b: &RecordBatch, i: usize) -> Option<StoredWindow> {
     s.host.memory_total_mb = u64v(schema::MEMORY_TOTAL_MB).unwrap_or(0);
     for field in b.schema().fields() {
         let name = field.name();
-        if let Some(key) = schema::label_key(name) {
+        if let Some(key) =
+            schema::label_key(name).filter(|_| schema::parse_stat_column(name).is_none())
+        {
             if let Some(v) = string(b, name, i) {
                 s.host.labels.insert(key.to_string(), v);
             }
-        } else if let Some((metric, 0)) = schema::parse_stat_column(name) {
-            let Some(count) = u64v(name) else { continue };
-            let stat = |k: &str| {
-                column::<Float64Array>(b, &schema::stat_column(metric, k))
-                    .filter(|c| c.is_valid(i))
-                    .map(|c| c.value(i))
-            };
-            // `std` is null for a window with fewer than 2 samples; the others are always set.
-            let [_, min, max, mean, std, first, last] = STAT_NAMES.map(stat);
-            let [min, max, mean, first, last] =
-                [min, max, mean, first, last].map(|v| v.unwrap_or(f64::NAN));
-            s.stats.insert(
-                metric.to_string(),
-                WindowStats {
-                    count,
-                    min,
-                    max,
-                    mean,
-                    std,
-                    first,
-                    last,
-                },
-            );
-            s.data.entry(metric.to_string()).or_default();
         }
+    }
+    for (metric, cols) in stats {
+        let count = cols[0]
+            .and_then(|c| b.column(c).as_any().downcast_ref::<UInt64Array>())
+            .filter(|c| c.is_valid(i))
+            .map(|c| c.value(i));
+        let Some(count) = count else { continue };
+        let stat = |c: Option<usize>| {
+            c.and_then(|c| b.column(c).as_any().downcast_ref::<Float64Array>())
+                .filter(|c| c.is_valid(i))
+                .map(|c| c.value(i))
+        };
+        // `std` is null for a window with fewer than 2 samples; the others are always set.
+        let [_, min, max, mean, std, first, last] = cols.map(stat);
+        let [min, max, mean, first, last] =
+            [min, max, mean, first, last].map(|v| v.unwrap_or(f64::NAN));
+        s.stats.insert(
+            metric.clone(),
+            WindowStats {
+                count,
+                min,
+                max,
+                mean,
+                std,
+                first,
+                last,
+            },
+        );
+        s.data.entry(metric.clone()).or_default();
     }
     Some(StoredWindow {
         snapshot: s,
@@ -342,7 +417,8 @@ pub fn windows(data_dir: &Path, query: &Query) -> Result<Vec<StoredWindow>> {
     let mut out: Vec<StoredWindow> = Vec::new();
     for b in Scan::open(data_dir, Table::Windows, query)?.batches(|_| {}) {
         let b = b?;
-        out.extend((0..b.num_rows()).filter_map(|i| window_row(&b, i)));
+        let stats = stat_columns(&b);
+        out.extend((0..b.num_rows()).filter_map(|i| window_row(&b, &stats, i)));
     }
     if out.is_empty() {
         return Ok(out);

@@ -10,8 +10,14 @@
 //!
 //! `date` is the UTC date of the window start; `<batch>` is `<commit Unix ms, 13 digits>-<16 hex
 //! random>`, so names sort by commit time. A batch's `windows` file ([`COMMIT_RECORD`]) is
-//! written last and is its commit record: a `series`/`processes` file whose batch has no
+//! written last and is its commit record: a `series`/`processes`/`stats` file whose batch has no
 //! `windows` file in the same partition belongs to a commit that never finished.
+//!
+//! Every table has a fixed schema except the `label_<key>` columns of `windows` (one per
+//! operator label key; no fixed column of any table starts with `label_`, and label keys are
+//! `[a-z0-9_]` without `__`, so a label column never collides with another column). Exact
+//! statistics are the long `stats` table, one row per (agent, window, metric): the column count
+//! of a file does not grow with the number of metrics.
 //!
 //! Every other module names tables and columns through this one.
 
@@ -23,25 +29,35 @@ use std::path::{Path, PathBuf};
 pub enum Table {
     /// One row per downsampled point (`agent_id, window_start, metric, ts, value`).
     Series,
-    /// One row per (agent, window): header, host attributes, labels, exact statistics.
+    /// One row per (agent, window): header, host attributes, labels.
     Windows,
     /// Top-N process records per window.
     Processes,
+    /// One row per (agent, window, metric): the exact statistics (`agent_id, seq,
+    /// window_start, metric, count, min, max, mean, std, first, last`).
+    Stats,
 }
 
 /// Every table in commit order: `windows` last, it is the commit record.
-pub const COMMIT_ORDER: [Table; 3] = [Table::Series, Table::Processes, Table::Windows];
+pub const COMMIT_ORDER: [Table; 4] = [
+    Table::Series,
+    Table::Processes,
+    Table::Stats,
+    Table::Windows,
+];
 
 /// The table whose file commits a batch.
 pub const COMMIT_RECORD: Table = Table::Windows;
 
 impl Table {
-    /// Directory name of the table in the data directory (`series`, `windows`, `processes`).
+    /// Directory name of the table in the data directory (`series`, `windows`, `processes`,
+    /// `stats`).
     pub fn name(self) -> &'static str {
         match self {
             Table::Series => "series",
             Table::Windows => "windows",
             Table::Processes => "processes",
+            Table::Stats => "stats",
         }
     }
 
@@ -56,14 +72,14 @@ impl Table {
     }
 }
 
-// Columns shared by the three tables.
+// Columns shared by the tables.
 /// The agent id (utf8), every table.
 pub const AGENT_ID: &str = "agent_id";
 /// Window start (timestamp ms UTC), every table.
 pub const WINDOW_START: &str = "window_start";
 
 // `series` columns.
-/// Metric name (utf8), `series`.
+/// Metric name (utf8), `series` and `stats`.
 pub const METRIC: &str = "metric";
 /// Point time (timestamp ms UTC), `series`.
 pub const TS: &str = "ts";
@@ -71,7 +87,7 @@ pub const TS: &str = "ts";
 pub const VALUE: &str = "value";
 
 // `windows` fixed columns.
-/// Frame sequence number (uint64), `windows`.
+/// Frame sequence number (uint64), `windows` and `stats`.
 pub const SEQ: &str = "seq";
 /// Window end, exclusive (timestamp ms UTC), `windows`.
 pub const WINDOW_END: &str = "window_end";
@@ -97,10 +113,12 @@ pub const MEMORY_TOTAL_MB: &str = "memory_total_mb";
 pub const AGENT_VERSION: &str = "agent_version";
 /// Prefix of the operator label columns `label_<key>` (utf8, nullable), `windows`.
 pub const LABEL_PREFIX: &str = "label_";
-/// Separator of the statistics columns `<metric>__<stat>`, `windows`.
+/// Separator of the wide statistics columns `<metric>__<stat>` that readers and exports pivot
+/// the `stats` table into (the windows view of [`crate::store::reader::Scan`]).
 pub const STAT_SEPARATOR: &str = "__";
-/// Names of the seven statistics columns per metric, in column order (`count` is uint64, the
-/// others float64; all nullable).
+/// Names of the seven statistics, in column order: the `stats` columns after `metric`, and the
+/// wide columns per metric (`count` is uint64, the others float64; `std` null when the window
+/// had fewer than 2 samples).
 pub const STAT_NAMES: [&str; 7] = ["count", "min", "max", "mean", "std", "first", "last"];
 
 // `processes` columns.
@@ -198,8 +216,28 @@ pub fn processes_schema() -> Schema {
     ])
 }
 
-/// The fixed leading fields of a `windows` file, in order; [`label_field`] per label key and
-/// [`stat_field`] per metric and statistic follow.
+/// Schema of a `stats` file: `agent_id, seq, window_start, metric`, then [`STAT_NAMES`]
+/// (`count` uint64, the others float64; only `std` nullable).
+pub fn stats_schema() -> Schema {
+    let mut fields = vec![
+        field(AGENT_ID, DataType::Utf8, false),
+        field(SEQ, DataType::UInt64, false),
+        field(WINDOW_START, timestamp_type(), false),
+        field(METRIC, DataType::Utf8, false),
+    ];
+    fields.extend(STAT_NAMES.iter().enumerate().map(|(i, name)| {
+        let dt = if i == 0 {
+            DataType::UInt64
+        } else {
+            DataType::Float64
+        };
+        field(name, dt, *name == "std")
+    }));
+    Schema::new(fields)
+}
+
+/// The fixed leading fields of a `windows` file, in order; [`label_field`] per label key
+/// follows (sorted by key).
 pub fn windows_fixed_fields() -> Vec<Field> {
     vec![
         field(AGENT_ID, DataType::Utf8, false),
@@ -224,7 +262,7 @@ pub fn label_field(key: &str) -> Field {
     field(&label_column(key), DataType::Utf8, true)
 }
 
-/// The `<metric>__<STAT_NAMES[stat]>` field: uint64 for `count`, else float64; nullable.
+/// The wide `<metric>__<STAT_NAMES[stat]>` field: uint64 for `count`, else float64; nullable.
 pub fn stat_field(metric: &str, stat: usize) -> Field {
     let dt = if stat == 0 {
         DataType::UInt64
@@ -328,5 +366,19 @@ mod tests {
         assert_eq!(parse_stat_column("cpu_percent"), None);
         assert_eq!(label_key(&label_column("site")), Some("site"));
         assert_eq!(Table::from_name("series"), Some(Table::Series));
+        assert_eq!(Table::from_name("stats"), Some(Table::Stats));
+    }
+
+    #[test]
+    fn no_fixed_column_looks_like_a_label_or_stat_column() {
+        let fixed: Vec<Field> = [series_schema(), processes_schema(), stats_schema()]
+            .iter()
+            .flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone()))
+            .chain(windows_fixed_fields())
+            .collect();
+        for f in fixed {
+            assert!(label_key(f.name()).is_none(), "{}", f.name());
+            assert!(parse_stat_column(f.name()).is_none(), "{}", f.name());
+        }
     }
 }

@@ -1,14 +1,14 @@
-//! Arrow record batches for the three tables of the store (names and types from [`schema`],
+//! Arrow record batches for the four tables of the store (names and types from [`schema`],
 //! a contract documented in README.md "Store layout"):
 //!
 //! - `series`: one row per downsampled point — `agent_id`, `window_start`, `metric`, `ts`,
 //!   `value` (timestamps: UTC millisecond timestamps).
-//! - `windows`: one row per (agent, window) — header fields, host attributes, one
-//!   `label_<key>` column per operator label, and for every metric seven exact-statistics
-//!   feature columns `<metric>__{count,min,max,mean,std,first,last}` (all null where the window
-//!   lacks the metric; `std` null when it had fewer than 2 samples of it). A metric or label
-//!   that appears later adds columns in the files written from then on; older files simply lack
-//!   them (read with schema unification, see README).
+//! - `stats`: one row per (agent, window, metric) — `agent_id`, `seq`, `window_start`,
+//!   `metric`, `count`, `min`, `max`, `mean`, `std`, `first`, `last` (`std` null when the window
+//!   had fewer than 2 samples of the metric). A fixed schema whatever the metrics.
+//! - `windows`: one row per (agent, window) — header fields, host attributes and one
+//!   `label_<key>` column per operator label (a label that appears later adds a column in the
+//!   files written from then on; older files simply lack it: read with schema unification).
 //! - `processes`: top-N process records per window.
 
 use crate::store::schema::{self, STAT_NAMES};
@@ -20,7 +20,7 @@ use arrow::array::{
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use fleetset_proto::{Snapshot, WindowStats};
+use fleetset_proto::Snapshot;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -122,32 +122,58 @@ pub fn processes_batch(subs: &[&Submission]) -> Result<Option<RecordBatch>, Arro
     RecordBatch::try_new(Arc::new(schema), cols).map(Some)
 }
 
-/// Statistic `i` (in [`STAT_NAMES`] order) of `st`; `None` for an undefined `std` (count < 2),
-/// stored as null.
-fn stat(st: &WindowStats, i: usize) -> Option<f64> {
-    [
-        Some(st.count as f64),
-        Some(st.min),
-        Some(st.max),
-        Some(st.mean),
-        st.std,
-        Some(st.first),
-        Some(st.last),
-    ][i]
+/// The `stats` batch of `subs` (long format, one row per window and metric, metrics in name
+/// order).
+pub fn stats_batch(subs: &[&Submission]) -> Result<RecordBatch, ArrowError> {
+    let n: usize = subs.iter().map(|s| s.snapshot.stats.len()).sum();
+    let (mut agent, mut seq, mut wstart, mut metric) = (
+        StringBuilder::new(),
+        UInt64Builder::with_capacity(n),
+        ts_builder(n),
+        StringBuilder::new(),
+    );
+    let mut count = UInt64Builder::with_capacity(n);
+    let mut values: Vec<Float64Builder> = (1..STAT_NAMES.len())
+        .map(|_| Float64Builder::with_capacity(n))
+        .collect();
+    for s in subs {
+        let snap = &s.snapshot;
+        for (name, st) in &snap.stats {
+            agent.append_value(&snap.agent_id);
+            seq.append_value(snap.seq);
+            wstart.append_value(snap.start);
+            metric.append_value(name);
+            count.append_value(st.count);
+            for (b, v) in values.iter_mut().zip([
+                Some(st.min),
+                Some(st.max),
+                Some(st.mean),
+                st.std,
+                Some(st.first),
+                Some(st.last),
+            ]) {
+                b.append_option(v);
+            }
+        }
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(agent.finish()),
+        Arc::new(seq.finish()),
+        Arc::new(wstart.finish()),
+        Arc::new(metric.finish()),
+        Arc::new(count.finish()),
+    ];
+    cols.extend(values.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    RecordBatch::try_new(Arc::new(schema::stats_schema()), cols)
 }
 
-/// The `windows` batch of `subs`: fixed columns, `label_<key>` columns, then
-/// `<metric>__<stat>` columns for the union of metrics in `subs` (null where a window lacks
-/// the metric). `received_at_ms` is when the aggregator committed the row.
+/// The `windows` batch of `subs`: fixed columns, then a `label_<key>` column per label key of
+/// `subs` (sorted, null where a window lacks the label). No statistics: they are [`stats_batch`].
 pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<RecordBatch, ArrowError> {
     let n = subs.len();
     let labels: BTreeSet<&str> = subs
         .iter()
         .flat_map(|s| s.snapshot.host.labels.keys().map(String::as_str))
-        .collect();
-    let metrics: BTreeSet<&str> = subs
-        .iter()
-        .flat_map(|s| s.snapshot.stats.keys().map(String::as_str))
         .collect();
 
     let strings = |get: &dyn Fn(&Snapshot) -> Option<&str>| -> ArrayRef {
@@ -204,24 +230,6 @@ pub fn windows_batch(subs: &[&Submission], received_at_ms: i64) -> Result<Record
     for key in &labels {
         fields.push(schema::label_field(key));
         cols.push(strings(&|s| s.host.labels.get(*key).map(String::as_str)));
-    }
-    for metric in &metrics {
-        for i in 0..STAT_NAMES.len() {
-            fields.push(schema::stat_field(metric, i));
-            if i == 0 {
-                let a: arrow::array::UInt64Array = subs
-                    .iter()
-                    .map(|s| s.snapshot.stats.get(*metric).map(|st| st.count))
-                    .collect();
-                cols.push(Arc::new(a));
-            } else {
-                let mut b = Float64Builder::with_capacity(n);
-                subs.iter().for_each(|s| {
-                    b.append_option(s.snapshot.stats.get(*metric).and_then(|st| stat(st, i)))
-                });
-                cols.push(Arc::new(b.finish()));
-            }
-        }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
 }

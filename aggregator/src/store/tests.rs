@@ -88,18 +88,25 @@ struct Running {
 }
 
 fn start(data_dir: &Path, commit_interval: Duration, commit_rows: usize) -> Running {
+    start_with(StoreConfig {
+        data_dir: data_dir.to_path_buf(),
+        commit_interval,
+        commit_rows,
+        ..StoreConfig::default()
+    })
+}
+
+fn start_with(cfg: StoreConfig) -> Running {
+    let data_dir = cfg.data_dir.as_path();
     let recovery = files::recover(data_dir).expect("recover");
     let (tx, rx) = mpsc::channel(64);
     let stop = CancellationToken::new();
     let counters = Arc::new(Counters::default());
     let task = tokio::spawn(run(
-        StoreConfig {
-            data_dir: data_dir.to_path_buf(),
-            commit_interval,
-            commit_rows,
-        },
+        cfg.clone(),
         rx,
         recovery.index,
+        recovery.names,
         counters.clone(),
         stop.clone(),
     ));
@@ -333,4 +340,154 @@ async fn a_failed_commit_answers_failed_for_the_window_and_its_duplicate() {
     assert!(matches!(outcome(duplicate).await, CommitStatus::Failed(_)));
     assert_eq!(count(&counters.commit_failures), 1);
     assert_eq!(count(&counters.frames_committed), 0);
+}
+
+/// The schema of every file written: `windows` has only fixed and label columns, `stats` is
+/// long and fixed, whatever the metrics (issue 11: 10,000 metrics made a 70,140-column file).
+#[tokio::test]
+async fn many_metrics_make_rows_not_columns() {
+    let dir = TempDir::new("long-stats");
+    let store = start(&dir.0, Duration::from_millis(50), 1_000_000);
+    let mut s = snapshot("a", 0);
+    let st = s.stats["cpu_percent"];
+    for i in 0..500 {
+        s.stats.insert(format!("m{i:04}"), st);
+    }
+    assert_eq!(
+        outcome(store.submit(s.clone(), 1).await).await,
+        CommitStatus::Committed
+    );
+    store.stop().await;
+    let width = |table| {
+        let f = std::fs::File::open(&committed(&dir.0, table)[0]).unwrap();
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+        (
+            b.schema().fields().len(),
+            b.metadata().file_metadata().num_rows(),
+        )
+    };
+    assert_eq!(
+        width(Table::Windows),
+        (schema::windows_fixed_fields().len() + 1, 1),
+        "fixed columns and label_site"
+    );
+    assert_eq!(
+        width(Table::Stats),
+        (schema::stats_schema().fields().len(), 501)
+    );
+    // The wide view still gives every statistic back.
+    let stored = reader::windows(&dir.0, &Query::default()).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].snapshot.stats, s.stats);
+}
+
+/// Beyond `max_agents` / `max_metric_names` / `max_label_keys` a new name is refused, known ones
+/// pass, and the sets come back on recovery.
+#[tokio::test]
+async fn fleet_wide_caps_refuse_new_names_and_survive_recovery() {
+    let dir = TempDir::new("caps");
+    let cfg = StoreConfig {
+        data_dir: dir.0.clone(),
+        commit_interval: Duration::from_millis(50),
+        max_agents: 2,
+        max_metric_names: 2,
+        max_label_keys: 1,
+        ..StoreConfig::default()
+    };
+    let limited = |st: &CommitStatus, what: &str| {
+        assert!(
+            matches!(st, CommitStatus::CardinalityLimit(r) if r.contains(what)),
+            "{st:?} should name {what}"
+        )
+    };
+    let with_metric = |mut s: Snapshot, m: &str| {
+        let st = s.stats["cpu_percent"];
+        s.stats.insert(m.into(), st);
+        s
+    };
+    let store = start_with(cfg.clone());
+    let ok = CommitStatus::Committed;
+    assert_eq!(outcome(store.submit(snapshot("a", 0), 1).await).await, ok);
+    assert_eq!(outcome(store.submit(snapshot("b", 0), 2).await).await, ok);
+    limited(
+        &outcome(store.submit(snapshot("c", 0), 3).await).await,
+        "store.max_agents",
+    );
+    let two = with_metric(snapshot("a", 1), "mem");
+    assert_eq!(outcome(store.submit(two, 4).await).await, ok);
+    let three = with_metric(snapshot("a", 2), "disk");
+    limited(
+        &outcome(store.submit(three, 5).await).await,
+        "store.max_metric_names",
+    );
+    let mut rack = snapshot("b", 1);
+    rack.host.labels.insert("rack".into(), "r1".into());
+    limited(
+        &outcome(store.submit(rack, 6).await).await,
+        "store.max_label_keys",
+    );
+    store.stop().await;
+
+    // After a restart the sets are rebuilt from the files: same answers.
+    let r = files::recover(&dir.0).expect("recover");
+    assert_eq!(
+        (r.index.agents(), r.names.metrics(), r.names.label_keys()),
+        (2, 2, 1)
+    );
+    let store = start_with(cfg);
+    limited(
+        &outcome(store.submit(snapshot("c", 0), 7).await).await,
+        "store.max_agents",
+    );
+    let three = with_metric(snapshot("b", 3), "disk");
+    limited(
+        &outcome(store.submit(three, 8).await).await,
+        "store.max_metric_names",
+    );
+    let known = with_metric(snapshot("b", 4), "mem");
+    assert_eq!(outcome(store.submit(known, 9).await).await, ok);
+    store.stop().await;
+    let stored = reader::windows(&dir.0, &Query::default()).unwrap();
+    assert_eq!(stored.len(), 4, "nothing of a refused frame is stored");
+}
+
+/// `stats` reads long and filters by metric; the windows view pivots only the selected metrics.
+#[tokio::test]
+async fn stats_scan_filters_by_metric_and_the_windows_view_pivots_the_selection() {
+    let dir = TempDir::new("stats-scan");
+    let store = start(&dir.0, Duration::from_millis(50), 1_000_000);
+    let mut s = snapshot("a", 0);
+    let st = s.stats["cpu_percent"];
+    s.stats.insert("mem".into(), st);
+    assert_eq!(
+        outcome(store.submit(s, 1).await).await,
+        CommitStatus::Committed
+    );
+    store.stop().await;
+    let q = Query {
+        metrics: vec!["mem".into()],
+        ..Default::default()
+    };
+    let stats = reader::Scan::open(&dir.0, Table::Stats, &q)
+        .unwrap()
+        .read_all()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stats.num_rows(), 1);
+    let m = reader::column::<arrow::array::StringArray>(&stats, schema::METRIC).unwrap();
+    assert_eq!(m.value(0), "mem");
+    let w = reader::Scan::open(&dir.0, Table::Windows, &q).unwrap();
+    let names: Vec<&str> = w
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert!(
+        names.contains(&"mem__mean") && !names.iter().any(|n| n.starts_with("cpu_percent")),
+        "{names:?}"
+    );
+    let b = w.read_all().unwrap().unwrap();
+    let mean = reader::column::<arrow::array::Float64Array>(&b, "mem__mean").unwrap();
+    assert_eq!(mean.value(0), st.mean);
 }
