@@ -21,15 +21,25 @@ pub struct StoreConfig {
     pub commit_rows: usize,
     /// Distinct agents the store accepts; a frame of a new agent beyond it is rejected
     /// (CARDINALITY_LIMIT), known agents keep working.
-    #[key(default = 100_000, unit = "agents", min = 1)]
+    #[key(
+        default = 100_000,
+        unit = "agents",
+        min = 1,
+        limit = "rejected_cardinality_limit"
+    )]
     pub max_agents: usize,
     /// Distinct metric names the store accepts; a frame adding a new one beyond it is rejected
     /// (CARDINALITY_LIMIT).
-    #[key(default = 10_000, unit = "metrics", min = 1)]
+    #[key(
+        default = 10_000,
+        unit = "metrics",
+        min = 1,
+        limit = "rejected_cardinality_limit"
+    )]
     pub max_metric_names: usize,
     /// Distinct label keys the store accepts; a frame adding a new one beyond it is rejected
     /// (CARDINALITY_LIMIT).
-    #[key(default = 1_000, unit = "labels")]
+    #[key(default = 1_000, unit = "labels", limit = "rejected_cardinality_limit")]
     pub max_label_keys: usize,
 }
 
