@@ -190,3 +190,63 @@ impl tonic::transport::server::Connected for BoundedConn {
         self.stream.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_connection_beyond_the_limit_is_closed_and_an_idle_one_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let limits = ConnLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_millis(300),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+        };
+        let on_event: OnConnEvent = Arc::new(move |e| seen.lock().unwrap().push(e));
+        let bl = Arc::new(BoundedListener::new(l, limits, on_event));
+        let first = {
+            let bl = bl.clone();
+            tokio::spawn(async move {
+                let (mut c, _) = bl.accept_bounded().await.unwrap();
+                let mut buf = [0u8; 8];
+                let t = Instant::now();
+                let err = c.read(&mut buf).await.expect_err("idle timeout");
+                (err.kind(), t.elapsed())
+            })
+        };
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The second is refused while the first holds the only slot: closed by the server.
+        let second = {
+            let bl = bl.clone();
+            tokio::spawn(async move { bl.accept_bounded().await.map(|_| ()) })
+        };
+        let mut c2 = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), c2.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let (kind, after) = tokio::time::timeout(Duration::from_secs(5), first)
+            .await
+            .expect("idle close in time")
+            .unwrap();
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert!(after >= Duration::from_millis(250), "{after:?}");
+        // The slot is free again: the next connection is accepted.
+        let _c3 = TcpStream::connect(addr).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("accepted in time")
+            .unwrap();
+        assert!(got.is_ok());
+        let events = events.lock().unwrap().clone();
+        assert_eq!(events, vec![ConnEvent::Refused, ConnEvent::IdleClosed]);
+    }
+}
