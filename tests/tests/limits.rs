@@ -311,3 +311,88 @@ async fn live_history_is_sent_in_order_in_pages_to_a_bounded_number_of_subscribe
     drop(subs);
     agg.proc.stop(Duration::from_secs(20)).unwrap();
 }
+
+/// A sealed one-minute window of `agent_id` (seq `seq`) with `metrics` metrics of 50 points.
+fn wide_window(agent_id: &str, seq: u64, metrics: usize) -> pb::Frame {
+    let start = 1_700_000_000_000 + i64::try_from(seq).unwrap() * 60_000;
+    let mut s = Snapshot {
+        agent_id: agent_id.into(),
+        seq,
+        start,
+        end: start + 60_000,
+        ..Default::default()
+    };
+    for m in 0..metrics {
+        let pts: Vec<Point> = (0..50)
+            .map(|i| Point {
+                ts_ms: start + i * 1_000,
+                value: (i as f64) * 0.37 + m as f64,
+            })
+            .collect();
+        let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
+        let name = format!("metric_{m}");
+        s.stats
+            .insert(name.clone(), WindowStats::from_values(&values).unwrap());
+        s.data.insert(name, pts);
+    }
+    let opts = SealOptions {
+        encoding: Encoding::Msgpack,
+        compression: Compression::Zstd,
+        hmac_key: None,
+    };
+    seal(&s, &opts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_since_subscribers_on_a_long_history_cost_a_bounded_peak_rss() {
+    let dir = TempDir::new("live-rss");
+    let mut agg =
+        Aggregator::start(dir.path(), &["--set", "live.history_batch_windows=50"]).unwrap();
+    let windows = 2_000u64;
+    let mut client = IngestClient::connect(agg.grpc.clone()).await.unwrap();
+    let frames = tokio_stream::iter((1..=windows).map(|s| wide_window("wide", s, 20)));
+    let mut acks = client.publish(frames).await.unwrap().into_inner();
+    for _ in 0..windows {
+        let a = tokio::time::timeout(Duration::from_secs(60), acks.message())
+            .await
+            .expect("ack in time")
+            .unwrap()
+            .expect("stream open");
+        assert_eq!(a.status, pb::AckStatus::Committed as i32, "{a:?}");
+    }
+    let rss_before = peak_rss_kib(agg.pid).unwrap();
+    let subs: Vec<_> = (0..5)
+        .map(|_| {
+            let grpc = agg.grpc.clone();
+            tokio::spawn(async move {
+                let mut c = LiveClient::connect(grpc).await.unwrap();
+                let req = pb::SubscribeRequest {
+                    since_ms: 1,
+                    ..Default::default()
+                };
+                let mut s = c.subscribe(req).await.unwrap().into_inner();
+                let mut last = 0u64;
+                for _ in 0..windows {
+                    let msg = tokio::time::timeout(Duration::from_secs(60), s.message())
+                        .await
+                        .expect("history in time")
+                        .unwrap()
+                        .expect("stream open");
+                    let Some(pb::subscribe_response::Event::Snapshot(snap)) = msg.event else {
+                        panic!("{msg:?}")
+                    };
+                    assert_eq!(snap.seq, last + 1, "in order");
+                    last = snap.seq;
+                }
+                last
+            })
+        })
+        .collect();
+    for s in subs {
+        assert_eq!(s.await.unwrap(), windows);
+    }
+    let growth_mib = peak_rss_kib(agg.pid).unwrap().saturating_sub(rss_before) / 1024;
+    println!("peak RSS growth with five since=1 subscribers: {growth_mib} MiB");
+    assert!(growth_mib < 100, "peak RSS grew {growth_mib} MiB");
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+}
