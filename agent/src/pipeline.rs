@@ -148,7 +148,8 @@ fn start_telemetry(
     });
     let stop = CancellationToken::new();
     if cfg.telemetry.enabled {
-        match t.serve(&cfg.telemetry.listen, stop.clone()) {
+        // Refused and idle-closed /metrics connections are not counted by the agent.
+        match t.serve(&cfg.telemetry, stop.clone(), std::sync::Arc::new(|_| {})) {
             Ok(addr) => {
                 info!(%addr, "own telemetry on http://{addr}/metrics");
                 events.emit(Event::Telemetry {
@@ -299,6 +300,8 @@ impl Pipeline {
         }
         let already_spooled = lock(&spool).pending_in(..durable_seq);
 
+        // Unbounded but bounded by the spool: one 24-byte `Spooled` per frame in the spool
+        // (whose size `spool.*` bounds), announced once.
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = tokio::spawn(sender::run(
             SenderConfig {

@@ -1,9 +1,10 @@
 //! Aggregator counters: frames received, committed, duplicate, rejected by reason, rows and
 //! files written, commit failures. Logged periodically and at shutdown.
 
+use fleetset_core::net::{ConnEvent, OnConnEvent};
 use fleetset_proto::RejectReason;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 fleetset_core::counters! {
     /// Monotonic counters of the aggregator's data flow; all start at 0.
@@ -31,6 +32,26 @@ fleetset_core::counters! {
         /// gRPC `Publish` streams ended by a message that is not a `Frame` (or another stream
         /// error); the client gets INVALID_ARGUMENT or the error's own status, not OK.
         grpc_stream_errors,
+        /// Frames refused unverified and unacked because resident memory was above
+        /// `ingest.memory_limit_bytes` (gRPC: the stream ended UNAVAILABLE; senders resend).
+        frames_refused_memory,
+        /// OTLP Exports answered UNAVAILABLE because resident memory was above
+        /// `ingest.memory_limit_bytes` (the exporter retries).
+        otlp_refused_memory,
+        /// gRPC (ingest, live) connections closed at accept: `ingest.grpc.connections.max_connections` open.
+        grpc_connections_refused,
+        /// gRPC connections closed after `ingest.grpc.connections.idle_timeout` without a byte received.
+        grpc_connections_idle_closed,
+        /// OTLP connections closed at accept: `otlp.connections.max_connections` open.
+        otlp_connections_refused,
+        /// OTLP connections closed after `otlp.connections.idle_timeout` without a byte received.
+        otlp_connections_idle_closed,
+        /// `/metrics` `/healthz` connections closed at accept: `telemetry.max_connections` open.
+        metrics_connections_refused,
+        /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
+        metrics_connections_idle_closed,
+        /// gRPC Live Subscribe streams refused (RESOURCE_EXHAUSTED): `live.max_subscribers` open.
+        live_subscribers_refused,
         /// OTLP data points accepted into windows.
         otlp_points_received,
         /// OTLP data points rejected (malformed, no identity, late).
@@ -89,7 +110,37 @@ impl std::ops::Deref for Counters {
     }
 }
 
+/// The aggregator's TCP listeners, for their connection counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Ingest and live gRPC (`ingest.grpc`).
+    Grpc,
+    /// The OTLP receiver (`otlp`).
+    Otlp,
+    /// `/metrics` and `/healthz` (`telemetry`).
+    Metrics,
+}
+
 impl Counters {
+    /// The counter of `event` on `listener` (`<listener>_connections_refused` / `_idle_closed`).
+    pub fn conn_counter(&self, listener: Listener, event: ConnEvent) -> &AtomicU64 {
+        let f = &self.flow;
+        match (listener, event) {
+            (Listener::Grpc, ConnEvent::Refused) => &f.grpc_connections_refused,
+            (Listener::Grpc, ConnEvent::IdleClosed) => &f.grpc_connections_idle_closed,
+            (Listener::Otlp, ConnEvent::Refused) => &f.otlp_connections_refused,
+            (Listener::Otlp, ConnEvent::IdleClosed) => &f.otlp_connections_idle_closed,
+            (Listener::Metrics, ConnEvent::Refused) => &f.metrics_connections_refused,
+            (Listener::Metrics, ConnEvent::IdleClosed) => &f.metrics_connections_idle_closed,
+        }
+    }
+
+    /// A listener callback counting into [`Counters::conn_counter`].
+    pub fn on_conn_event(self: &Arc<Self>, listener: Listener) -> OnConnEvent {
+        let c = self.clone();
+        Arc::new(move |e| Counters::add(c.conn_counter(listener, e), 1))
+    }
+
     /// Adds `n` to `c`.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);

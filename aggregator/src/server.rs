@@ -3,11 +3,12 @@
 //! still delivered).
 
 use crate::config::ServerConfig;
-use crate::counters::Counters;
+use crate::counters::{Counters, Listener};
 use crate::ingest::{grpc::IngestService, zmq, Admission};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
 use crate::store::{self, files};
 use anyhow::{Context, Result};
+use fleetset_core::net::BoundedListener;
 use fleetset_proto::pb::ingest_server::IngestServer;
 use fleetset_proto::pb::live_server::LiveServer;
 use std::net::SocketAddr;
@@ -98,7 +99,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         store_tx.clone(),
         hub.clone(),
         counters.clone(),
-        cfg.ingest.max_pending_acks,
+        cfg.ingest.admission_limits(),
     );
 
     let mut ingest_tasks = Vec::new();
@@ -155,6 +156,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             shutdown: ingest_stop.clone(),
             data_dir: data_dir.clone(),
             store: store_tx.clone(),
+            history_batch_windows: cfg.live.history_batch_windows,
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers)),
+            counters: counters.clone(),
         });
         // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -166,15 +170,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             .build_v1()
             .context("gRPC reflection service")?;
         let stop = ingest_stop.clone();
+        let (grpc_cfg, grpc_counters) = (cfg.ingest.grpc.connections.clone(), counters.clone());
         ingest_tasks.push(tokio::spawn(async move {
-            // Server::tcp_nodelay only applies to listeners tonic binds itself; with our own
-            // listener each accepted socket gets it here (without it, Nagle + delayed ACK add
-            // ~40 ms to small live messages).
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
-            );
-            let server = tonic::transport::Server::builder()
+            let incoming = BoundedListener::new(
+                listener,
+                grpc_cfg.limits(),
+                grpc_counters.on_conn_event(Listener::Grpc),
+            )
+            .into_stream();
+            let server = grpc_cfg
+                .server()
                 .add_service(service)
                 .add_service(live)
                 .add_service(health_service)
@@ -292,7 +297,8 @@ fn start_telemetry(
     let addr = if !cfg.telemetry.enabled {
         None
     } else {
-        Some(telemetry.serve(&cfg.telemetry.listen, stop)?)
+        let on_event = counters.on_conn_event(Listener::Metrics);
+        Some(telemetry.serve(&cfg.telemetry, stop, on_event)?)
     };
     Ok((telemetry, addr))
 }
@@ -343,12 +349,20 @@ async fn start_otlp(
             max_buckets: cfg.otlp.max_buckets,
             max_request_points: cfg.otlp.max_request_points,
         },
+        memory: admission.memory_limit(),
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
+    let incoming = BoundedListener::new(
+        listener,
+        cfg.otlp.connections.limits(),
+        counters.on_conn_event(Listener::Otlp),
+    )
+    .into_stream();
+    let (server_cfg, max_request) = (cfg.otlp.connections.clone(), cfg.otlp.max_request_bytes);
     let task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(receiver).max_decoding_message_size(16 << 20))
+        let server = server_cfg
+            .server()
+            .add_service(MetricsServiceServer::new(receiver).max_decoding_message_size(max_request))
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
         if let Err(e) = server.await {
             warn!(error = %e, "OTLP server ended");

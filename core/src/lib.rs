@@ -7,8 +7,9 @@
 //! - the rules for names and times: [`names`] (agent ids, metric names, labels) and [`time`];
 //! - [`config`]: configuration declared once (layering, checks, `print-config`, docs);
 //! - [`secret`] files (get-or-create, fsynced, mode 0600);
-//! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push) and process plumbing
-//!   ([`process`]: logging, signals).
+//! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push), bounded TCP listeners
+//!   ([`net`]: connection limit, idle timeout) and process plumbing ([`process`]: logging,
+//!   signals).
 //!
 //! The wire contract (snapshot model, codecs, frames) stays in `fleetset-proto`. This crate links
 //! no Arrow or Parquet: the agent depends on it.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod counters;
 pub mod downsample;
 pub mod names;
+pub mod net;
 pub mod process;
 pub mod secret;
 pub mod telemetry;

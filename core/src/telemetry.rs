@@ -39,6 +39,15 @@ pub struct TelemetryConfig {
     /// Also push own telemetry over OTLP/gRPC every 10 s to this collector, e.g. `http://otel:4317`.
     #[key(flag = "telemetry-otlp")]
     pub otlp: Option<String>,
+    /// Connections to `/metrics` `/healthz` open at once; further ones are closed at once and
+    /// counted (`metrics_connections_refused` in the aggregator).
+    #[key(default = 64, unit = "connections", min = 1)]
+    pub max_connections: usize,
+    /// A `/metrics` `/healthz` connection that sends nothing for this long is closed (idle or
+    /// slowloris sockets free their slot).
+    #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(100))]
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// How often own telemetry is pushed over OTLP when `telemetry.otlp` is set.
@@ -193,14 +202,28 @@ impl Telemetry {
         render(&rm)
     }
 
-    /// Serves `/metrics` and `/healthz` on `listen` until `shutdown` (from inside a tokio
-    /// runtime); returns the bound address. Errors: the address cannot be bound.
-    pub fn serve(&self, listen: &str, shutdown: CancellationToken) -> Result<SocketAddr> {
+    /// Serves `/metrics` and `/healthz` on `cfg.listen` until `shutdown` (from inside a tokio
+    /// runtime), at most `cfg.max_connections` connections at once, each closed after
+    /// `cfg.idle_timeout` without a byte received (both reported to `on_event`); returns the
+    /// bound address. Errors: the address cannot be bound.
+    pub fn serve(
+        &self,
+        cfg: &TelemetryConfig,
+        shutdown: CancellationToken,
+        on_event: crate::net::OnConnEvent,
+    ) -> Result<SocketAddr> {
+        let listen = &cfg.listen;
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding --metrics-listen {listen}"))?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
+        let limits = crate::net::ConnLimits {
+            max_connections: cfg.max_connections,
+            idle_timeout: cfg.idle_timeout,
+            tcp_keepalive: None,
+        };
+        let listener = crate::net::BoundedListener::new(listener, limits, on_event);
         let me = self.clone();
         let app = axum::Router::new()
             .route(

@@ -17,6 +17,69 @@ pub struct ZmqIngestConfig {
     pub bind: String,
 }
 
+/// `[ingest.grpc.connections]`, `[otlp.connections]`: the bounds of one gRPC server's
+/// connections and HTTP/2 streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConnections {
+    /// Connections open at once; further ones are closed right after accept and counted
+    /// (`<listener>_connections_refused`).
+    #[key(default = 4096, unit = "connections", min = 1)]
+    pub max_connections: usize,
+    /// A connection that sends nothing (not even an answer to the keepalive ping) for this long
+    /// is closed and counted (`<listener>_connections_idle_closed`).
+    #[key(default = Duration::from_secs(300), unit = "duration", min = Duration::from_millis(100))]
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams (RPCs) open at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    #[key(default = 64, unit = "streams", min = 1)]
+    pub max_concurrent_streams: u32,
+    /// Requests served at once per connection; further ones wait.
+    #[key(default = 64, unit = "requests", min = 1)]
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 PING sent after this much silence (its answer keeps a live peer from idling out).
+    #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100))]
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A connection whose PING is not answered within this is closed.
+    #[key(default = Duration::from_secs(20), unit = "duration", min = Duration::from_millis(100))]
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// TCP keepalive probes after this much silence (dead peers behind NAT are noticed).
+    #[key(default = Duration::from_secs(60), unit = "duration", min = Duration::from_secs(1))]
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+    /// Largest HTTP/2 header list a request may send.
+    #[key(default = 16 * 1024, unit = "bytes", min = 1024)]
+    pub max_header_list_bytes: u32,
+    /// Longest time until a request handler answers (for streams: until the stream starts).
+    #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100))]
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl GrpcConnections {
+    /// The listener bounds of these settings.
+    pub fn limits(&self) -> fleetset_core::net::ConnLimits {
+        fleetset_core::net::ConnLimits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            tcp_keepalive: Some(self.tcp_keepalive),
+        }
+    }
+
+    /// A tonic server builder with these HTTP/2 settings.
+    pub fn server(&self) -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .concurrency_limit_per_connection(self.concurrency_per_connection)
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .http2_max_header_list_size(self.max_header_list_bytes)
+            .timeout(self.request_timeout)
+    }
+}
+
 /// `[ingest.grpc]`: the gRPC server (`fleetset.v1.Ingest`, `Live`, health, reflection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +90,9 @@ pub struct GrpcIngestConfig {
     /// gRPC listen address (`host:port`).
     #[key(default = "0.0.0.0:50051".into(), flag = "grpc-listen")]
     pub listen: String,
+    /// Connection and stream bounds.
+    #[key(section)]
+    pub connections: GrpcConnections,
 }
 
 /// `[ingest]`: what every frame must pass, and the listeners.
@@ -76,6 +142,17 @@ pub struct IngestConfig {
     /// admission waits, so the transports stop reading (push-back, nothing dropped).
     #[key(default = 65_536, unit = "frames", min = 1, limit = "-")]
     pub max_pending_acks: usize,
+    /// Frame verifications (SHA-256, zstd decompression, decode) running at once, each on a
+    /// blocking thread off the async workers; further frames wait for one to finish. 0: the
+    /// number of CPUs.
+    #[key(default = 0, unit = "threads")]
+    pub verify_threads: usize,
+    /// Soft limit on the aggregator's resident memory (`/proc/self/statm`, read at most every
+    /// 100 ms): above it new frames are refused before verification, unacked, retryably (gRPC
+    /// Publish ends UNAVAILABLE after the acks owed; OTLP Export gets UNAVAILABLE), counted in
+    /// `frames_refused_memory` / `otlp_refused_memory`. 0: off.
+    #[key(default = 1 << 30, unit = "bytes")]
+    pub memory_limit_bytes: u64,
     /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
     #[key(secret)]
     pub hmac_key_hex: Option<String>,
@@ -103,6 +180,20 @@ impl IngestConfig {
             max_decompressed_bytes: self.max_decompressed_bytes,
             hmac_key: self.hmac_key()?,
         })
+    }
+
+    /// The bounds of admission of these settings (`verify_threads` 0 resolved to the CPUs).
+    pub fn admission_limits(&self) -> crate::ingest::AdmissionLimits {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::ingest::AdmissionLimits {
+            max_pending_acks: self.max_pending_acks,
+            verify_threads: if self.verify_threads == 0 {
+                cpus
+            } else {
+                self.verify_threads
+            },
+            memory_limit_bytes: self.memory_limit_bytes,
+        }
     }
 
     /// The snapshot contract of these settings (durations beyond i64 ms saturate).

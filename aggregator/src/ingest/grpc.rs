@@ -7,6 +7,10 @@
 //! flow control then stalls its sends). An ack that finds the queue full is dropped and counted
 //! (`acks_undeliverable`); the agent resends that frame and gets DUPLICATE.
 //!
+//! Above `ingest.memory_limit_bytes` ([`super::memory`]) the next frame is refused unverified
+//! and unacked and the stream ends, after the acks owed, with UNAVAILABLE (the agent reconnects
+//! with backoff and resends).
+//!
 //! A stream that breaks (a message that does not decode as a `Frame`, a reset) is counted in
 //! `grpc_stream_errors` and ends, after the acks still owed, with that error's status
 //! (INVALID_ARGUMENT for an undecodable message), never with OK.
@@ -62,6 +66,13 @@ impl Ingest for IngestService {
                     f = frames.message() => f,
                 };
                 match next {
+                    Ok(Some(_)) if admission.over_memory_limit() => {
+                        // Refused unverified and unacked: the agent resends it later.
+                        let _ = end_tx.send(Status::unavailable(
+                            "aggregator over ingest.memory_limit_bytes; frame not accepted, retry later",
+                        ));
+                        break;
+                    }
                     Ok(Some(frame)) => {
                         if !admission.admit(frame, AckTo::Grpc(tx.clone())).await {
                             break;

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod memory;
 pub mod otlp;
 pub mod zmq;
 
@@ -22,8 +23,10 @@ use fleetset_proto::{verify_with, Contract, FrameError, VerifyOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};
+
+pub use memory::MemoryLimit;
 
 /// Where an ack goes back to.
 #[derive(Debug, Clone)]
@@ -37,8 +40,10 @@ pub enum AckTo {
     },
     /// A gRPC `Publish` response stream (bounded: see [`grpc::ACK_QUEUE`]).
     Grpc(mpsc::Sender<pb::Ack>),
-    /// The OTLP receiver's window buffer (its WAL is trimmed on acks).
-    Otlp(mpsc::UnboundedSender<pb::Ack>),
+    /// The OTLP receiver's window buffer (its WAL is trimmed on acks). Bounded (room for the
+    /// windows it can have in flight); an ack that finds it full is dropped and counted like a
+    /// gRPC one, and the window is resubmitted when its ack is overdue (acked DUPLICATE).
+    Otlp(mpsc::Sender<pb::Ack>),
 }
 
 impl AckTo {
@@ -48,7 +53,7 @@ impl AckTo {
         match self {
             AckTo::Zmq { identity, tx } => tx.send((identity.clone(), ack)).is_ok(),
             AckTo::Grpc(tx) => tx.try_send(ack).is_ok(),
-            AckTo::Otlp(tx) => tx.send(ack).is_ok(),
+            AckTo::Otlp(tx) => tx.try_send(ack).is_ok(),
         }
     }
 }
@@ -140,10 +145,25 @@ impl Acks {
     }
 }
 
+/// The bounds of [`Admission`] (from `[ingest]`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionLimits {
+    /// Frames awaiting the store's answer at most (`ingest.max_pending_acks`).
+    pub max_pending_acks: usize,
+    /// Verifications (hash, decompression, decode) running at once at most, each on a
+    /// blocking thread (`ingest.verify_threads`; 0 is taken as 1).
+    pub verify_threads: usize,
+    /// Resident memory above which frames are refused (`ingest.memory_limit_bytes`; 0: off).
+    pub memory_limit_bytes: u64,
+}
+
 /// Verification and hand-off to the store, shared by both transports.
 #[derive(Clone)]
 pub struct Admission {
     verify: Arc<(VerifyOptions, Contract)>,
+    /// Permits for verifications running at once (`ingest.verify_threads`).
+    verify_slots: Arc<Semaphore>,
+    memory: Arc<MemoryLimit>,
     store: mpsc::Sender<StoreMsg>,
     acks: Acks,
     hub: Hub,
@@ -157,19 +177,21 @@ const MAX_WARNED: usize = 10_000;
 
 impl Admission {
     /// Admission into `store` of frames passing `verify` and `contract`; starts the ack task
-    /// with room for `max_pending_acks` frames awaiting the store (needs a Tokio runtime).
+    /// with room for `limits.max_pending_acks` frames awaiting the store (needs a Tokio runtime).
     pub fn new(
         verify: VerifyOptions,
         contract: Contract,
         store: mpsc::Sender<StoreMsg>,
         hub: Hub,
         counters: Arc<Counters>,
-        max_pending_acks: usize,
+        limits: AdmissionLimits,
     ) -> Admission {
         Admission {
             verify: Arc::new((verify, contract)),
+            verify_slots: Arc::new(Semaphore::new(limits.verify_threads.max(1))),
+            memory: Arc::new(MemoryLimit::new(limits.memory_limit_bytes)),
             store,
-            acks: Acks::start(counters.clone(), max_pending_acks),
+            acks: Acks::start(counters.clone(), limits.max_pending_acks),
             hub,
             counters,
             warned: Arc::default(),
@@ -184,6 +206,23 @@ impl Admission {
     /// Largest frame accepted, bytes.
     pub fn max_frame_bytes(&self) -> usize {
         self.verify.0.max_frame_bytes
+    }
+
+    /// The memory limiter (shared with the OTLP receiver, which refuses Exports with it).
+    pub fn memory_limit(&self) -> Arc<MemoryLimit> {
+        self.memory.clone()
+    }
+
+    /// True when resident memory is above `ingest.memory_limit_bytes` ([`memory`]); then the
+    /// frame about to be admitted is counted in `frames_refused_memory` and must be refused by
+    /// the transport without verification and without an ack, retryably (gRPC: the stream ends
+    /// UNAVAILABLE after the acks owed). Call once per frame, before [`Admission::admit`].
+    pub fn over_memory_limit(&self) -> bool {
+        let over = self.memory.exceeded();
+        if over {
+            Counters::add(&self.counters.frames_refused_memory, 1);
+        }
+        over
     }
 
     /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED. The header's
@@ -225,7 +264,10 @@ impl Admission {
         let received_at_us = now_us();
         Counters::add(&self.counters.frames_received, 1);
         Counters::add(&self.counters.bytes_received, frame.payload.len() as u64);
-        match verify_with(&frame, &self.verify.0, &self.verify.1) {
+        let Some((frame, verified)) = self.verify_off_thread(frame).await else {
+            return false;
+        };
+        match verified {
             Ok(snapshot) => {
                 let header = frame.header.unwrap_or_default();
                 // Built before the hand-off (which moves the snapshot), published after it, so a
@@ -265,6 +307,25 @@ impl Admission {
             }
         }
     }
+
+    /// Runs `verify_with` (hash, zstd up to `max_decompressed_bytes`, decode) on a blocking
+    /// thread once one of the `ingest.verify_threads` permits is free, so the async workers
+    /// (and /healthz, acks, other streams) never wait on it. The caller awaits it, so each
+    /// transport stream's frames are still admitted in order. None: the runtime is shutting down.
+    async fn verify_off_thread(
+        &self,
+        frame: pb::Frame,
+    ) -> Option<(pb::Frame, Result<fleetset_proto::Snapshot, FrameError>)> {
+        let permit = self.verify_slots.clone().acquire_owned().await.ok()?;
+        let verify = self.verify.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let verified = verify_with(&frame, &verify.0, &verify.1);
+            (frame, verified)
+        })
+        .await
+        .ok()
+    }
 }
 
 #[cfg(test)]
@@ -300,7 +361,11 @@ mod tests {
             tx,
             Hub::new(16),
             counters,
-            1024,
+            AdmissionLimits {
+                max_pending_acks: 1024,
+                verify_threads: 2,
+                memory_limit_bytes: 0,
+            },
         );
         (a, stop)
     }
@@ -318,7 +383,7 @@ mod tests {
     async fn committed_and_duplicate_frames_are_acked_after_their_rows_are_stored() {
         let dir = TempDir::new("ingest-ack");
         let (admission, stop) = admission(&dir.0);
-        let (tx, mut acks) = mpsc::unbounded_channel();
+        let (tx, mut acks) = mpsc::channel(64);
         assert!(admission.admit(frame(0), AckTo::Otlp(tx.clone())).await);
         let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
             .await
@@ -353,9 +418,13 @@ mod tests {
             tx,
             Hub::new(16),
             Arc::new(Counters::default()),
-            1,
+            AdmissionLimits {
+                max_pending_acks: 1,
+                verify_threads: 2,
+                memory_limit_bytes: 0,
+            },
         );
-        let (ack_tx, _acks) = mpsc::unbounded_channel();
+        let (ack_tx, _acks) = mpsc::channel(64);
         // One awaited by the ack task, one queued for it: the third waits.
         for k in 0..2 {
             let admit = a.admit(frame(k), AckTo::Otlp(ack_tx.clone()));
@@ -379,7 +448,7 @@ mod tests {
         let data_dir = dir.0.join("a-file");
         std::fs::write(&data_dir, b"").unwrap();
         let (admission, stop) = admission(&data_dir);
-        let (tx, mut acks) = mpsc::unbounded_channel();
+        let (tx, mut acks) = mpsc::channel(64);
         assert!(admission.admit(frame(0), AckTo::Otlp(tx)).await);
         // The ack task drops the frame's only reply handle once the store answers Failed,
         // without sending on it: the channel closes with no ack in it.

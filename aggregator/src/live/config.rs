@@ -27,6 +27,14 @@ pub struct LiveConfig {
     pub queue: usize,
     /// What a gRPC subscriber that falls behind gets: `lag` (a Lag message, then on) or `disconnect`.
     pub subscriber_overflow: super::grpc::Overflow,
+    /// gRPC Subscribe streams open at once; one more is answered RESOURCE_EXHAUSTED and counted
+    /// (`live_subscribers_refused`).
+    #[key(default = 256, unit = "streams", min = 1)]
+    pub max_subscribers: usize,
+    /// Windows read from the store and sent per page of a `since_ms` history (a page holds more
+    /// only when more windows share one start); memory per subscriber is about one page.
+    #[key(default = 1000, unit = "windows", min = 1)]
+    pub history_batch_windows: usize,
     /// The ZeroMQ PUB socket.
     #[key(section)]
     pub zmq: LiveZmqConfig,

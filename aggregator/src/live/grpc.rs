@@ -9,17 +9,27 @@
 //! live, with no gap and no duplicate at the seam: the live subscription starts first; then a
 //! barrier goes through the store's channel and history is read once it is answered. Admission
 //! hands a window to the store before publishing it, so a window handed over before the barrier
-//! is in Parquet, and one handed over after it is published after the subscription started;
-//! live windows already sent as history are skipped.
+//! is in Parquet, and one handed over after it is published after the subscription started.
+//! History is read and sent page by page ([`reader::window_pages`], `live.history_batch_windows`
+//! windows a page), each page sent through the bounded response queue before the next is read,
+//! so a subscriber costs one page of memory however long the history. Windows committed after
+//! the barrier was answered (`received_at` later) are left to the live stream; those committed
+//! while it was pending may be in both and are remembered (one commit's worth) so their live
+//! copy is skipped.
+//!
+//! At most `live.max_subscribers` Subscribe streams are open at once; one more is answered
+//! RESOURCE_EXHAUSTED and counted (`live_subscribers_refused`).
 
 use super::{Filter, Hub, LiveWindow};
+use crate::counters::Counters;
 use crate::store::reader::{self, StoredWindow};
 use crate::store::schema;
 use crate::store::StoreMsg;
 use fleetset_proto::pb::{self, live_server::Live, subscribe_response::Event};
 use std::collections::HashSet;
 use std::pin::Pin;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use std::sync::Arc;
+use tokio::sync::{broadcast::error::RecvError, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +69,12 @@ pub struct LiveService {
     pub data_dir: std::path::PathBuf,
     /// The store's channel, for the `since` barrier.
     pub store: mpsc::Sender<StoreMsg>,
+    /// Windows per history page (`live.history_batch_windows`).
+    pub history_batch_windows: usize,
+    /// One permit per open Subscribe stream (`live.max_subscribers`).
+    pub slots: Arc<Semaphore>,
+    /// Shared counters (`live_subscribers_refused`).
+    pub counters: Arc<Counters>,
 }
 
 /// A stored window as a `historical` response (series and stats, no processes, no payload).
@@ -74,16 +90,39 @@ fn history_response(w: StoredWindow) -> pb::SubscribeResponse {
     }
 }
 
-/// Sends the stored windows since `since_ms`; returns the keys sent, or `None` if the client left
-/// or the store could not be read (the client then gets an error status).
+/// What [`send_history`] reads from: the store's directory and channel, windows per page.
+type HistorySource = (std::path::PathBuf, mpsc::Sender<StoreMsg>, usize);
+
+/// Runs a blocking store read; its error goes to the client as INTERNAL (then None).
+async fn read<T: Send + 'static>(
+    tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            let _ = tx
+                .send(Err(Status::internal(format!("reading history: {e:#}"))))
+                .await;
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Sends the stored windows since `since_ms`, page by page (module docs); returns the keys of
+/// the windows sent that were committed while the barrier was pending (their live copies are
+/// skipped), or `None` if the client left or the store could not be read (the client then
+/// gets an error status).
 async fn send_history(
-    (data_dir, store): (std::path::PathBuf, mpsc::Sender<StoreMsg>),
+    (data_dir, store, per_page): HistorySource,
     since_ms: i64,
     filter: &Filter,
     tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
 ) -> Option<HashSet<(String, i64)>> {
     // Every window handed to the store before this barrier is committed when it is answered;
     // every window handed over after it was published after our live subscription started.
+    let asked_ms = fleetset_core::time::now_ms();
     let (done, committed) = tokio::sync::oneshot::channel();
     if store.send(StoreMsg::Barrier(done)).await.is_err() || committed.await.is_err() {
         let _ = tx
@@ -91,24 +130,34 @@ async fn send_history(
             .await;
         return None;
     }
+    let answered_ms = fleetset_core::time::now_ms();
     let query = filter.history_query(since_ms);
-    let history =
-        match tokio::task::spawn_blocking(move || reader::windows(&data_dir, &query)).await {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                let _ = tx
-                    .send(Err(Status::internal(format!("reading history: {e:#}"))))
-                    .await;
-                return None;
+    let pages = {
+        let (dir, q) = (data_dir.clone(), query.clone());
+        read(tx, move || reader::window_pages(&dir, &q, per_page)).await?
+    };
+    let mut seam = HashSet::new();
+    for (from, to) in pages {
+        let (dir, q) = (
+            data_dir.clone(),
+            reader::Query {
+                from_ms: Some(from.max(since_ms)),
+                to_ms: Some(to),
+                ..query.clone()
+            },
+        );
+        let page = read(tx, move || reader::windows(&dir, &q)).await?;
+        for w in page {
+            if w.received_at_ms > answered_ms {
+                continue; // committed after the barrier: published live after we subscribed
             }
-            Err(_) => return None,
-        };
-    let mut sent = HashSet::with_capacity(history.len());
-    for w in history {
-        sent.insert((w.snapshot.agent_id.clone(), w.snapshot.start));
-        tx.send(Ok(history_response(w))).await.ok()?;
+            if w.received_at_ms >= asked_ms {
+                seam.insert((w.snapshot.agent_id.clone(), w.snapshot.start));
+            }
+            tx.send(Ok(history_response(w))).await.ok()?;
+        }
     }
-    Some(sent)
+    Some(seam)
 }
 
 /// The response message for one window under `filter`.
@@ -137,15 +186,26 @@ impl Live for LiveService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            Counters::add(&self.counters.live_subscribers_refused, 1);
+            return Err(Status::resource_exhausted(
+                "live.max_subscribers Subscribe streams are open; retry later",
+            ));
+        };
         let filter = Filter::from_request(request.get_ref());
         let since_ms = request.get_ref().since_ms;
         // Live first, so nothing published while history is read is missed.
         let mut rx = self.hub.subscribe();
-        let store = (self.data_dir.clone(), self.store.clone());
+        let store = (
+            self.data_dir.clone(),
+            self.store.clone(),
+            self.history_batch_windows,
+        );
         let (tx, out) = mpsc::channel::<Result<pb::SubscribeResponse, Status>>(16);
         let (overflow, shutdown) = (self.overflow, self.shutdown.clone());
         info!(?filter, "subscriber connected");
         tokio::spawn(async move {
+            let _slot = slot; // held while the stream is served
             let sent = if since_ms > 0 {
                 match send_history(store, since_ms, &filter, &tx).await {
                     Some(sent) => sent,

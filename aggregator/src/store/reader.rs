@@ -409,6 +409,41 @@ fn window_row(
     })
 }
 
+/// `window_start` ranges `[from, to)` (Unix ms) that cut the windows matching `query` into
+/// pages of at most `per_page` windows in start order — more only when one start alone has
+/// more (a start is never split). For reading a long history page by page with [`windows`]
+/// (live `since`): this pass keeps one count per distinct start, not the windows.
+/// Errors: an unreadable committed file.
+pub fn window_pages(data_dir: &Path, query: &Query, per_page: usize) -> Result<Vec<(i64, i64)>> {
+    let mut starts: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+    for b in Scan::open(data_dir, Table::Windows, query)?.batches(|_| {}) {
+        let b = b?;
+        let Some(col) = column::<TimestampMillisecondArray>(&b, schema::WINDOW_START) else {
+            bail!("a windows file lacks {}", schema::WINDOW_START);
+        };
+        for t in col.iter().flatten() {
+            let n = starts.entry(t).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+    let mut pages = Vec::new();
+    let mut page: Option<(i64, usize)> = None; // (first start, windows so far)
+    for (&start, &n) in &starts {
+        page = match page {
+            Some((first, k)) if k.saturating_add(n) > per_page.max(1) => {
+                pages.push((first, start));
+                Some((start, n))
+            }
+            Some((first, k)) => Some((first, k.saturating_add(n))),
+            None => Some((start, n)),
+        };
+    }
+    if let (Some((first, _)), Some(&last)) = (page, starts.keys().next_back()) {
+        pages.push((first, last.saturating_add(1)));
+    }
+    Ok(pages)
+}
+
 /// The stored windows matching `query` (time range on `window_start`, agents, labels; with
 /// `metrics`, only those series and stats), with their series, sorted by (window_start,
 /// agent_id, seq). Every `windows` row is one item: a window stored twice (which the store

@@ -67,6 +67,12 @@ pub struct OtlpConfig {
         limit = "otlp_refused_request_points"
     )]
     pub max_request_points: usize,
+    /// Largest Export request (decoded gRPC message); a larger one is answered RESOURCE_EXHAUSTED.
+    #[key(default = 16 << 20, unit = "bytes", min = 4096)]
+    pub max_request_bytes: usize,
+    /// Connection and stream bounds.
+    #[key(section)]
+    pub connections: crate::ingest::config::GrpcConnections,
     /// MinMax-LTTB downsampling of each OTLP series per window.
     #[key(section)]
     pub lttb: Downsampler,

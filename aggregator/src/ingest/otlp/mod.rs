@@ -9,7 +9,8 @@
 //! `rejected_data_points` and an `error_message` naming why (the rules: [`mapping`] for a single
 //! point, [`windows`] for time bounds and what the buffer holds; each rule counts in
 //! `otlp_refused_<rule>`); a request whose accepted points cannot be made durable (WAL full or
-//! a failed append) gets `UNAVAILABLE` (the exporter retries); nothing crashes the receiver.
+//! a failed append), or that arrives while the aggregator is over `ingest.memory_limit_bytes`,
+//! gets `UNAVAILABLE` (the exporter retries); nothing crashes the receiver.
 
 pub mod config;
 pub mod mapping;
@@ -35,6 +36,8 @@ pub struct OtlpReceiver {
     pub counters: Arc<Counters>,
     /// Per-request limits of the mapping.
     pub limits: mapping::MapLimits,
+    /// Above it, Exports are answered UNAVAILABLE unread (`ingest.memory_limit_bytes`).
+    pub memory: Arc<super::MemoryLimit>,
 }
 
 impl OtlpReceiver {
@@ -62,6 +65,12 @@ impl MetricsService for OtlpReceiver {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        if self.memory.exceeded() {
+            Counters::add(&self.counters.otlp_refused_memory, 1);
+            return Err(tonic::Status::unavailable(
+                "aggregator over ingest.memory_limit_bytes; retry later",
+            ));
+        }
         let mut mapped = mapping::map_request(request.get_ref(), &self.salt, self.limits);
         let points: u64 = mapped.sources.iter().map(|s| s.points.len() as u64).sum();
         let windows = self.windows.clone();

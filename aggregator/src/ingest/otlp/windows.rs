@@ -535,7 +535,9 @@ impl OtlpWindows {
     /// Closes due windows into frames and admits them; resubmits unacked ones; until `stop`
     /// (open windows stay in the WAL for the next start).
     pub async fn run(self: Arc<Self>, admission: Admission, stop: CancellationToken) {
-        let (ack_tx, mut acks) = mpsc::unbounded_channel::<pb::Ack>();
+        // Acks owed are for windows in flight: at most the open windows, closed and resubmitted.
+        let room = self.cfg.limits.max_open_windows.saturating_mul(2).max(64);
+        let (ack_tx, mut acks) = mpsc::channel::<pb::Ack>(room);
         let mut tick = tokio::time::interval(FLUSH_TICK);
         loop {
             tokio::select! {

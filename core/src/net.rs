@@ -1,0 +1,252 @@
+//! Bounded TCP listeners: at most `max_connections` accepted connections open at once per
+//! listener (a connection beyond it is accepted and closed at once, and reported as
+//! [`ConnEvent::Refused`]), and each connection closed when it has sent nothing for
+//! `idle_timeout` ([`ConnEvent::IdleClosed`]; HTTP/2 keepalive pings answered by a live peer
+//! count as traffic). Used by the aggregator's gRPC and OTLP servers (as a tonic incoming
+//! stream) and by `/metrics` `/healthz` (as an axum listener), so idle or slowloris sockets
+//! cost a bounded number of descriptors and go away on their own.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// What a bounded listener reports (to count it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A connection beyond `max_connections` was closed right after accept.
+    Refused,
+    /// A connection that sent nothing for `idle_timeout` was closed.
+    IdleClosed,
+}
+
+/// Callback for [`ConnEvent`]s (called on the accepting or reading task; must be cheap).
+pub type OnConnEvent = Arc<dyn Fn(ConnEvent) + Send + Sync>;
+
+/// The bounds of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections open at once at most (0 is taken as 1).
+    pub max_connections: usize,
+    /// A connection with nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// TCP keepalive probes after this much silence (None: the OS default, usually off).
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// A TCP listener bounded by [`ConnLimits`].
+pub struct BoundedListener {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    limits: ConnLimits,
+    on_event: OnConnEvent,
+}
+
+impl BoundedListener {
+    /// Bounds `listener` by `limits`, reporting to `on_event`.
+    pub fn new(listener: TcpListener, limits: ConnLimits, on_event: OnConnEvent) -> Self {
+        BoundedListener {
+            listener,
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            limits,
+            on_event,
+        }
+    }
+
+    /// The next connection within the limit (with TCP_NODELAY and keepalive set); the ones
+    /// beyond it are closed and reported meanwhile. Errors: accept failed (e.g. EMFILE; the
+    /// caller should pause before accepting again).
+    pub async fn accept_bounded(&self) -> io::Result<(BoundedConn, std::net::SocketAddr)> {
+        loop {
+            let (stream, peer) = self.listener.accept().await?;
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                drop(stream);
+                (self.on_event)(ConnEvent::Refused);
+                continue;
+            };
+            // Without NODELAY, Nagle + delayed ACK add ~40 ms to small messages.
+            stream.set_nodelay(true)?;
+            if let Some(t) = self.limits.tcp_keepalive {
+                let ka = socket2::TcpKeepalive::new().with_time(t);
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&ka)?;
+            }
+            let idle = self.limits.idle_timeout;
+            let conn = BoundedConn {
+                stream,
+                _permit: permit,
+                idle,
+                deadline: Box::pin(tokio::time::sleep(idle)),
+                on_event: self.on_event.clone(),
+            };
+            return Ok((conn, peer));
+        }
+    }
+
+    /// The accepted connections as a stream, for `tonic::transport::Server::serve_with_incoming`
+    /// (accept errors pause 50 ms and are skipped, so the server never ends on EMFILE).
+    pub fn into_stream(self) -> impl futures::Stream<Item = io::Result<BoundedConn>> {
+        futures::stream::unfold(self, |mut l| async move {
+            let (conn, _) = axum::serve::Listener::accept(&mut l).await;
+            Some((Ok(conn), l))
+        })
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.accept_bounded().await {
+                Ok(c) => return c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An accepted connection holding one of its listener's slots until dropped; reading fails
+/// with `TimedOut` once nothing has been received for the idle timeout.
+pub struct BoundedConn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    on_event: OnConnEvent,
+}
+
+impl AsyncRead for BoundedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        match Pin::new(&mut me.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let next = Instant::now() + me.idle;
+                me.deadline.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match me.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    (me.on_event)(ConnEvent::IdleClosed);
+                    let next = Instant::now() + me.idle;
+                    me.deadline.as_mut().reset(next);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle past its idle timeout",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for BoundedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for BoundedConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_connection_beyond_the_limit_is_closed_and_an_idle_one_times_out() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let limits = ConnLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_millis(300),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+        };
+        let on_event: OnConnEvent = Arc::new(move |e| seen.lock().unwrap().push(e));
+        let bl = Arc::new(BoundedListener::new(l, limits, on_event));
+        let first = {
+            let bl = bl.clone();
+            tokio::spawn(async move {
+                let (mut c, _) = bl.accept_bounded().await.unwrap();
+                let mut buf = [0u8; 8];
+                let t = Instant::now();
+                let err = c.read(&mut buf).await.expect_err("idle timeout");
+                (err.kind(), t.elapsed())
+            })
+        };
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The second is refused while the first holds the only slot: closed by the server.
+        let second = {
+            let bl = bl.clone();
+            tokio::spawn(async move { bl.accept_bounded().await.map(|_| ()) })
+        };
+        let mut c2 = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), c2.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let (kind, after) = tokio::time::timeout(Duration::from_secs(5), first)
+            .await
+            .expect("idle close in time")
+            .unwrap();
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert!(after >= Duration::from_millis(250), "{after:?}");
+        // The slot is free again: the next connection is accepted.
+        let _c3 = TcpStream::connect(addr).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("accepted in time")
+            .unwrap();
+        assert!(got.is_ok());
+        let events = events.lock().unwrap().clone();
+        assert_eq!(events, vec![ConnEvent::Refused, ConnEvent::IdleClosed]);
+    }
+}
