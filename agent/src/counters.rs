@@ -68,6 +68,10 @@ fleetset_core::counters! {
         samples_overwritten,
         /// Process scans run.
         process_scans,
+        /// `/metrics` `/healthz` connections closed at accept: `telemetry.max_connections` open.
+        metrics_connections_refused,
+        /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
+        metrics_connections_idle_closed,
     }
 }
 

@@ -148,8 +148,15 @@ fn start_telemetry(
     });
     let stop = CancellationToken::new();
     if cfg.telemetry.enabled {
-        // Refused and idle-closed /metrics connections are not counted by the agent.
-        match t.serve(&cfg.telemetry, stop.clone(), std::sync::Arc::new(|_| {})) {
+        let c = counters.clone();
+        let on_event = std::sync::Arc::new(move |e| {
+            let counter = match e {
+                fleetset_core::net::ConnEvent::Refused => &c.metrics_connections_refused,
+                fleetset_core::net::ConnEvent::IdleClosed => &c.metrics_connections_idle_closed,
+            };
+            Counters::add(counter, 1);
+        });
+        match t.serve(&cfg.telemetry, stop.clone(), on_event) {
             Ok(addr) => {
                 info!(%addr, "own telemetry on http://{addr}/metrics");
                 events.emit(Event::Telemetry {

@@ -40,12 +40,17 @@ pub struct TelemetryConfig {
     #[key(flag = "telemetry-otlp")]
     pub otlp: Option<String>,
     /// Connections to `/metrics` `/healthz` open at once; further ones are closed at once and
-    /// counted (`metrics_connections_refused` in the aggregator).
-    #[key(default = 64, unit = "connections", min = 1)]
+    /// counted (`metrics_connections_refused`).
+    #[key(
+        default = 64,
+        unit = "connections",
+        min = 1,
+        limit = "metrics_connections_refused"
+    )]
     pub max_connections: usize,
     /// A `/metrics` `/healthz` connection that sends nothing for this long is closed (idle or
     /// slowloris sockets free their slot).
-    #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(100))]
+    #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(100), limit = "metrics_connections_idle_closed")]
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
 }

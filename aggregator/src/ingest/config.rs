@@ -24,25 +24,30 @@ pub struct ZmqIngestConfig {
 pub struct GrpcConnections {
     /// Connections open at once; further ones are closed right after accept and counted
     /// (`<listener>_connections_refused`).
-    #[key(default = 4096, unit = "connections", min = 1)]
+    #[key(
+        default = 4096,
+        unit = "connections",
+        min = 1,
+        limit = "{owner}_connections_refused"
+    )]
     pub max_connections: usize,
     /// A connection that sends nothing (not even an answer to the keepalive ping) for this long
     /// is closed and counted (`<listener>_connections_idle_closed`).
-    #[key(default = Duration::from_secs(300), unit = "duration", min = Duration::from_millis(100))]
+    #[key(default = Duration::from_secs(300), unit = "duration", min = Duration::from_millis(100), limit = "{owner}_connections_idle_closed")]
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// HTTP/2 streams (RPCs) open at once per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
-    #[key(default = 64, unit = "streams", min = 1)]
+    #[key(default = 64, unit = "streams", min = 1, limit = "-")]
     pub max_concurrent_streams: u32,
     /// Requests served at once per connection; further ones wait.
-    #[key(default = 64, unit = "requests", min = 1)]
+    #[key(default = 64, unit = "requests", min = 1, limit = "-")]
     pub concurrency_per_connection: usize,
     /// HTTP/2 PING sent after this much silence (its answer keeps a live peer from idling out).
     #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100))]
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
     /// A connection whose PING is not answered within this is closed.
-    #[key(default = Duration::from_secs(20), unit = "duration", min = Duration::from_millis(100))]
+    #[key(default = Duration::from_secs(20), unit = "duration", min = Duration::from_millis(100), limit = "-")]
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
     /// TCP keepalive probes after this much silence (dead peers behind NAT are noticed).
@@ -50,10 +55,10 @@ pub struct GrpcConnections {
     #[serde(with = "humantime_serde")]
     pub tcp_keepalive: Duration,
     /// Largest HTTP/2 header list a request may send.
-    #[key(default = 16 * 1024, unit = "bytes", min = 1024)]
+    #[key(default = 16 * 1024, unit = "bytes", min = 1024, limit = "-")]
     pub max_header_list_bytes: u32,
     /// Longest time until a request handler answers (for streams: until the stream starts).
-    #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100))]
+    #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100), limit = "-")]
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 }
@@ -145,13 +150,13 @@ pub struct IngestConfig {
     /// Frame verifications (SHA-256, zstd decompression, decode) running at once, each on a
     /// blocking thread off the async workers; further frames wait for one to finish. 0: the
     /// number of CPUs.
-    #[key(default = 0, unit = "threads")]
+    #[key(default = 0, unit = "threads", limit = "-")]
     pub verify_threads: usize,
     /// Soft limit on the aggregator's resident memory (`/proc/self/statm`, read at most every
     /// 100 ms): above it new frames are refused before verification, unacked, retryably (gRPC
     /// Publish ends UNAVAILABLE after the acks owed; OTLP Export gets UNAVAILABLE), counted in
     /// `frames_refused_memory` / `otlp_refused_memory`. 0: off.
-    #[key(default = 1 << 30, unit = "bytes")]
+    #[key(default = 1 << 30, unit = "bytes", limit = "frames_refused_memory")]
     pub memory_limit_bytes: u64,
     /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
     #[key(secret)]

@@ -29,11 +29,16 @@ pub struct LiveConfig {
     pub subscriber_overflow: super::grpc::Overflow,
     /// gRPC Subscribe streams open at once; one more is answered RESOURCE_EXHAUSTED and counted
     /// (`live_subscribers_refused`).
-    #[key(default = 256, unit = "streams", min = 1)]
+    #[key(
+        default = 256,
+        unit = "streams",
+        min = 1,
+        limit = "live_subscribers_refused"
+    )]
     pub max_subscribers: usize,
     /// Windows read from the store and sent per page of a `since_ms` history (a page holds more
     /// only when more windows share one start); memory per subscriber is about one page.
-    #[key(default = 1000, unit = "windows", min = 1)]
+    #[key(default = 1000, unit = "windows", min = 1, limit = "-")]
     pub history_batch_windows: usize,
     /// The ZeroMQ PUB socket.
     #[key(section)]

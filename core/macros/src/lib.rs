@@ -10,8 +10,10 @@
 //! - `map`: a table of free string keys (e.g. labels), set with `k=v`;
 //! - `section`: the field is a nested section (`[parent.child]`);
 //! - `limit = "counter"`: the key bounds what input may cost (a size, count, rate or timeout),
-//!   and `counter` is the counter that counts each time the bound bites (`"-"`: nothing to
-//!   count, e.g. a queue that only pushes back). Limit keys are listed in `docs/limits.md`.
+//!   and `counter` is the counter that counts each time the bound bites (`"-"`: not counted
+//!   separately, e.g. a queue that only pushes back; `{owner}` in it stands for the name of the
+//!   section holding the key's section, for sections shared by listeners). Limit keys are
+//!   listed in `docs/limits.md`.
 //!
 //! The derive implements `Default` and `fleetset_core::config::Section` (the key list, a type
 //! check per key, and the range checks). The struct itself derives `Serialize`/`Deserialize`

@@ -88,6 +88,16 @@ pub fn render_markdown<C: Section>() -> String {
     out
 }
 
+/// The counter of limit key `k`, with `{owner}` replaced by the name of the section that holds
+/// the key's section (`ingest.grpc.connections.max_connections` → `grpc`), so one shared
+/// section can count per listener. `None`: not a limit.
+fn limit_counter(k: &KeyDoc) -> Option<String> {
+    let counter = k.limit?;
+    let segments: Vec<&str> = k.path.split('.').collect();
+    let owner = segments.len().checked_sub(3).map_or("", |i| segments[i]);
+    Some(counter.replace("{owner}", owner))
+}
+
 /// The limit keys of the declaration (`#[key(limit = "counter")]`) as a Markdown table
 /// (`| key | default | unit | counted in | meaning |`), defaults from `C::default()`.
 pub fn render_limits<C: Section>() -> String {
@@ -95,9 +105,11 @@ pub fn render_limits<C: Section>() -> String {
     let mut out =
         String::from("| key | default | unit | counted in | meaning |\n|---|---|---|---|---|\n");
     for k in C::keys() {
-        let Some(counter) = k.limit else { continue };
+        let Some(counter) = limit_counter(&k) else {
+            continue;
+        };
         let counter = if counter == "-" {
-            "— (push-back)".to_string()
+            "—".to_string()
         } else {
             format!("`{counter}`")
         };
@@ -166,8 +178,8 @@ pub fn check_docs<C: super::ConfigCommand>(
     }
     if let Some((k, c)) = keys
         .iter()
-        .filter_map(|k| Some((k, k.limit?)))
-        .find(|(_, c)| *c != "-" && !counters.iter().any(|n| n == c))
+        .filter_map(|k| Some((k, limit_counter(k)?)))
+        .find(|(_, c)| c != "-" && !counters.iter().any(|n| n == c))
     {
         return Err(format!(
             "{}: limit counter {c:?} is not a counter of fleetset-{name}",

@@ -68,7 +68,7 @@ pub struct OtlpConfig {
     )]
     pub max_request_points: usize,
     /// Largest Export request (decoded gRPC message); a larger one is answered RESOURCE_EXHAUSTED.
-    #[key(default = 16 << 20, unit = "bytes", min = 4096)]
+    #[key(default = 16 << 20, unit = "bytes", min = 4096, limit = "-")]
     pub max_request_bytes: usize,
     /// Connection and stream bounds.
     #[key(section)]
