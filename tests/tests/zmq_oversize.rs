@@ -228,3 +228,89 @@ fn acked_all_committed(events: &[Event]) -> bool {
         .filter(|e| e.event == "acked")
         .all(|e| e.status == "COMMITTED")
 }
+
+/// A sealed one-point window of `agent_id` (MessagePack), seq `seq`, `seq` minutes after 2023-11-14.
+fn frame(agent_id: &str, seq: u64) -> fleetset_proto::pb::Frame {
+    let start = 1_700_000_000_000 + i64::try_from(seq).unwrap() * 60_000;
+    let mut s = fleetset_proto::Snapshot {
+        agent_id: agent_id.into(),
+        seq,
+        start,
+        end: start + 60_000,
+        ..Default::default()
+    };
+    let pts = vec![fleetset_proto::Point {
+        ts_ms: start,
+        value: 1.0,
+    }];
+    s.stats.insert(
+        "cpu_percent".into(),
+        fleetset_proto::WindowStats::from_values(&[1.0]).unwrap(),
+    );
+    s.data.insert("cpu_percent".into(), pts);
+    let opts = fleetset_proto::SealOptions {
+        encoding: fleetset_proto::Encoding::Msgpack,
+        ..Default::default()
+    };
+    fleetset_proto::seal(&s, &opts).unwrap()
+}
+
+#[test]
+fn a_peer_past_its_in_flight_bound_is_not_read_until_acked() {
+    use prost::Message;
+    let dir = TempDir::new("zmq-peer-bound");
+    // Commits every 3 s: a frame stays admitted and unacked that long.
+    let agg = Aggregator::start(
+        dir.path(),
+        &[
+            "--commit-interval",
+            "3s",
+            "--set",
+            "ingest.zmq.max_in_flight_per_peer=2",
+        ],
+    )
+    .unwrap();
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::DEALER).unwrap();
+    s.set_linger(0).unwrap();
+    s.set_rcvtimeo(15_000).unwrap();
+    s.connect(&agg.zmq).unwrap();
+    for seq in 1..=6 {
+        let [h, p] = fleetset_proto::frame::to_parts(&frame("bounded", seq));
+        s.send_multipart([h, p], 0).unwrap();
+    }
+    // Two admitted (acked COMMITTED at the commit), four dropped unread: no ack for them.
+    let mut acked = Vec::new();
+    while let Ok(m) = s.recv_bytes(0) {
+        let a = fleetset_proto::pb::Ack::decode(m.as_slice()).unwrap();
+        assert_eq!(
+            a.status(),
+            fleetset_proto::pb::AckStatus::Committed,
+            "{a:?}"
+        );
+        acked.push(a.seq);
+        s.set_rcvtimeo(2_000).unwrap();
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, [1, 2]);
+    let c = wait_for("zmq_peer_backpressure", Duration::from_secs(15), || {
+        let c = aggregator_counters(&agg.data_dir)?;
+        (c["zmq_peer_backpressure"].as_u64() == Some(4)).then_some(c)
+    });
+    c.unwrap();
+    // Resent after the acks, they are admitted.
+    s.set_rcvtimeo(15_000).unwrap();
+    for seq in 3..=4 {
+        let [h, p] = fleetset_proto::frame::to_parts(&frame("bounded", seq));
+        s.send_multipart([h, p], 0).unwrap();
+    }
+    for _ in 3..=4 {
+        let m = s.recv_bytes(0).expect("an ack for a resent frame");
+        let a = fleetset_proto::pb::Ack::decode(m.as_slice()).unwrap();
+        assert_eq!(
+            a.status(),
+            fleetset_proto::pb::AckStatus::Committed,
+            "{a:?}"
+        );
+    }
+}

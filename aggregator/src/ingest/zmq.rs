@@ -265,13 +265,35 @@ fn serve(mut t: Thread) {
         }
     }
     drop(held);
-    t.reply = None;
+    // Dropping the frame queue's sender and the reply factory leaves the ack queue connected
+    // only to replies still owed (in admission or the store), so it disconnects once they are.
+    let Thread {
+        socket,
+        acks,
+        counters,
+        ..
+    } = t;
     let deadline = Instant::now() + DRAIN;
     while Instant::now() < deadline {
-        match t.acks.recv_timeout(Duration::from_millis(50)) {
-            Ok(out) => t.send(out),
+        match acks.recv_timeout(Duration::from_millis(50)) {
+            Ok(out) => send_ack(&socket, &counters, out),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Sends one ack without blocking; a peer gone or at its high-water mark loses it (counted).
+fn send_ack(socket: &zmq::Socket, counters: &Counters, (identity, ack): Outgoing) {
+    match socket.send_multipart([identity, ack], zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => {
+            Counters::add(&counters.zmq_acks_dropped, 1);
+            Counters::add(&counters.acks_undeliverable, 1);
+        }
+        Err(e) => {
+            debug!(error = %e, "ack to a departed zmq peer dropped");
+            Counters::add(&counters.acks_undeliverable, 1);
         }
     }
 }
@@ -281,23 +303,8 @@ impl Thread {
     fn send_acks(&mut self) {
         loop {
             match self.acks.try_recv() {
-                Ok(out) => self.send(out),
+                Ok(out) => send_ack(&self.socket, &self.counters, out),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
-            }
-        }
-    }
-
-    /// Sends one ack without blocking; a peer gone or at its high-water mark loses it (counted).
-    fn send(&self, (identity, ack): Outgoing) {
-        match self.socket.send_multipart([identity, ack], zmq::DONTWAIT) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) => {
-                Counters::add(&self.counters.zmq_acks_dropped, 1);
-                Counters::add(&self.counters.acks_undeliverable, 1);
-            }
-            Err(e) => {
-                debug!(error = %e, "ack to a departed zmq peer dropped");
-                Counters::add(&self.counters.acks_undeliverable, 1);
             }
         }
     }
