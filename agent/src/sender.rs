@@ -7,8 +7,8 @@
 //! a send fails, the stream closes, or some frame has waited `ack_timeout` since it was sent
 //! without its ack (per frame: acks of newer frames do not extend an older frame's wait, so a
 //! frame whose ack never comes is resent even while others are acked) — the ZeroMQ guide's
-//! "Lazy Pirate" client-side reliability, needed because
-//! zeromq 0.7's DEALER neither reconnects nor heartbeats. Reconnects back off exponentially
+//! "Lazy Pirate" client-side reliability, kept on top of libzmq's own reconnects and heartbeats
+//! because an aggregator may accept a connection and never ack (or drop acks under push-back). Reconnects back off exponentially
 //! (100 ms to 30 s) with ±25 % jitter. Frames are sent at least once; the aggregator
 //! de-duplicates by `(agent_id, seq)` and `(agent_id, window_start)`.
 //!

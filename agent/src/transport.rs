@@ -2,31 +2,29 @@
 //!
 //! - ZeroMQ: a DEALER connected to the aggregator's ROUTER; a frame is the two-part message
 //!   `[FrameHeader (protobuf), payload]`, an ack the one-part message `Ack (protobuf)`.
-//!   zeromq 0.7's DEALER never reconnects after the ROUTER restarts (every later send fails and
-//!   the new ROUTER receives nothing) and has no heartbeats (docs/dependencies.md), so the sender
-//!   recreates the link when acks stop coming (the ZeroMQ guide's "Lazy Pirate" pattern) or a
-//!   send fails.
+//!   The DEALER is libzmq's ([`zmq`]): it bounds what it accepts, heartbeats and reconnects by
+//!   itself; the sender still recreates the link when acks stop coming (the ZeroMQ guide's
+//!   "Lazy Pirate" pattern) or a send fails.
 //! - gRPC: one `Ingest.Publish` bidirectional stream per link.
 //! - OTLP: one `MetricsService/Export` call per frame (see [`crate::otlp`]); the response is
 //!   turned into the frame's ack.
 
 use crate::config::TransportArg;
-use bytes::Bytes;
 use fleetset_proto::frame::to_parts;
 use fleetset_proto::pb::{self, ingest_client::IngestClient};
-use prost::Message;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use zeromq::{DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+pub mod zmq;
 
 /// Why a link failed; the sender recreates it.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// ZeroMQ connect, send or receive failed.
+    /// ZeroMQ socket setup, send or receive failed (libzmq's error).
     #[error("zeromq: {0}")]
-    Zmq(#[from] zeromq::ZmqError),
+    Zmq(String),
     /// gRPC connect or stream failed.
     #[error("grpc: {0}")]
     Grpc(String),
@@ -41,7 +39,7 @@ pub enum LinkError {
 /// One connection to an aggregator.
 pub enum Link {
     /// ZeroMQ DEALER → ROUTER.
-    Zmq(DealerSocket),
+    Zmq(zmq::ZmqLink),
     /// gRPC `Publish` stream: outgoing frames and incoming acks.
     Grpc {
         /// Frames to send.
@@ -68,19 +66,15 @@ impl Link {
     ) -> Result<Link, LinkError> {
         match transport {
             TransportArg::Zmq => {
-                let mut opts = SocketOptions::default();
-                opts.connect_timeout(timeout);
                 // A per-connection identity lets the ROUTER tell an agent's new socket from its old one.
                 // ZMTP identities are at most 255 bytes.
                 let short: String = agent_id.chars().take(200).collect();
                 let identity = format!("{short}/{:08x}", rand::random::<u32>());
-                opts.peer_identity(
-                    zeromq::util::PeerIdentity::try_from(identity.into_bytes())
-                        .map_err(LinkError::Zmq)?,
-                );
-                let mut socket = DealerSocket::with_options(opts);
-                socket.connect(endpoint).await?;
-                Ok(Link::Zmq(socket))
+                Ok(Link::Zmq(zmq::ZmqLink::connect(
+                    endpoint,
+                    identity.as_bytes(),
+                    timeout,
+                )?))
             }
             TransportArg::Grpc => {
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
@@ -115,13 +109,7 @@ impl Link {
     /// Sends one frame (queued in the transport; the ack comes later).
     pub async fn send(&mut self, frame: &pb::Frame) -> Result<(), LinkError> {
         match self {
-            Link::Zmq(socket) => {
-                let [header, payload] = to_parts(frame);
-                let mut msg = ZmqMessage::from(header);
-                msg.push_back(Bytes::from(payload));
-                socket.send(msg).await?;
-                Ok(())
-            }
+            Link::Zmq(link) => link.send(to_parts(frame)).await,
             Link::Grpc { tx, .. } => tx.send(frame.clone()).await.map_err(|_| LinkError::Closed),
             Link::Otlp { exporter, acks } => {
                 let header = frame.header.clone().unwrap_or_default();
@@ -156,13 +144,7 @@ impl Link {
     /// Waits for the next ack.
     pub async fn recv(&mut self) -> Result<pb::Ack, LinkError> {
         match self {
-            Link::Zmq(socket) => {
-                let msg = socket.recv().await?;
-                let part = msg
-                    .get(0)
-                    .ok_or_else(|| LinkError::BadAck("empty message".into()))?;
-                pb::Ack::decode(part.as_ref()).map_err(|e| LinkError::BadAck(e.to_string()))
-            }
+            Link::Zmq(link) => link.recv().await,
             Link::Grpc { acks, .. } => match acks.message().await {
                 Ok(Some(ack)) => Ok(ack),
                 Ok(None) => Err(LinkError::Closed),

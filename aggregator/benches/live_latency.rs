@@ -25,7 +25,6 @@ use prost::Message;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use zeromq::{Socket, SocketRecv, SubSocket};
 
 #[derive(Parser)]
 struct Args {
@@ -74,10 +73,11 @@ async fn main() -> anyhow::Result<()> {
         .subscribe(pb::SubscribeRequest::default())
         .await?
         .into_inner();
-    let mut sub = SubSocket::new();
-    sub.connect(server.zmq_pub_endpoint.as_deref().unwrap_or_default())
-        .await?;
-    sub.subscribe("snapshot.").await?;
+    let zmq_ctx = zmq::Context::new();
+    let sub = zmq_ctx.socket(zmq::SUB)?;
+    sub.connect(server.zmq_pub_endpoint.as_deref().unwrap_or_default())?;
+    sub.set_subscribe(b"snapshot.")?;
+    sub.set_rcvtimeo(5_000)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let grpc_task = tokio::spawn(async move {
@@ -90,13 +90,15 @@ async fn main() -> anyhow::Result<()> {
         }
         out
     });
-    let zmq_task = tokio::spawn(async move {
+    let zmq_task = tokio::task::spawn_blocking(move || {
+        let _ctx = zmq_ctx;
         let mut out: Vec<(String, u64, i64)> = Vec::new();
-        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+        // Ends 5 s after the last window (the receive timeout).
+        while let Ok(m) = sub.recv_multipart(0) {
             let now = now_us();
             if let Some(h) = m
                 .get(1)
-                .and_then(|h| pb::FrameHeader::decode(h.as_ref()).ok())
+                .and_then(|h| pb::FrameHeader::decode(h.as_slice()).ok())
             {
                 out.push((h.agent_id, h.seq, now));
             }

@@ -27,8 +27,15 @@ fleetset_core::counters! {
         files_committed,
         /// Commits that failed (frames not acked; agents resend).
         commit_failures,
-        /// Acks that could not be delivered (peer gone).
+        /// Acks that could not be delivered: peer gone, or (ZeroMQ) its send queue at
+        /// `ingest.zmq.sndhwm` or the ROUTER's ack queue full; the agent resends and gets DUPLICATE.
         acks_undeliverable,
+        /// ZeroMQ frames dropped unread because their peer already had
+        /// `ingest.zmq.max_in_flight_per_peer` frames admitted and not yet acked (no ack: it resends).
+        zmq_peer_backpressure,
+        /// ZeroMQ acks dropped because the peer's send queue was at `ingest.zmq.sndhwm` (it is
+        /// not reading acks) or the ROUTER thread's ack queue (`ingest.zmq.ack_queue`) was full.
+        zmq_acks_dropped,
         /// gRPC `Publish` streams ended by a message that is not a `Frame` (or another stream
         /// error); the client gets INVALID_ARGUMENT or the error's own status, not OK.
         grpc_stream_errors,

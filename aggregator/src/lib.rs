@@ -18,3 +18,4 @@ pub mod server;
 pub mod store;
 pub mod tail;
 pub(crate) mod telemetry;
+pub(crate) mod zmq_endpoint;

@@ -106,7 +106,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let mut zmq_endpoint = None;
     if cfg.ingest.zmq.enabled {
         let (endpoint, task) = zmq::start(
-            &cfg.ingest.zmq.bind,
+            &cfg.ingest.zmq,
             admission.clone(),
             counters.clone(),
             ingest_stop.clone(),

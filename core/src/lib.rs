@@ -21,6 +21,7 @@ extern crate self as fleetset_core;
 
 pub mod config;
 pub mod counters;
+pub mod doorbell;
 pub mod downsample;
 pub mod names;
 pub mod net;

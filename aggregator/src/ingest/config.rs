@@ -15,6 +15,56 @@ pub struct ZmqIngestConfig {
     /// ZeroMQ bind endpoint, e.g. `tcp://0.0.0.0:5555` (`tcp://127.0.0.1:0`: a free port).
     #[key(default = "tcp://0.0.0.0:5555".into(), flag = "zmq-bind")]
     pub bind: String,
+    /// A connection whose ZMTP handshake is not done this long after it opened is closed.
+    #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(1), limit = "-")]
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// ZMTP PING sent to each peer this often (`0s`: no heartbeats; zeromq 0.7 clients, which
+    /// cannot parse PING, need that).
+    #[key(default = Duration::from_secs(10), unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A peer silent this long after a PING is disconnected (also sent as the PING's TTL).
+    #[key(default = Duration::from_secs(30), unit = "duration", min = Duration::from_millis(100), limit = "-")]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Messages queued from each peer (libzmq `ZMQ_RCVHWM`); beyond it libzmq stops reading
+    /// that peer's connection.
+    #[key(
+        default = 1000,
+        unit = "messages",
+        min = 1,
+        max = 1_000_000,
+        limit = "-"
+    )]
+    pub rcvhwm: i32,
+    /// Acks queued to each peer (libzmq `ZMQ_SNDHWM`); beyond it that peer's acks are dropped
+    /// and counted (`zmq_acks_dropped`).
+    #[key(
+        default = 1000,
+        unit = "messages",
+        min = 1,
+        max = 1_000_000,
+        limit = "zmq_acks_dropped"
+    )]
+    pub sndhwm: i32,
+    /// Frames of one peer admitted and not yet acked, at most; its further frames are dropped
+    /// unread (no ack, counted as `zmq_peer_backpressure`), so it resends after its ack timeout.
+    #[key(
+        default = 1024,
+        unit = "frames",
+        min = 1,
+        limit = "zmq_peer_backpressure"
+    )]
+    pub max_in_flight_per_peer: usize,
+    /// Acks waiting for the ROUTER thread, at most; beyond it acks are dropped and counted
+    /// (`zmq_acks_dropped`; the agent resends and gets DUPLICATE).
+    #[key(default = 65_536, unit = "acks", min = 1, limit = "zmq_acks_dropped")]
+    pub ack_queue: usize,
+    /// How long unsent acks are kept at shutdown (libzmq `ZMQ_LINGER`).
+    #[key(default = Duration::from_secs(1), unit = "duration")]
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
 }
 
 /// `[ingest.grpc.connections]`, `[otlp.connections]`: the bounds of one gRPC server's
@@ -104,7 +154,9 @@ pub struct GrpcIngestConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Largest accepted frame (header + payload); larger frames are rejected as OVERSIZE.
+    /// Largest accepted frame (header + payload); larger frames are rejected as OVERSIZE. Over
+    /// ZeroMQ a message part larger than this plus 64 KiB closes the connection instead
+    /// (libzmq `ZMQ_MAXMSGSIZE`, checked before anything is allocated).
     #[key(default = DEFAULT_MAX_FRAME_BYTES, unit = "bytes", min = 1024, limit = "rejected_oversize")]
     pub max_frame_bytes: usize,
     /// Largest accepted decompressed payload.

@@ -31,13 +31,8 @@ pub use memory::MemoryLimit;
 /// Where an ack goes back to.
 #[derive(Debug, Clone)]
 pub enum AckTo {
-    /// A ZeroMQ peer (ROUTER identity) via the ROUTER's send task.
-    Zmq {
-        /// The peer's routing identity.
-        identity: Bytes,
-        /// The ROUTER send task's queue.
-        tx: mpsc::UnboundedSender<(Bytes, pb::Ack)>,
-    },
+    /// A ZeroMQ peer via the ROUTER thread's bounded ack queue ([`zmq::Reply`]).
+    Zmq(zmq::Reply),
     /// A gRPC `Publish` response stream (bounded: see [`grpc::ACK_QUEUE`]).
     Grpc(mpsc::Sender<pb::Ack>),
     /// The OTLP receiver's window buffer (its WAL is trimmed on acks). Bounded (room for the
@@ -47,11 +42,11 @@ pub enum AckTo {
 }
 
 impl AckTo {
-    /// Sends `ack`; returns false if the peer is gone, or (gRPC) its ack queue is full because
-    /// it stopped reading acks: it will resend and get DUPLICATE.
+    /// Sends `ack`; returns false if the peer is gone, or (gRPC, ZeroMQ) an ack queue is full
+    /// because it stopped reading acks: it will resend and get DUPLICATE.
     pub fn send(&self, ack: pb::Ack) -> bool {
         match self {
-            AckTo::Zmq { identity, tx } => tx.send((identity.clone(), ack)).is_ok(),
+            AckTo::Zmq(reply) => reply.send(&ack),
             AckTo::Grpc(tx) => tx.try_send(ack).is_ok(),
             AckTo::Otlp(tx) => tx.try_send(ack).is_ok(),
         }

@@ -1,83 +1,190 @@
 //! ZeroMQ ingest: a ROUTER bound at `--zmq-bind`. Agents' DEALERs send two-part messages
 //! `[FrameHeader (protobuf), payload]`; the ROUTER sees `[identity, header, payload]` and answers
-//! `[identity, Ack (protobuf)]`.
+//! `[identity, Ack (protobuf)]` (one ack per frame, after the store's answer; none for a failed
+//! commit, so the agent resends).
 //!
-//! zeromq 0.7 has no message size limit of its own (its only socket options are identity,
-//! connect timeout and read buffer sizes; docs/dependencies.md): a frame larger than
-//! `max_frame_bytes` is received whole, then rejected as oversize.
+//! The socket is libzmq's (the `zmq` crate, vendored libzmq 4.3), not zeromq 0.7's: zeromq 0.7
+//! reserves whatever length a frame header declares, so a 74-byte header declaring a 1 TiB body
+//! aborted the process before the handshake (issue 11; tests/tests/zmq_oversize.rs). libzmq checks
+//! `ZMQ_MAXMSGSIZE` (`ingest.max_frame_bytes` + 64 KiB) before allocating and closes such a
+//! connection; it also times out handshakes (`ingest.zmq.handshake_timeout`), heartbeats peers,
+//! and bounds every peer's queues (`rcvhwm`, `sndhwm`).
+//!
+//! The socket lives on its own thread ([`serve`]; the `zmq` API blocks), which talks to async
+//! admission through bounded queues only: received frames go to the admission task through a
+//! channel of [`FRAME_QUEUE`] (when full, the thread stops reading — push-back); acks come back
+//! through a queue of `ingest.zmq.ack_queue` (when full, the ack is dropped and counted in
+//! `zmq_acks_dropped`; the agent resends and gets DUPLICATE) and ring a [`Doorbell`] the thread
+//! polls with the socket. Acks are sent without blocking and with `ZMQ_ROUTER_MANDATORY`, so an
+//! ack to a peer at its `sndhwm` (it does not read acks) is dropped and counted instead of
+//! stalling every other peer. A peer with `ingest.zmq.max_in_flight_per_peer` frames admitted
+//! and not yet acked has its further frames dropped unread (`zmq_peer_backpressure`). Above
+//! `ingest.memory_limit_bytes` frames are dropped before verification, unacked
+//! (`frames_refused_memory`), like the gRPC and OTLP paths.
 
 use super::{AckTo, Admission};
 use crate::counters::Counters;
-use bytes::Bytes;
+use crate::zmq_endpoint::{bound_endpoint, libzmq_endpoint};
+use fleetset_core::doorbell::{doorbell, Doorbell, Ring};
 use fleetset_proto::frame::from_parts;
-use fleetset_proto::FrameError;
+use fleetset_proto::{pb, FrameError};
 use prost::Message;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-/// Binds the ROUTER at `bind` and returns the resolved endpoint (port 0 → the real port) and
-/// the task that serves it until `shutdown`.
+use super::config::ZmqIngestConfig;
+
+/// Received frames waiting for admission; beyond this the thread stops reading the socket.
+pub const FRAME_QUEUE: usize = 256;
+/// Room for the header and the message framing above `ingest.max_frame_bytes` in
+/// `ZMQ_MAXMSGSIZE` (a part larger than the sum closes the connection).
+pub const HEADER_SLACK: usize = 64 * 1024;
+/// Messages read per wake-up before acks are sent again.
+const BATCH: usize = 256;
+/// How long the thread keeps sending acks owed at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// An ack owed to a peer: its routing identity and the encoded ack.
+type Outgoing = (Vec<u8>, Vec<u8>);
+
+/// One frame of a peer counted against `max_in_flight_per_peer` until dropped (its ack sent,
+/// dropped, or never owed).
+#[derive(Debug)]
+struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    fn new(count: &Arc<AtomicUsize>) -> Ticket {
+        count.fetch_add(1, Ordering::Relaxed);
+        Ticket(count.clone())
+    }
+}
+
+impl Clone for Ticket {
+    fn clone(&self) -> Ticket {
+        Ticket::new(&self.0)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a ZeroMQ frame's ack goes: the peer's identity and the ROUTER thread's bounded queue.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    identity: Vec<u8>,
+    queue: SyncSender<Outgoing>,
+    bell: Ring,
+    counters: Arc<Counters>,
+    _ticket: Ticket,
+}
+
+impl Reply {
+    /// Queues `ack` for the ROUTER thread; false (and counted in `zmq_acks_dropped`) if the
+    /// queue is full, false if the thread is gone.
+    pub fn send(&self, ack: &pb::Ack) -> bool {
+        match self
+            .queue
+            .try_send((self.identity.clone(), ack.encode_to_vec()))
+        {
+            Ok(()) => {
+                self.bell.ring();
+                true
+            }
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                Counters::add(&self.counters.zmq_acks_dropped, 1);
+                false
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// A received message for admission: the frame (or why it is not one) and where its ack goes.
+type Inbound = (Result<pb::Frame, FrameError>, AckTo);
+
+/// Milliseconds for a libzmq option (saturating at `i32::MAX`).
+fn ms(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// A ROUTER socket with the `[ingest.zmq]` limits, bound at `cfg.bind`.
+fn router(
+    ctx: &zmq::Context,
+    cfg: &ZmqIngestConfig,
+    max_frame_bytes: usize,
+) -> anyhow::Result<zmq::Socket> {
+    let socket = ctx.socket(zmq::ROUTER)?;
+    let max_msg = max_frame_bytes.saturating_add(HEADER_SLACK);
+    socket.set_maxmsgsize(i64::try_from(max_msg).unwrap_or(i64::MAX))?;
+    socket.set_handshake_ivl(ms(cfg.handshake_timeout))?;
+    socket.set_heartbeat_ivl(ms(cfg.heartbeat_interval))?;
+    socket.set_heartbeat_timeout(ms(cfg.heartbeat_timeout))?;
+    // The TTL travels in the PING in deciseconds, at most 6553.5 s.
+    socket.set_heartbeat_ttl(ms(cfg.heartbeat_timeout).min(6_553_000))?;
+    socket.set_rcvhwm(cfg.rcvhwm)?;
+    socket.set_sndhwm(cfg.sndhwm)?;
+    socket.set_router_mandatory(true)?;
+    socket.set_linger(ms(cfg.linger))?;
+    socket.set_tcp_keepalive(1)?;
+    socket
+        .bind(&libzmq_endpoint(&cfg.bind))
+        .map_err(|e| anyhow::anyhow!("zmq bind {}: {e}", cfg.bind))?;
+    Ok(socket)
+}
+
+/// Binds the ROUTER per `cfg` and returns the resolved endpoint (port 0 → the real port) and
+/// the task that serves it until `shutdown`. Errors: the socket cannot be made or bound.
 pub async fn start(
-    bind: &str,
+    cfg: &ZmqIngestConfig,
     admission: Admission,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let mut socket = RouterSocket::new();
-    let endpoint = socket
-        .bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("zmq bind {bind}: {e}"))?;
-    let (mut send_half, mut recv_half) = socket.split();
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(Bytes, fleetset_proto::pb::Ack)>();
-
-    let send_counters = counters.clone();
-    let sender = tokio::spawn(async move {
-        while let Some((identity, ack)) = ack_rx.recv().await {
-            let mut msg = ZmqMessage::from(identity);
-            msg.push_back(Bytes::from(ack.encode_to_vec()));
-            if let Err(e) = send_half.send(msg).await {
-                debug!(error = %e, "ack to a departed zmq peer dropped");
-                Counters::add(&send_counters.acks_undeliverable, 1);
-            }
-        }
-    });
+    let ctx = zmq::Context::new();
+    let socket = router(&ctx, cfg, admission.max_frame_bytes())?;
+    let endpoint = bound_endpoint(&socket, &cfg.bind)?;
+    let (ring, bell) = doorbell()?;
+    let (ack_tx, ack_rx) = sync_channel::<Outgoing>(cfg.ack_queue.max(1));
+    let (frame_tx, mut frame_rx) = mpsc::channel::<Inbound>(FRAME_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = Thread {
+        socket,
+        bell,
+        acks: ack_rx,
+        frames: frame_tx,
+        reply: Some((ack_tx, ring.clone())),
+        peers: HashMap::new(),
+        max_in_flight: cfg.max_in_flight_per_peer,
+        counters: counters.clone(),
+        stop: stop.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("zmq-router".into())
+        .spawn(move || {
+            let _ctx = ctx;
+            serve(thread);
+        })?;
 
     let task = tokio::spawn(async move {
         loop {
-            let msg = tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                m = recv_half.recv() => m,
+                n = frame_rx.recv() => n,
             };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    debug!(error = %e, "zmq receive");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let mut parts = msg.into_vec().into_iter();
-            let Some(identity) = parts.next() else {
-                continue;
-            };
-            let reply = AckTo::Zmq {
-                identity,
-                tx: ack_tx.clone(),
-            };
-            let (header, payload) = (parts.next(), parts.next());
-            let extra = parts.next().is_some();
-            let frame = match (header, payload, extra) {
-                (Some(h), Some(p), false) => from_parts(&h, p.to_vec()),
-                _ => Err(FrameError::MalformedHeader(
-                    "expected a two-part message [header, payload]".into(),
-                )),
-            };
+            let Some((frame, reply)) = next else { break };
             match frame {
+                // Over the memory limit: refused before verification and not acked (its
+                // ticket goes with the reply), so the agent resends after its ack timeout.
+                Ok(_) if admission.over_memory_limit() => {}
                 Ok(frame) => {
                     if !admission.admit(frame, reply).await {
                         break;
@@ -89,14 +196,172 @@ pub async fn start(
                 }
             }
         }
-        drop(ack_tx);
-        // Let the store's final acks drain through the send task.
-        if tokio::time::timeout(Duration::from_secs(5), sender)
+        stop.store(true, Ordering::Relaxed);
+        ring.ring();
+        drop(frame_rx);
+        // The thread sends the store's final acks (at most DRAIN), then closes the socket.
+        let joined = tokio::task::spawn_blocking(move || handle.join());
+        if tokio::time::timeout(DRAIN + Duration::from_secs(2), joined)
             .await
             .is_err()
         {
-            warn!("zmq ack sender did not finish in time");
+            warn!("zmq ROUTER thread did not finish in time");
         }
     });
-    Ok((endpoint.to_string(), task))
+    Ok((endpoint, task))
+}
+
+/// The ROUTER thread's state.
+struct Thread {
+    socket: zmq::Socket,
+    bell: Doorbell,
+    acks: Receiver<Outgoing>,
+    frames: mpsc::Sender<Inbound>,
+    /// The ack queue's sender and bell, for new replies; dropped at shutdown so the queue
+    /// disconnects once every reply is gone.
+    reply: Option<(SyncSender<Outgoing>, Ring)>,
+    /// Frames admitted and not yet acked, by peer identity (entries without frames are swept).
+    peers: HashMap<Vec<u8>, Arc<AtomicUsize>>,
+    max_in_flight: usize,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Runs the ROUTER until the admission task stops it, then sends the acks still owed (at most
+/// [`DRAIN`]).
+fn serve(mut t: Thread) {
+    let mut held: Option<Inbound> = None;
+    let mut swept = Instant::now();
+    while !t.stop.load(Ordering::Relaxed) {
+        t.send_acks();
+        if let Some(m) = held.take() {
+            match t.frames.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => held = Some(m),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+        let read = held.is_none();
+        let (bell_ready, socket_ready) = {
+            let mut items = [
+                zmq::PollItem::from_fd(t.bell.fd(), zmq::POLLIN),
+                t.socket.as_poll_item(if read {
+                    zmq::POLLIN
+                } else {
+                    zmq::PollEvents::empty()
+                }),
+            ];
+            // Held frame: retry soon; else wake for a message, an ack or the stop bell.
+            let timeout = if read { 1_000 } else { 5 };
+            if let Err(e) = zmq::poll(&mut items, timeout) {
+                debug!(error = %e, "zmq poll");
+            }
+            (items[0].is_readable(), items[1].is_readable())
+        };
+        if bell_ready {
+            t.bell.clear();
+        }
+        if socket_ready {
+            held = t.receive();
+        }
+        if swept.elapsed() > Duration::from_secs(1) {
+            t.peers.retain(|_, n| Arc::strong_count(n) > 1);
+            swept = Instant::now();
+        }
+    }
+    drop(held);
+    // Dropping the frame queue's sender and the reply factory leaves the ack queue connected
+    // only to replies still owed (in admission or the store), so it disconnects once they are.
+    let Thread {
+        socket,
+        acks,
+        counters,
+        ..
+    } = t;
+    let deadline = Instant::now() + DRAIN;
+    while Instant::now() < deadline {
+        match acks.recv_timeout(Duration::from_millis(50)) {
+            Ok(out) => send_ack(&socket, &counters, out),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Sends one ack without blocking; a peer gone or at its high-water mark loses it (counted).
+fn send_ack(socket: &zmq::Socket, counters: &Counters, (identity, ack): Outgoing) {
+    match socket.send_multipart([identity, ack], zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => {
+            Counters::add(&counters.zmq_acks_dropped, 1);
+            Counters::add(&counters.acks_undeliverable, 1);
+        }
+        Err(e) => {
+            debug!(error = %e, "ack to a departed zmq peer dropped");
+            Counters::add(&counters.acks_undeliverable, 1);
+        }
+    }
+}
+
+impl Thread {
+    /// Sends every queued ack.
+    fn send_acks(&mut self) {
+        loop {
+            match self.acks.try_recv() {
+                Ok(out) => send_ack(&self.socket, &self.counters, out),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Reads up to [`BATCH`] messages and queues them for admission; returns the one that did
+    /// not fit (the thread stops reading until it does).
+    fn receive(&mut self) -> Option<Inbound> {
+        for _ in 0..BATCH {
+            let parts = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(parts) => parts,
+                Err(zmq::Error::EAGAIN) => return None,
+                Err(e) => {
+                    debug!(error = %e, "zmq receive");
+                    return None;
+                }
+            };
+            let Some(m) = self.inbound(parts) else {
+                continue;
+            };
+            match self.frames.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => return Some(m),
+                Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            }
+        }
+        None
+    }
+
+    /// The frame in `[identity, header, payload]` and its reply; None if its peer is at
+    /// `max_in_flight_per_peer` (counted) or the thread is stopping.
+    fn inbound(&mut self, parts: Vec<Vec<u8>>) -> Option<Inbound> {
+        let (queue, bell) = self.reply.as_ref()?;
+        let mut parts = parts.into_iter();
+        let identity = parts.next()?;
+        let count = self.peers.entry(identity.clone()).or_default();
+        if count.load(Ordering::Relaxed) >= self.max_in_flight {
+            Counters::add(&self.counters.zmq_peer_backpressure, 1);
+            return None;
+        }
+        let reply = AckTo::Zmq(Reply {
+            identity,
+            queue: queue.clone(),
+            bell: bell.clone(),
+            counters: self.counters.clone(),
+            _ticket: Ticket::new(count),
+        });
+        let frame = match (parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(p), None) => from_parts(&h, p),
+            _ => Err(FrameError::MalformedHeader(
+                "expected a two-part message [header, payload]".into(),
+            )),
+        };
+        Some((frame, reply))
+    }
 }

@@ -18,6 +18,7 @@
 //! thread (the `zmq` API blocks); windows reach it through a bounded channel.
 
 use super::Hub;
+use crate::zmq_endpoint::{bound_endpoint, libzmq_endpoint};
 use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +26,6 @@ use tracing::{debug, warn};
 
 /// Windows waiting for the PUB thread; beyond this the newest are dropped (and logged).
 const THREAD_QUEUE: usize = 1024;
-
-/// libzmq wants `*` for an OS-chosen port; accept `:0` too.
-fn libzmq_endpoint(bind: &str) -> String {
-    match bind.strip_suffix(":0") {
-        Some(base) if bind.starts_with("tcp://") => format!("{base}:*"),
-        _ => bind.to_string(),
-    }
-}
 
 /// Binds the PUB socket at `bind` with a send high-water mark of `hwm` messages per
 /// subscriber; returns the resolved endpoint and the task feeding it. Errors: the bind fails.
@@ -49,9 +42,7 @@ pub async fn start(
     socket
         .bind(&libzmq_endpoint(bind))
         .map_err(|e| anyhow::anyhow!("zmq pub bind {bind}: {e}"))?;
-    let endpoint = socket
-        .get_last_endpoint()?
-        .map_err(|_| anyhow::anyhow!("zmq pub {bind}: endpoint is not UTF-8"))?;
+    let endpoint = bound_endpoint(&socket, bind)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<[Vec<u8>; 3]>(THREAD_QUEUE);
     std::thread::Builder::new()
         .name("zmq-pub".into())
@@ -90,19 +81,4 @@ pub async fn start(
         }
     });
     Ok((endpoint, task))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn port_zero_means_any_port() {
-        assert_eq!(
-            super::libzmq_endpoint("tcp://127.0.0.1:0"),
-            "tcp://127.0.0.1:*"
-        );
-        assert_eq!(
-            super::libzmq_endpoint("tcp://0.0.0.0:5556"),
-            "tcp://0.0.0.0:5556"
-        );
-    }
 }
