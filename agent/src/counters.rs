@@ -68,7 +68,7 @@ fleetset_core::counters! {
         samples_overwritten,
         /// Process scans run.
         process_scans,
-        /// `/metrics` `/healthz` connections closed at accept: `telemetry.max_connections` open.
+        /// `/metrics` `/healthz` connections closed because `telemetry.max_connections` were open (the oldest, for a new one).
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
         metrics_connections_idle_closed,

@@ -53,7 +53,7 @@ fleetset_core::counters! {
         otlp_connections_refused,
         /// OTLP connections closed after `otlp.connections.idle_timeout` without a byte received.
         otlp_connections_idle_closed,
-        /// `/metrics` `/healthz` connections closed at accept: `telemetry.max_connections` open.
+        /// `/metrics` `/healthz` connections closed because `telemetry.max_connections` were open (the oldest, for a new one).
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
         metrics_connections_idle_closed,

@@ -5,17 +5,29 @@
 //! count as traffic). Used by the aggregator's gRPC and OTLP servers (as a tonic incoming
 //! stream) and by `/metrics` `/healthz` (as an axum listener), so idle or slowloris sockets
 //! cost a bounded number of descriptors and go away on their own.
+//!
+//! With `evict_oldest` (the `/metrics` `/healthz` listener) a full listener closes its oldest
+//! connection to make room instead of refusing the new one (also reported as
+//! [`ConnEvent::Refused`]): short requests such as health probes always get in, while sockets
+//! held open by a slowloris client — always older than the probe — are the ones that go. The
+//! gRPC listeners refuse instead, so a flood of new connections never displaces the agents'
+//! long-lived streams.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// How long a new connection waits for the slot of the connection it evicted.
+const EVICT_WAIT: Duration = Duration::from_millis(500);
 
 /// What a bounded listener reports (to count it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +50,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// TCP keepalive probes after this much silence (None: the OS default, usually off).
     pub tcp_keepalive: Option<Duration>,
+    /// When full, close the oldest connection for a new one (else refuse the new one).
+    pub evict_oldest: bool,
 }
 
 /// A TCP listener bounded by [`ConnLimits`].
@@ -46,6 +60,10 @@ pub struct BoundedListener {
     slots: Arc<Semaphore>,
     limits: ConnLimits,
     on_event: OnConnEvent,
+    /// With `evict_oldest`: the open connections' eviction tokens, oldest first (closed ones
+    /// are cancelled by their drop and pruned at the next accept; at most `max_connections`
+    /// live).
+    open: Mutex<VecDeque<CancellationToken>>,
 }
 
 impl BoundedListener {
@@ -56,7 +74,31 @@ impl BoundedListener {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             limits,
             on_event,
+            open: Mutex::default(),
         }
+    }
+
+    /// Asks the oldest open connection to close; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|t| !t.is_cancelled());
+        open.pop_front().map(|t| t.cancel()).is_some()
+    }
+
+    /// A slot for a new connection: a free one, or (with `evict_oldest`) the oldest
+    /// connection's once it has closed (`true`: one was evicted); `None`: refuse.
+    async fn slot(&self) -> Option<(OwnedSemaphorePermit, bool)> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some((p, false));
+        }
+        if !self.limits.evict_oldest || !self.evict_oldest() {
+            return None;
+        }
+        let wait = self.slots.clone().acquire_owned();
+        Some((
+            tokio::time::timeout(EVICT_WAIT, wait).await.ok()?.ok()?,
+            true,
+        ))
     }
 
     /// The next connection within the limit (with TCP_NODELAY and keepalive set); the ones
@@ -65,11 +107,14 @@ impl BoundedListener {
     pub async fn accept_bounded(&self) -> io::Result<(BoundedConn, std::net::SocketAddr)> {
         loop {
             let (stream, peer) = self.listener.accept().await?;
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let Some((permit, evicted)) = self.slot().await else {
                 drop(stream);
                 (self.on_event)(ConnEvent::Refused);
                 continue;
             };
+            if evicted {
+                (self.on_event)(ConnEvent::Refused);
+            }
             // Without NODELAY, Nagle + delayed ACK add ~40 ms to small messages.
             stream.set_nodelay(true)?;
             if let Some(t) = self.limits.tcp_keepalive {
@@ -77,12 +122,20 @@ impl BoundedListener {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&ka)?;
             }
             let idle = self.limits.idle_timeout;
+            let evict = CancellationToken::new();
+            if self.limits.evict_oldest {
+                let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+                open.retain(|t| !t.is_cancelled());
+                open.push_back(evict.clone());
+            }
             let conn = BoundedConn {
                 stream,
                 _permit: permit,
                 idle,
                 deadline: Box::pin(tokio::time::sleep(idle)),
                 on_event: self.on_event.clone(),
+                evicted: Box::pin(evict.clone().cancelled_owned()),
+                evict,
             };
             return Ok((conn, peer));
         }
@@ -120,13 +173,23 @@ impl axum::serve::Listener for BoundedListener {
 }
 
 /// An accepted connection holding one of its listener's slots until dropped; reading fails
-/// with `TimedOut` once nothing has been received for the idle timeout.
+/// with `TimedOut` once nothing has been received for the idle timeout, and with
+/// `ConnectionAborted` once the listener evicted it.
 pub struct BoundedConn {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     on_event: OnConnEvent,
+    evicted: Pin<Box<WaitForCancellationFutureOwned>>,
+    evict: CancellationToken,
+}
+
+impl Drop for BoundedConn {
+    fn drop(&mut self) {
+        // Marks this connection closed in its listener's eviction list.
+        self.evict.cancel();
+    }
 }
 
 impl AsyncRead for BoundedConn {
@@ -136,6 +199,12 @@ impl AsyncRead for BoundedConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = &mut *self;
+        if me.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "evicted for a newer connection (listener full)",
+            )));
+        }
         match Pin::new(&mut me.stream).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 let next = Instant::now() + me.idle;
@@ -207,6 +276,7 @@ mod tests {
             max_connections: 1,
             idle_timeout: Duration::from_millis(300),
             tcp_keepalive: Some(Duration::from_secs(60)),
+            evict_oldest: false,
         };
         let on_event: OnConnEvent = Arc::new(move |e| seen.lock().unwrap().push(e));
         let bl = Arc::new(BoundedListener::new(l, limits, on_event));
@@ -248,5 +318,56 @@ mod tests {
         assert!(got.is_ok());
         let events = events.lock().unwrap().clone();
         assert_eq!(events, vec![ConnEvent::Refused, ConnEvent::IdleClosed]);
+    }
+
+    #[tokio::test]
+    async fn a_full_evicting_listener_closes_its_oldest_connection_for_a_new_one() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let limits = ConnLimits {
+            max_connections: 2,
+            idle_timeout: Duration::from_secs(60),
+            tcp_keepalive: None,
+            evict_oldest: true,
+        };
+        let on_event: OnConnEvent = Arc::new(move |e| seen.lock().unwrap().push(e));
+        let bl = Arc::new(BoundedListener::new(l, limits, on_event));
+        // Each accepted connection is read by its own task until it fails; reports the error.
+        let serve = |bl: Arc<BoundedListener>| {
+            tokio::spawn(async move {
+                let (mut c, _) = bl.accept_bounded().await.unwrap();
+                let mut buf = [0u8; 8];
+                loop {
+                    match c.read(&mut buf).await {
+                        Ok(0) => return io::ErrorKind::UnexpectedEof,
+                        Ok(_) => continue,
+                        Err(e) => return e.kind(),
+                    }
+                }
+            })
+        };
+        let oldest = serve(bl.clone());
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = serve(bl.clone());
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = serve(bl.clone());
+        let _c3 = TcpStream::connect(addr).await.unwrap();
+        let kind = tokio::time::timeout(Duration::from_secs(5), oldest)
+            .await
+            .expect("oldest evicted in time")
+            .unwrap();
+        assert_eq!(kind, io::ErrorKind::ConnectionAborted);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished() && !third.is_finished(),
+            "only the oldest goes"
+        );
+        assert_eq!(events.lock().unwrap().clone(), vec![ConnEvent::Refused]);
+        second.abort();
+        third.abort();
     }
 }

@@ -39,8 +39,8 @@ pub struct TelemetryConfig {
     /// Also push own telemetry over OTLP/gRPC every 10 s to this collector, e.g. `http://otel:4317`.
     #[key(flag = "telemetry-otlp")]
     pub otlp: Option<String>,
-    /// Connections to `/metrics` `/healthz` open at once; further ones are closed at once and
-    /// counted (`metrics_connections_refused`).
+    /// Connections to `/metrics` `/healthz` open at once; beyond it the oldest is closed for the
+    /// new one (so probes get in past slow clients), counted (`metrics_connections_refused`).
     #[key(
         default = 64,
         unit = "connections",
@@ -227,6 +227,7 @@ impl Telemetry {
             max_connections: cfg.max_connections,
             idle_timeout: cfg.idle_timeout,
             tcp_keepalive: None,
+            evict_oldest: true,
         };
         let listener = crate::net::BoundedListener::new(listener, limits, on_event);
         let me = self.clone();

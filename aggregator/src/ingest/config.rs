@@ -120,6 +120,7 @@ impl GrpcConnections {
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout,
             tcp_keepalive: Some(self.tcp_keepalive),
+            evict_oldest: false,
         }
     }
 
