@@ -135,12 +135,12 @@ fn parse_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i64> {
 }
 
 /// Samples of one file: `(ts_ms, metric, value)` in file order, and the file's median step (ms).
-struct FileSamples {
-    samples: Vec<(i64, usize, f64)>,
-    median_step_ms: i64,
+pub(crate) struct FileSamples {
+    pub(crate) samples: Vec<(i64, usize, f64)>,
+    pub(crate) median_step_ms: i64,
 }
 
-fn read_file(
+pub(crate) fn read_file(
     path: &Path,
     flags: &ReplayFlags,
     names: &HashMap<String, String>,
@@ -239,7 +239,7 @@ fn read_file(
 }
 
 /// Metric name of every value column, per file (in `flags.files` order): column → metric.
-fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
+pub(crate) fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
     let sep = u8::try_from(flags.separator).unwrap_or(b',');
     let mut per_file = Vec::new();
     let mut uses: HashMap<String, usize> = HashMap::new();
