@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every fleetset test: Rust unit tests, and integration/interop tests that start the real
-# binaries on loopback and read their Parquet with pyarrow, DuckDB and pandas.
+# Runs every fleetset test: Rust unit tests, integration/interop tests that start the real
+# binaries on loopback and read their Parquet with pyarrow, DuckDB and pandas, and (when run
+# without arguments, i.e. not filtered to some tests) the fuzz smoke, scripts/fuzz-smoke.sh.
 # Creates (once) a virtualenv with the Python peers from tests/requirements.txt.
 #   FLEETSET_VENV   virtualenv location (default: .venv in the repository)
 set -euo pipefail
@@ -26,3 +27,8 @@ fi
 # The integration tests run the binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace "$@"
+
+# Every fuzz target for a short run from its seeds (docs/fuzzing.md); a filtered run skips it.
+if [[ $# -eq 0 ]]; then
+  scripts/fuzz-smoke.sh
+fi

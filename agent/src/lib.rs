@@ -14,6 +14,8 @@ pub mod collect;
 pub mod config;
 pub(crate) mod counters;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod otlp;
 pub mod pipeline;
 pub mod replay;

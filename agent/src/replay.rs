@@ -135,12 +135,12 @@ fn parse_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i64> {
 }
 
 /// Samples of one file: `(ts_ms, metric, value)` in file order, and the file's median step (ms).
-struct FileSamples {
-    samples: Vec<(i64, usize, f64)>,
-    median_step_ms: i64,
+pub(crate) struct FileSamples {
+    pub(crate) samples: Vec<(i64, usize, f64)>,
+    pub(crate) median_step_ms: i64,
 }
 
-fn read_file(
+pub(crate) fn read_file(
     path: &Path,
     flags: &ReplayFlags,
     names: &HashMap<String, String>,
@@ -217,7 +217,8 @@ fn read_file(
             match ts.cmp(&p) {
                 std::cmp::Ordering::Less => report.out_of_order += 1,
                 std::cmp::Ordering::Equal => report.repeated_timestamps += 1,
-                std::cmp::Ordering::Greater => steps.push(ts - p),
+                // Timestamps span all of i64 (`1e300` saturates): the step saturates too.
+                std::cmp::Ordering::Greater => steps.push(ts.saturating_sub(p)),
             }
         }
         prev = Some(ts);
@@ -231,7 +232,10 @@ fn read_file(
     }
     steps.sort_unstable();
     let median = steps.get(steps.len() / 2).copied().unwrap_or(1000);
-    report.gaps += steps.iter().filter(|&&s| s > 3 * median).count() as u64;
+    report.gaps += steps
+        .iter()
+        .filter(|&&s| s > median.saturating_mul(3))
+        .count() as u64;
     Ok(FileSamples {
         samples: out,
         median_step_ms: median,
@@ -239,7 +243,7 @@ fn read_file(
 }
 
 /// Metric name of every value column, per file (in `flags.files` order): column → metric.
-fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
+pub(crate) fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
     let sep = u8::try_from(flags.separator).unwrap_or(b',');
     let mut per_file = Vec::new();
     let mut uses: HashMap<String, usize> = HashMap::new();
@@ -385,6 +389,24 @@ mod tests {
             Some(1_392_388_200_000)
         );
         assert_eq!(parse_ts("yesterday", None, u), None);
+    }
+
+    /// Timestamps at both ends of i64 (as the `replay_csv` fuzz target feeds them) overflowed the
+    /// step (`ts - prev`) and the gap threshold (`3 × median`).
+    #[test]
+    fn extreme_timestamps_do_not_overflow_the_steps() {
+        let dir =
+            std::env::temp_dir().join(format!("fleetset-replay-extreme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("extreme.csv");
+        std::fs::write(&path, "timestamp,value\n-1e300,1\n1e300,2\n0,3\n4e18,4\n").unwrap();
+        let flags = crate::fuzzing::replay_flags(&[path.to_str().unwrap()]).unwrap();
+        let read = crate::fuzzing::replay_csv(&flags).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read.report.rows, 4);
+        assert_eq!(read.report.out_of_order, 1);
+        assert_eq!(read.step_ms, i64::MAX, "the median of saturated steps");
+        assert_eq!(read.samples.len(), 4);
     }
 
     #[test]

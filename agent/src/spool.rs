@@ -163,7 +163,7 @@ fn write_frame(dir: &Path, seq: u64, bytes: &[u8], fsync: FsyncPolicy) -> std::i
 }
 
 /// Reads and verifies one spool file; the error says what is wrong with it.
-fn load_verified(path: &Path, seq: u64) -> Result<(pb::Frame, i64)> {
+pub(crate) fn load_verified(path: &Path, seq: u64) -> Result<(pb::Frame, i64)> {
     let bytes = fs::read(path)?;
     let frame =
         pb::Frame::decode(bytes.as_slice()).context("not a protobuf Frame (torn write?)")?;

@@ -12,6 +12,8 @@ pub mod counters;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub(crate) mod live;
 pub mod server;

@@ -24,7 +24,11 @@ pub fn estimate(p: &ExponentialHistogramDataPoint, q: f64) -> Option<f64> {
     let (pos, neg) = (p.positive.as_ref(), p.negative.as_ref());
     let pos_counts = pos.map_or(&[][..], |b| &b.bucket_counts[..]);
     let neg_counts = neg.map_or(&[][..], |b| &b.bucket_counts[..]);
-    let total = p.zero_count + pos_counts.iter().sum::<u64>() + neg_counts.iter().sum::<u64>();
+    // Counts come from the peer: their sums saturate (a rank past u64::MAX is not needed).
+    let add = |a: u64, &n: &u64| a.saturating_add(n);
+    let total = neg_counts
+        .iter()
+        .fold(pos_counts.iter().fold(p.zero_count, add), add);
     if total == 0 {
         return None;
     }
@@ -34,26 +38,26 @@ pub fn estimate(p: &ExponentialHistogramDataPoint, q: f64) -> Option<f64> {
     let neg_offset = neg.map_or(0, |b| b.offset) as f64;
     let mut value = None;
     for (k, &n) in neg_counts.iter().enumerate().rev() {
-        if n > 0 && rank <= (below + n) as f64 {
+        if n > 0 && rank <= below.saturating_add(n) as f64 {
             let f = (rank - below as f64) / n as f64;
             value = Some(-bound(neg_offset + k as f64 + 1.0 - f));
             break;
         }
-        below += n;
+        below = below.saturating_add(n);
     }
-    if value.is_none() && rank <= (below + p.zero_count) as f64 && p.zero_count > 0 {
+    if value.is_none() && rank <= below.saturating_add(p.zero_count) as f64 && p.zero_count > 0 {
         value = Some(0.0);
     }
     if value.is_none() {
-        below += p.zero_count;
+        below = below.saturating_add(p.zero_count);
         let pos_offset = pos.map_or(0, |b| b.offset) as f64;
         for (k, &n) in pos_counts.iter().enumerate() {
-            if n > 0 && rank <= (below + n) as f64 {
+            if n > 0 && rank <= below.saturating_add(n) as f64 {
                 let f = (rank - below as f64) / n as f64;
                 value = Some(bound(pos_offset + k as f64 + f));
                 break;
             }
-            below += n;
+            below = below.saturating_add(n);
         }
     }
     let v = value?;
@@ -66,6 +70,24 @@ pub fn estimate(p: &ExponentialHistogramDataPoint, q: f64) -> Option<f64> {
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+
+    /// Found by the `otlp_mapping` fuzz target: counts summing past u64::MAX overflowed.
+    #[test]
+    fn counts_past_u64_max_saturate() {
+        let p = ExponentialHistogramDataPoint {
+            zero_count: u64::MAX,
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![u64::MAX, 1],
+            }),
+            negative: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![1],
+            }),
+            ..Default::default()
+        };
+        assert!(estimate(&p, 0.5).is_some_and(f64::is_finite));
+    }
 
     /// Buckets `values` at `scale` the way an OTel SDK does.
     fn histogram(values: &[f64], scale: i32) -> ExponentialHistogramDataPoint {

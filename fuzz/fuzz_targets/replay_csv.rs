@@ -1,0 +1,65 @@
+//! The agent's CSV replay reader (`agent/src/replay.rs`: header planning, then rows): fuzzed
+//! bytes written as a CSV file and read with flags chosen by the first byte (separator, numeric
+//! timestamp unit, a strftime format, selected value columns). The report must add up and
+//! every metric name must be valid.
+#![no_main]
+
+use fleetset_agent::fuzzing::{replay_csv, replay_flags};
+use fleetset_agent::replay::ReplayFlags;
+use fleetset_fuzz::Input;
+use fleetset_proto::model::is_valid_metric_name;
+use libfuzzer_sys::fuzz_target;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The CSV file of this process under the temp dir.
+fn file() -> &'static PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("fleetset-fuzz-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d.join("input.csv")
+    })
+}
+
+/// The 32 flag combinations, parsed once.
+fn flags(choice: u8) -> &'static ReplayFlags {
+    static FLAGS: OnceLock<Vec<ReplayFlags>> = OnceLock::new();
+    let all = FLAGS.get_or_init(|| {
+        let path = file().to_str().expect("utf-8 temp path").to_string();
+        (0..32u8)
+            .map(|c| {
+                let sep = [",", ";", "\t", "|"][usize::from(c % 4)];
+                let unit = ["s", "ms", "us", "ns"][usize::from((c >> 2) % 4)];
+                let mut args = vec!["--separator", sep, "--timestamp-unit", unit];
+                if c & 0x10 != 0 {
+                    args.extend([
+                        "--timestamp-format",
+                        "%d/%m/%Y %H:%M",
+                        "--value-columns",
+                        "value,b",
+                    ]);
+                }
+                args.push(&path);
+                replay_flags(&args).expect("replay flags")
+            })
+            .collect()
+    });
+    &all[usize::from(choice % 32)]
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let flags = flags(input.u8());
+    std::fs::write(file(), input.rest()).expect("write csv");
+    if let Ok(read) = replay_csv(flags) {
+        let r = &read.report;
+        assert!(r.bad_timestamps <= r.rows);
+        assert!(r.out_of_order + r.repeated_timestamps <= r.rows);
+        for m in &read.metrics {
+            assert!(is_valid_metric_name(m), "invalid metric name {m:?}");
+        }
+        assert!(read.samples.iter().all(|&(_, m, _)| m < read.metrics.len()));
+        assert!(read.step_ms > 0 || read.samples.is_empty() || r.rows < 2);
+    }
+});
