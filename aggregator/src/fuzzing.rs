@@ -4,7 +4,7 @@
 //! none (nothing touches disk).
 
 use crate::counters::Counters;
-use crate::ingest::{AckTo, Admission};
+use crate::ingest::{AckTo, Admission, AdmissionLimits};
 use crate::live::Hub;
 use crate::store::StoreMsg;
 use fleetset_proto::pb;
@@ -27,8 +27,8 @@ pub struct AdmissionHarness {
     rt: Runtime,
     admission: Admission,
     store: mpsc::Receiver<StoreMsg>,
-    acks_tx: mpsc::UnboundedSender<pb::Ack>,
-    acks: mpsc::UnboundedReceiver<pb::Ack>,
+    acks_tx: mpsc::Sender<pb::Ack>,
+    acks: mpsc::Receiver<pb::Ack>,
 }
 
 impl AdmissionHarness {
@@ -46,10 +46,15 @@ impl AdmissionHarness {
                 tx,
                 Hub::new(1),
                 Arc::new(Counters::default()),
-                16,
+                AdmissionLimits {
+                    max_pending_acks: 16,
+                    verify_threads: 1,
+                    memory_limit_bytes: 0,
+                },
             )
         };
-        let (acks_tx, acks) = mpsc::unbounded_channel();
+        // Drained after every admission; one admission sends at most one ack.
+        let (acks_tx, acks) = mpsc::channel(64);
         Ok(AdmissionHarness {
             rt,
             admission,
