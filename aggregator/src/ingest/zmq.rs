@@ -51,7 +51,7 @@ const BATCH: usize = 256;
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// An ack owed to a peer: its routing identity and the encoded ack.
-type Outgoing = (Vec<u8>, Vec<u8>);
+pub(crate) type Outgoing = (Vec<u8>, Vec<u8>);
 
 /// One frame of a peer counted against `max_in_flight_per_peer` until dropped (its ack sent,
 /// dropped, or never owed).
@@ -88,6 +88,24 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply to `identity` through `queue`, ringing `bell`, counted against `in_flight` until
+    /// dropped.
+    pub(crate) fn new(
+        identity: Vec<u8>,
+        queue: SyncSender<Outgoing>,
+        bell: Ring,
+        counters: Arc<Counters>,
+        in_flight: &Arc<AtomicUsize>,
+    ) -> Reply {
+        Reply {
+            identity,
+            queue,
+            bell,
+            counters,
+            _ticket: Ticket::new(in_flight),
+        }
+    }
+
     /// Queues `ack` for the ROUTER thread; false (and counted in `zmq_acks_dropped`) if the
     /// queue is full, false if the thread is gone.
     pub fn send(&self, ack: &pb::Ack) -> bool {
@@ -349,19 +367,25 @@ impl Thread {
             Counters::add(&self.counters.zmq_peer_backpressure, 1);
             return None;
         }
-        let reply = AckTo::Zmq(Reply {
+        let reply = Reply::new(
             identity,
-            queue: queue.clone(),
-            bell: bell.clone(),
-            counters: self.counters.clone(),
-            _ticket: Ticket::new(count),
-        });
-        let frame = match (parts.next(), parts.next(), parts.next()) {
-            (Some(h), Some(p), None) => from_parts(&h, p),
-            _ => Err(FrameError::MalformedHeader(
-                "expected a two-part message [header, payload]".into(),
-            )),
-        };
-        Some((frame, reply))
+            queue.clone(),
+            bell.clone(),
+            self.counters.clone(),
+            count,
+        );
+        Some((frame_of(parts), AckTo::Zmq(reply)))
+    }
+}
+
+/// The frame of a ROUTER message's parts after the identity, which must be exactly
+/// `[header, payload]`. Errors: another part count (MALFORMED_HEADER), or what
+/// [`from_parts`] finds.
+pub fn frame_of(mut parts: impl Iterator<Item = Vec<u8>>) -> Result<pb::Frame, FrameError> {
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), None) => from_parts(&h, p),
+        _ => Err(FrameError::MalformedHeader(
+            "expected a two-part message [header, payload]".into(),
+        )),
     }
 }
