@@ -53,8 +53,22 @@ pub fn load_or_create(path: &Path, new_len: usize, min_len: usize) -> Result<Vec
     )
 }
 
-/// Creates `path` (it must not exist) with mode 0600 holding `text`, fsyncs it and its directory.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Replaces `path` (existing or not) with a mode-0600 file holding `text`, atomically: written
+/// to `path` + `.tmp` (created new), fsynced, renamed over `path`, directory fsynced. A crash
+/// leaves the old file or the new one, never half of one (a stale `.tmp` makes the next call
+/// fail with `AlreadyExists`, naming nothing secret).
+pub fn replace_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    write_private(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// Creates `path` (it must not exist: else `AlreadyExists`) with mode 0600 holding `text`,
+/// fsyncs it and its directory.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -62,6 +76,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
+    sync_dir(path)
+}
+
+/// Fsyncs the directory holding `path`.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
