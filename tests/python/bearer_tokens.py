@@ -7,14 +7,16 @@ usage:
   bearer_tokens.py otlp-status OTLP_HOST:PORT TOKEN
       A raw grpcio MetricsService/Export (stubs of the opentelemetry-proto package) with that
       metadata ("-": none); prints {"code": "OK" | grpc status name}.
-  bearer_tokens.py live GRPC_HOST:PORT TOKEN SECONDS [site=VALUE]
-      grpcio Live/Subscribe (stubs generated from our .proto) with that metadata, for SECONDS;
-      prints {"sites": [...], "code": "OK" | "DEADLINE_EXCEEDED" | status name}.
+  bearer_tokens.py live GRPC_HOST:PORT TOKEN SECONDS [site=VALUE] [since:SECONDS_AGO]
+      grpcio Live/Subscribe (stubs generated from our .proto) with that metadata, for SECONDS,
+      asking for those labels and, with since:, stored history first; prints
+      {"sites": [...], "historical": N, "code": "OK" | "DEADLINE_EXCEEDED" | status name}.
 """
 import json
 import os
 import sys
 import tempfile
+import time
 
 import grpc
 
@@ -62,15 +64,19 @@ def live(endpoint, token, seconds, labels):
     sys.path.insert(0, out)
     from fleetset.v1 import fleetset_pb2 as pb, fleetset_pb2_grpc as pb_grpc
     stub = pb_grpc.LiveStub(grpc.insecure_channel(endpoint))
-    request = pb.SubscribeRequest(labels=dict(l.split("=", 1) for l in labels))
-    sites, code = [], "OK"
+    since = [float(a.split(":", 1)[1]) for a in labels if a.startswith("since:")]
+    request = pb.SubscribeRequest(
+        labels=dict(l.split("=", 1) for l in labels if not l.startswith("since:")),
+        since_ms=int((time.time() - since[0]) * 1000) if since else 0)
+    sites, historical, code = [], 0, "OK"
     try:
         for msg in stub.Subscribe(request, timeout=seconds, metadata=metadata(token)):
             if msg.WhichOneof("event") == "snapshot":
                 sites.append(msg.snapshot.host.labels.get("site", ""))
+                historical += msg.historical
     except grpc.RpcError as e:
         code = e.code().name
-    print(json.dumps({"sites": sites, "code": code}))
+    print(json.dumps({"sites": sites, "historical": historical, "code": code}))
 
 
 if __name__ == "__main__":

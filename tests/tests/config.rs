@@ -177,12 +177,16 @@ fn secrets_are_never_shown() {
         assert!(o.status.success(), "{said}");
         assert!(!said.contains(key) && said.contains("= \"***\""), "{said}");
     }
-    for body in [
-        "[ingest]\nhmac_key_hex = \"zz5ec2e7zz\"\n",
-        "[ingest]\nhmac_key_hex = 5ec2e7\n",
+    // Not hex; the wrong type; a TOML syntax error on the secret's line (the parser's own
+    // message would quote it).
+    for (body, needle) in [
+        ("[ingest]\nhmac_key_hex = \"zz5ec2e7zz\"\n", "***"),
+        ("[ingest]\nhmac_key_hex = 5152535455\n", "***"),
+        ("[ingest]\nhmac_key_hex = 5ec2e7\n", "line 2"),
     ] {
         let (ok, said) = validate("fleetset-aggregator", &dir, "secret.toml", body);
-        assert!(!ok && said.contains("***"), "{said}");
+        assert!(!ok && said.contains(needle), "{said}");
+        assert!(!said.contains("5152535455"), "a secret was printed: {said}");
         assert!(!said.contains("5ec2e7"), "a secret was printed: {said}");
     }
     // A failing start: a bad key, then a token file whose digest is malformed.

@@ -113,6 +113,20 @@ fn tokens_gate_otlp_live_and_metrics_by_scope_and_selector() {
     ));
     assert_eq!(other["sites"], serde_json::json!([]), "{other}");
     assert_eq!(other["code"], "DEADLINE_EXCEEDED", "{other}");
+    // History too: stored windows of other sites are never replayed to it.
+    wait_for(
+        "windows of both sites stored",
+        Duration::from_secs(30),
+        || (a1.acked().len() >= 3 && a2.acked().len() >= 3).then_some(()),
+    )
+    .unwrap();
+    let history = json(&run_python_script(
+        "bearer_tokens.py",
+        &["live", &grpc, &eu, "8", "since:3600"],
+    ));
+    let sites = history["sites"].as_array().unwrap();
+    assert!(history["historical"].as_u64() >= Some(3), "{history}");
+    assert!(sites.iter().all(|s| s == "eu-1"), "{history}");
     let none = json(&run_python_script(
         "bearer_tokens.py",
         &["live", &grpc, "-", "2"],
