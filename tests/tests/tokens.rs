@@ -127,6 +127,31 @@ fn tokens_gate_otlp_live_and_metrics_by_scope_and_selector() {
     let sites = history["sites"].as_array().unwrap();
     assert!(history["historical"].as_u64() >= Some(3), "{history}");
     assert!(sites.iter().all(|s| s == "eu-1"), "{history}");
+    // Our own client: `tail` sends FLEETSET_TOKEN; without it, UNAUTHENTICATED.
+    let tail = |token: Option<&str>| {
+        let mut cmd = Command::new(bin("fleetset-aggregator"));
+        cmd.args(["tail", "--endpoint", &agg.grpc, "--count", "3"]);
+        match token {
+            Some(t) => cmd.env("FLEETSET_TOKEN", t),
+            None => cmd.env_remove("FLEETSET_TOKEN"),
+        };
+        let out = cmd.output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let (ok, said) = tail(Some(&eu));
+    assert!(ok, "{said}");
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("a1 ")).count(),
+        3,
+        "{said}"
+    );
+    let (ok, said) = tail(None);
+    assert!(!ok && said.contains("bearer token"), "{said}");
     let none = json(&run_python_script(
         "bearer_tokens.py",
         &["live", &grpc, "-", "2"],
