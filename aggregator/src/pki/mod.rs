@@ -168,7 +168,8 @@ fn issue_agent(f: &AgentFlags) -> Result<()> {
     let d = out_dir.display();
     eprintln!(
         "pki: agent {id} ({san}) in {d}\n\
-         Agent configuration (TLS/CURVE key names as in README \"Security\"):\n\
+         Agent configuration (the [transport.tls] / [transport.curve] key names are those of the\n\
+         TLS and CURVE transports; check `fleetset-agent print-config`):\n\
          \n\
          agent_id = \"{id}\"\n\
          [transport.tls]\n\
