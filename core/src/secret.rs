@@ -54,13 +54,17 @@ pub fn load_or_create(path: &Path, new_len: usize, min_len: usize) -> Result<Vec
 }
 
 /// Replaces `path` (existing or not) with a mode-0600 file holding `text`, atomically: written
-/// to `path` + `.tmp` (created new), fsynced, renamed over `path`, directory fsynced. A crash
-/// leaves the old file or the new one, never half of one (a stale `.tmp` makes the next call
-/// fail with `AlreadyExists`, naming nothing secret).
+/// to `path` + `.tmp` (a stale one from a crash is removed first), fsynced, renamed over `path`,
+/// directory fsynced. A crash leaves the old file or the new one, never half of one. For one
+/// writer at a time (the `pki` commands).
 pub fn replace_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     write_private(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     sync_dir(path)
@@ -113,6 +117,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at least 16"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replaced_atomically_private_even_after_a_stale_tmp() {
+        let dir = std::env::temp_dir().join(format!("fleetset-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.txt");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::write(dir.join("k.txt.tmp"), "stale").unwrap();
+        replace_private(&path, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(!dir.join("k.txt.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            write_private(&path, "x").unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -127,3 +127,38 @@ fn issue_agent_binds_the_identity_and_allows_its_curve_key() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn issued_tokens_are_appended_as_digests_keeping_the_file() {
+    use crate::security::tokens::{digest_hex, load, Scope};
+    let dir = scratch("token");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tokens.toml"), "# fleet tokens, edited by hand\n").unwrap();
+    let flags = |scope, selector: &[(&str, &str)]| token::TokenFlags {
+        dir: dir.clone(),
+        scopes: vec![scope],
+        selector: selector
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        name: "t".into(),
+    };
+    let a = token::add(&flags(Scope::Subscribe, &[("site", "eu-1")])).unwrap();
+    let b = token::add(&flags(Scope::Otlp, &[])).unwrap();
+    assert!(a.starts_with("fst_") && a.len() == 47 && a != b, "{a} {b}");
+    let text = std::fs::read_to_string(dir.join("tokens.toml")).unwrap();
+    assert!(
+        text.starts_with("# fleet tokens, edited by hand\n"),
+        "{text}"
+    );
+    assert!(!text.contains(&a[4..]) && !text.contains(&b[4..]), "{text}");
+    let set = load(&dir.join("tokens.toml"), 1 << 20).unwrap();
+    assert_eq!(set.len(), 2);
+    let entries: Vec<_> = set.values().map(|e| e.sha256.clone()).collect();
+    assert!(entries.contains(&digest_hex(&a)) && entries.contains(&digest_hex(&b)));
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.join("tokens.toml")), 0o600);
+    std::fs::write(dir.join("tokens.toml"), "[[token]]\nsha256 = 1\n").unwrap();
+    assert!(token::add(&flags(Scope::Otlp, &[])).is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}

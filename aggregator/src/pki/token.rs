@@ -26,33 +26,49 @@ pub struct TokenFlags {
 
 /// Issues the token (see module docs).
 pub fn issue(f: &TokenFlags) -> Result<()> {
+    let token = add(f)?;
+    println!("{token}");
+    eprintln!(
+        "pki: token {:?} with scopes {:?} added to {} (its SHA-256 only; this is the only time it is shown)",
+        f.name,
+        f.scopes,
+        f.dir.join("tokens.toml").display()
+    );
+    Ok(())
+}
+
+/// Appends a new token's entry to `DIR/tokens.toml`; returns the token.
+pub(super) fn add(f: &TokenFlags) -> Result<String> {
     let path = f.dir.join("tokens.toml");
     let old = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let mut file: TokenFile = toml::from_str(&old)
+    // Checked, then appended to as text: comments and hand edits stay.
+    toml::from_str::<TokenFile>(&old)
         .map_err(|e| anyhow::anyhow!("{} is not valid: {}", path.display(), e.message()))?;
     let token = format!(
         "fst_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
     );
-    file.token.push(TokenEntry {
-        name: f.name.clone(),
-        sha256: digest_hex(&token),
-        scopes: f.scopes.clone(),
-        selector: f.selector.iter().cloned().collect(),
-    });
-    let text = toml::to_string(&file).context("serializing the token file")?;
+    let entry = TokenFile {
+        token: vec![TokenEntry {
+            name: f.name.clone(),
+            sha256: digest_hex(&token),
+            scopes: f.scopes.clone(),
+            selector: f.selector.iter().cloned().collect(),
+        }],
+    };
+    let mut text = old;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&toml::to_string(&entry).context("serializing the token entry")?);
     fleetset_core::secret::replace_private(&path, &text)
         .with_context(|| format!("writing {}", path.display()))?;
-    println!("{token}");
-    eprintln!(
-        "pki: token {:?} with scopes {:?} added to {} (its SHA-256 only; this is the only time it is shown)",
-        f.name,
-        f.scopes,
-        path.display()
-    );
-    Ok(())
+    Ok(token)
 }
