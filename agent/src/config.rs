@@ -263,7 +263,7 @@ impl ConfigCommand for AgentConfig {
             if hex::decode(key).map(|k| k.is_empty()).unwrap_or(true) {
                 return Err(ConfigError::invalid(
                     "transport.hmac_key_hex",
-                    "<secret>",
+                    "***",
                     "non-empty hex",
                 ));
             }

@@ -1,7 +1,7 @@
 //! The aggregator's configuration, declared once (`fleetset_core::config`) in sections owned by
 //! the modules that use them: `[store]` (`store::config`), `[ingest]` with `[ingest.zmq]` and
 //! `[ingest.grpc]` (`ingest::config`), `[live]` with `[live.zmq]` (`live::config`), `[otlp]`
-//! (`ingest::otlp::config`) and `[telemetry]` (`fleetset_core::telemetry`). The TOML file
+//! (`ingest::otlp::config`), `[security]` (`security::config`) and `[telemetry]` (`fleetset_core::telemetry`). The TOML file
 //! (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the common flags and
 //! `--set section.key=value` resolve through them; `fleetset-aggregator print-config` shows
 //! every key with its default, `validate` checks a file.
@@ -9,6 +9,7 @@
 pub use crate::ingest::config::IngestConfig;
 pub use crate::ingest::otlp::config::OtlpConfig;
 pub use crate::live::config::LiveConfig;
+pub use crate::security::config::SecurityConfig;
 pub use crate::store::config::StoreConfig;
 use fleetset_core::config::{ConfigArgs, ConfigCommand, ConfigError, Section};
 use fleetset_core::telemetry::TelemetryConfig;
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     /// Own telemetry.
     #[key(section)]
     pub telemetry: TelemetryConfig,
+    /// Authentication of consumers and senders.
+    #[key(section)]
+    pub security: SecurityConfig,
 }
 
 /// The command line of `serve`: `--config`, the common flags and `--set`.
@@ -88,7 +92,7 @@ impl ConfigCommand for ServerConfig {
             if !hex::decode(k).is_ok_and(|k| !k.is_empty()) {
                 return Err(ConfigError::invalid(
                     "ingest.hmac_key_hex",
-                    "<secret>",
+                    "***",
                     "non-empty hex",
                 ));
             }

@@ -59,6 +59,14 @@ fleetset_core::counters! {
         metrics_connections_idle_closed,
         /// gRPC Live Subscribe streams refused (RESOURCE_EXHAUSTED): `live.max_subscribers` open.
         live_subscribers_refused,
+        /// Live Subscribe, OTLP Export or `/metrics` requests refused UNAUTHENTICATED / 401:
+        /// no `authorization: Bearer` token, or one not in `security.tokens.file`.
+        auth_unauthenticated,
+        /// Requests refused PERMISSION_DENIED / 403: a known token without the scope needed.
+        auth_permission_denied,
+        /// Token file re-reads that failed (unreadable, not valid, over
+        /// `security.tokens.max_file_bytes`); the previous tokens stayed in force.
+        tokens_reload_failures,
         /// OTLP data points accepted into windows.
         otlp_points_received,
         /// OTLP data points rejected (malformed, no identity, late).

@@ -16,6 +16,8 @@ pub mod export;
 pub mod fuzzing;
 pub mod ingest;
 pub(crate) mod live;
+pub mod pki;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod tail;

@@ -32,6 +32,9 @@ enum Command {
     Export(Box<fleetset_aggregator::export::ExportFlags>),
     /// Print live windows as they arrive (gRPC Live/Subscribe), optionally filtered.
     Tail(fleetset_aggregator::tail::TailFlags),
+    /// Key material: a CA, server and agent certificates, CURVE keys, the fleet master key and
+    /// scoped bearer tokens (`pki init`, `pki issue-agent`, `pki issue-token`).
+    Pki(fleetset_aggregator::pki::PkiFlags),
     /// Print the counters of the aggregator using this data directory (written every 5 s).
     Status {
         /// The aggregator's data directory.
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         Command::Demo(flags) => block_on(demo::run(flags)),
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),
+        Command::Pki(flags) => fleetset_aggregator::pki::run(&flags),
         Command::Validate(flags) => {
             println!("{}", flags.validate()?);
             Ok(())

@@ -6,6 +6,7 @@ use crate::config::ServerConfig;
 use crate::counters::{Counters, Listener};
 use crate::ingest::{grpc::IngestService, zmq, Admission};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
+use crate::security::tokens::Tokens;
 use crate::store::{self, files};
 use anyhow::{Context, Result};
 use fleetset_core::net::BoundedListener;
@@ -81,7 +82,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let counters = Arc::new(Counters::default());
     Counters::add(&counters.recovered_duplicate_keys, recovery.duplicate_keys);
     let ingest_stop = CancellationToken::new();
-    let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, ingest_stop.clone())?;
+    let tokens = Tokens::start(&cfg.security.tokens, counters.clone(), ingest_stop.clone())?;
+    let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, &tokens, ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
     let store_stop = CancellationToken::new();
@@ -159,6 +161,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             history_batch_windows: cfg.live.history_batch_windows,
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers)),
             counters: counters.clone(),
+            tokens: tokens.clone(),
         });
         // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -193,7 +196,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let otlp_addr = if !cfg.otlp.enabled {
         None
     } else {
-        let (addr, task) = start_otlp(cfg, &admission, &counters, ingest_stop.clone()).await?;
+        let (addr, task) =
+            start_otlp(cfg, &admission, &counters, &tokens, ingest_stop.clone()).await?;
         ingest_tasks.push(task);
         Some(addr)
     };
@@ -278,6 +282,7 @@ impl Server {
 fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,
+    tokens: &Arc<Tokens>,
     stop: CancellationToken,
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
@@ -298,7 +303,8 @@ fn start_telemetry(
         None
     } else {
         let on_event = counters.on_conn_event(Listener::Metrics);
-        Some(telemetry.serve(&cfg.telemetry, stop, on_event)?)
+        let auth = Some(Tokens::metrics_auth(tokens));
+        Some(telemetry.serve_with_auth(&cfg.telemetry, stop, on_event, auth)?)
     };
     Ok((telemetry, addr))
 }
@@ -313,6 +319,7 @@ async fn start_otlp(
     cfg: &ServerConfig,
     admission: &Admission,
     counters: &Arc<Counters>,
+    tokens: &Arc<Tokens>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     use crate::ingest::otlp::{load_salt, windows, OtlpReceiver};
@@ -350,6 +357,7 @@ async fn start_otlp(
             max_request_points: cfg.otlp.max_request_points,
         },
         memory: admission.memory_limit(),
+        tokens: tokens.clone(),
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
     let incoming = BoundedListener::new(

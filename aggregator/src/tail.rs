@@ -28,6 +28,29 @@ pub struct TailFlags {
     /// Stop after this many windows (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
+    /// File holding a bearer token with scope `subscribe` (needed when the aggregator has
+    /// `security.tokens.file`); or set FLEETSET_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The `authorization` value from `--token-file` or `FLEETSET_TOKEN` (None: neither).
+/// Errors name the file, never the token.
+fn bearer(
+    flags: &TailFlags,
+) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+    let token = match &flags.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading token file {}", path.display()))?,
+        ),
+        None => std::env::var("FLEETSET_TOKEN").ok(),
+    };
+    let Some(token) = token else { return Ok(None) };
+    format!("Bearer {}", token.trim())
+        .parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("the bearer token is not printable ASCII"))
 }
 
 /// One output line for a window: agent, seq, window start (RFC 3339), and `metric=mean` pairs.
@@ -54,6 +77,7 @@ pub fn line(s: &pb::Snapshot) -> String {
 
 /// Subscribes and prints windows until the stream ends, `count` is reached, or Ctrl-C.
 pub async fn run(flags: TailFlags) -> Result<()> {
+    let auth = bearer(&flags)?;
     let mut client = LiveClient::connect(flags.endpoint.clone())
         .await
         .with_context(|| format!("connecting to {}", flags.endpoint))?;
@@ -65,6 +89,10 @@ pub async fn run(flags: TailFlags) -> Result<()> {
             .since
             .map_or(0, |d| fleetset_core::time::now_ms() - d.as_millis() as i64),
     };
+    let mut request = tonic::Request::new(request);
+    if let Some(value) = auth {
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut stream = client
         .subscribe(request)
         .await

@@ -53,8 +53,26 @@ pub fn load_or_create(path: &Path, new_len: usize, min_len: usize) -> Result<Vec
     )
 }
 
-/// Creates `path` (it must not exist) with mode 0600 holding `text`, fsyncs it and its directory.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Replaces `path` (existing or not) with a mode-0600 file holding `text`, atomically: written
+/// to `path` + `.tmp` (a stale one from a crash is removed first), fsynced, renamed over `path`,
+/// directory fsynced. A crash leaves the old file or the new one, never half of one. For one
+/// writer at a time (the `pki` commands).
+pub fn replace_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    write_private(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// Creates `path` (it must not exist: else `AlreadyExists`) with mode 0600 holding `text`,
+/// fsyncs it and its directory.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -62,6 +80,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
+    sync_dir(path)
+}
+
+/// Fsyncs the directory holding `path`.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
@@ -94,6 +117,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at least 16"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replaced_atomically_private_even_after_a_stale_tmp() {
+        let dir = std::env::temp_dir().join(format!("fleetset-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.txt");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::write(dir.join("k.txt.tmp"), "stale").unwrap();
+        replace_private(&path, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert!(!dir.join("k.txt.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            write_private(&path, "x").unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

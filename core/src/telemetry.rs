@@ -80,6 +80,12 @@ impl MetricReader for SharedReader {
     }
 }
 
+/// The `/metrics` guard of [`Telemetry::serve_with_auth`]: given the `authorization` header's
+/// bytes (if any), `Ok` to serve or `Err(http_status)` to refuse (the aggregator's scoped tokens;
+/// the agent has none).
+pub type MetricsAuth =
+    std::sync::Arc<dyn Fn(Option<&[u8]>) -> std::result::Result<(), u16> + Send + Sync>;
+
 /// The meter provider of one process and its Prometheus reader.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
@@ -217,6 +223,19 @@ impl Telemetry {
         shutdown: CancellationToken,
         on_event: crate::net::OnConnEvent,
     ) -> Result<SocketAddr> {
+        self.serve_with_auth(cfg, shutdown, on_event, None)
+    }
+
+    /// [`Telemetry::serve`] with `/metrics` guarded by `auth` (given the request's
+    /// `authorization` header, if any; `Err(status)` answers that HTTP status, e.g. 401 or 403,
+    /// with an empty body). `/healthz` stays open for probes.
+    pub fn serve_with_auth(
+        &self,
+        cfg: &TelemetryConfig,
+        shutdown: CancellationToken,
+        on_event: crate::net::OnConnEvent,
+        auth: Option<MetricsAuth>,
+    ) -> Result<SocketAddr> {
         let listen = &cfg.listen;
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding --metrics-listen {listen}"))?;
@@ -234,9 +253,19 @@ impl Telemetry {
         let app = axum::Router::new()
             .route(
                 "/metrics",
-                axum::routing::get(move || {
-                    let me = me.clone();
+                axum::routing::get(move |headers: axum::http::HeaderMap| {
+                    let (me, auth) = (me.clone(), auth.clone());
                     async move {
+                        use axum::response::IntoResponse;
+                        let header = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .map(|v| v.as_bytes());
+                        if let Some(Err(code)) = auth.map(|a| a(header)) {
+                            let code = axum::http::StatusCode::from_u16(code)
+                                .unwrap_or(axum::http::StatusCode::UNAUTHORIZED);
+                            return (code, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")])
+                                .into_response();
+                        }
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
@@ -244,6 +273,7 @@ impl Telemetry {
                             )],
                             me.render_prometheus(),
                         )
+                            .into_response()
                     }
                 }),
             )

@@ -101,18 +101,31 @@ impl Rng {
 /// `GET path` on `addr` (`host:port`) over plain HTTP/1.0; returns the body. Bounded by a 10 s
 /// timeout.
 pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    let (status, body) = http_get_with(addr, path, &[])?;
+    anyhow::ensure!(status == 200, "HTTP {status}");
+    Ok(body)
+}
+
+/// `GET path` on `addr` with extra `headers` (`name`, `value`) over plain HTTP/1.0; returns the
+/// status code and the body. Bounded by a 10 s timeout.
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "{head}"
-    );
-    Ok(body.to_string())
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|h| h.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("not an HTTP status line: {head}"))?;
+    Ok((status, body.to_string()))
 }
 
 /// The value of the Prometheus sample `name` (exact name, no labels) in `text`.

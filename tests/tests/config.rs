@@ -157,3 +157,79 @@ fn print_config_validates_again_and_layers_apply() {
         "{printed}"
     );
 }
+
+/// Secret values (HMAC keys, salts, token file contents) never appear in `print-config`,
+/// `validate` errors or the error of a failing `serve`; they show as `***`.
+#[test]
+fn secrets_are_never_shown() {
+    let dir = TempDir::new("config-secrets");
+    let key = "5ec2e7c0ffee5ec2e7";
+    for (binary, set) in [
+        ("fleetset-aggregator", "ingest.hmac_key_hex"),
+        ("fleetset-agent", "transport.hmac_key_hex"),
+    ] {
+        let o = run(
+            binary,
+            &["print-config", "--set", &format!("{set}={key}")],
+            &[],
+        );
+        let said = text(&o);
+        assert!(o.status.success(), "{said}");
+        assert!(!said.contains(key) && said.contains("= \"***\""), "{said}");
+    }
+    // Not hex; the wrong type; a TOML syntax error on the secret's line (the parser's own
+    // message would quote it).
+    for (body, needle) in [
+        ("[ingest]\nhmac_key_hex = \"zz5ec2e7zz\"\n", "***"),
+        ("[ingest]\nhmac_key_hex = 5152535455\n", "***"),
+        ("[ingest]\nhmac_key_hex = 5ec2e7\n", "line 2"),
+    ] {
+        let (ok, said) = validate("fleetset-aggregator", &dir, "secret.toml", body);
+        assert!(!ok && said.contains(needle), "{said}");
+        assert!(!said.contains("5152535455"), "a secret was printed: {said}");
+        assert!(!said.contains("5ec2e7"), "a secret was printed: {said}");
+    }
+    // A failing start: a bad key, then a token file whose digest is malformed.
+    let data = dir.path().join("data");
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--zmq-bind",
+            "tcp://127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--zmq-pub",
+            "tcp://127.0.0.1:0",
+            "--otlp-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend(extra);
+        let o = run(
+            "fleetset-aggregator",
+            &args,
+            &[("FLEETSET_TELEMETRY_LISTEN", "127.0.0.1:0")],
+        );
+        (o.status.success(), text(&o))
+    };
+    let (ok, said) = serve(&["--set", "ingest.hmac_key_hex=zz5ec2e7zz"]);
+    assert!(!ok && said.contains("ingest.hmac_key_hex"), "{said}");
+    assert!(!said.contains("5ec2e7"), "a secret was printed: {said}");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\nname = \"ci\"\nsha256 = \"5ec2e7d16e575ec2e7\"\nscopes = [\"otlp\"]\n",
+    )
+    .unwrap();
+    let file = format!("security.tokens.file={}", tokens.display());
+    let (ok, said) = serve(&["--set", &file]);
+    assert!(
+        !ok && said.contains("tokens.toml") && said.contains("64 hex"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("5ec2e7"),
+        "token file contents printed: {said}"
+    );
+}

@@ -89,7 +89,7 @@ pub struct Anonymizer {
 impl std::fmt::Debug for Anonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Anonymizer")
-            .field("salt", &"<secret>")
+            .field("salt", &"***")
             .field("grain", &self.grain)
             .field("k", &self.k)
             .finish()

@@ -22,6 +22,7 @@
 
 use super::{Filter, Hub, LiveWindow};
 use crate::counters::Counters;
+use crate::security::tokens::{Scope, Tokens};
 use crate::store::reader::{self, StoredWindow};
 use crate::store::schema;
 use crate::store::StoreMsg;
@@ -75,6 +76,8 @@ pub struct LiveService {
     pub slots: Arc<Semaphore>,
     /// Shared counters (`live_subscribers_refused`).
     pub counters: Arc<Counters>,
+    /// Bearer tokens: Subscribe needs scope `subscribe`; a grant's selector restricts the filter.
+    pub tokens: Arc<Tokens>,
 }
 
 /// A stored window as a `historical` response (series and stats, no processes, no payload).
@@ -186,13 +189,15 @@ impl Live for LiveService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let grant = self.tokens.check_grpc(&request, Scope::Subscribe)?;
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             Counters::add(&self.counters.live_subscribers_refused, 1);
             return Err(Status::resource_exhausted(
                 "live.max_subscribers Subscribe streams are open; retry later",
             ));
         };
-        let filter = Filter::from_request(request.get_ref());
+        let mut filter = Filter::from_request(request.get_ref());
+        filter.restrict(&grant.selector);
         let since_ms = request.get_ref().since_ms;
         // Live first, so nothing published while history is read is missed.
         let mut rx = self.hub.subscribe();
@@ -203,7 +208,7 @@ impl Live for LiveService {
         );
         let (tx, out) = mpsc::channel::<Result<pb::SubscribeResponse, Status>>(16);
         let (overflow, shutdown) = (self.overflow, self.shutdown.clone());
-        info!(?filter, "subscriber connected");
+        info!(?filter, token = %grant.name, "subscriber connected");
         tokio::spawn(async move {
             let _slot = slot; // held while the stream is served
             let sent = if since_ms > 0 {

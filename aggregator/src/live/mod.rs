@@ -115,6 +115,12 @@ impl Filter {
         }
     }
 
+    /// Restricts the filter to windows that also carry every `selector` label (a token's
+    /// grant): a request asking for another value of the same label then matches nothing.
+    pub fn restrict(&mut self, selector: &[(String, String)]) {
+        self.labels.extend(selector.iter().cloned());
+    }
+
     /// Whether the window's agent and labels match.
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.agents.is_empty() || self.agents.contains(&s.agent_id))

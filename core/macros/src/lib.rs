@@ -188,7 +188,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                             .unwrap_or_default();
                         return Err(::fleetset_core::config::ConfigError::Invalid {
                             key: format!("{prefix}{}", #key),
-                            value: if #secret { "<secret>".into() } else { show(self.#ident.clone()) },
+                            value: if #secret { "***".into() } else { show(self.#ident.clone()) },
                             allowed: format!("{} {}", #word, show(#b)),
                         });
                     }

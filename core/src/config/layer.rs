@@ -58,7 +58,7 @@ pub fn load<C: Section>(sources: &Sources) -> Result<C, ConfigError> {
         })?;
         let file: Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: shown.clone(),
-            message: e.to_string().trim().to_string(),
+            message: syntax_message(&text, &e),
         })?;
         absorb(&keys, &mut table, file, "", &Source::File(shown))?;
     }
@@ -142,9 +142,24 @@ fn insert(root: &mut Table, path: &str, value: Value) {
     }
 }
 
+/// Line, column and the parser's message, without the source line that the parser's own
+/// `Display` quotes (it may hold a secret value).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().trim().to_string();
+    };
+    let before = text.get(..span.start).unwrap_or("");
+    let line = before.matches('\n').count().saturating_add(1);
+    let column = before
+        .len()
+        .saturating_sub(before.rfind('\n').map_or(0, |i| i.saturating_add(1)))
+        .saturating_add(1);
+    format!("line {line}, column {column}: {}", e.message().trim())
+}
+
 fn shown(k: &KeyDoc, v: &Value) -> String {
     if k.secret {
-        "<secret>".into()
+        "***".into()
     } else {
         v.to_string()
     }

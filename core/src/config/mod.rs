@@ -126,7 +126,7 @@ pub enum ConfigError {
         key: String,
         /// Where it was set.
         origin: Source,
-        /// The value as given (`<secret>` for secrets).
+        /// The value as given (`***` for secrets).
         value: String,
         /// What the key takes.
         why: String,

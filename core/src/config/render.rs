@@ -45,7 +45,7 @@ pub fn render_toml<C: Section>(config: &C, title: &str) -> String {
         let key = name(&k.path);
         match lookup(&table, &k.path) {
             Some(_) if k.secret => {
-                let _ = writeln!(out, "# {key} = \"…\"   (set; not shown)");
+                let _ = writeln!(out, "# {key} = \"***\"   (set; not shown)");
             }
             Some(v) => {
                 let _ = writeln!(out, "{key} = {v}");

@@ -38,6 +38,8 @@ pub struct OtlpReceiver {
     pub limits: mapping::MapLimits,
     /// Above it, Exports are answered UNAVAILABLE unread (`ingest.memory_limit_bytes`).
     pub memory: Arc<super::MemoryLimit>,
+    /// Bearer tokens: Export needs scope `otlp`.
+    pub tokens: Arc<crate::security::tokens::Tokens>,
 }
 
 impl OtlpReceiver {
@@ -65,6 +67,8 @@ impl MetricsService for OtlpReceiver {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.tokens
+            .check_grpc(&request, crate::security::tokens::Scope::Otlp)?;
         if self.memory.exceeded() {
             Counters::add(&self.counters.otlp_refused_memory, 1);
             return Err(tonic::Status::unavailable(
