@@ -14,6 +14,7 @@ pub mod demo;
 pub mod export;
 pub mod ingest;
 pub(crate) mod live;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod tail;

@@ -61,7 +61,9 @@ fn main() -> Result<()> {
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),
         Command::Validate(flags) => {
-            println!("{}", flags.validate()?);
+            let summary = flags.validate()?;
+            fleetset_aggregator::security::exposure::enforce(&flags.load()?)?;
+            println!("{summary}");
             Ok(())
         }
         Command::PrintConfig(flags) => {

@@ -102,6 +102,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         cfg.ingest.admission_limits(),
     );
 
+    let tls = crate::security::tls::TlsServer::load(&cfg.security.tls, counters.clone())?;
+    if let Some(tls) = &tls {
+        info!(mtls = tls.mtls(), "gRPC and OTLP listeners serve TLS only");
+        tokio::spawn(tls.clone().watch(ingest_stop.clone()));
+    }
     let mut ingest_tasks = Vec::new();
     let mut zmq_endpoint = None;
     if cfg.ingest.zmq.enabled {
@@ -171,21 +176,20 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             .context("gRPC reflection service")?;
         let stop = ingest_stop.clone();
         let (grpc_cfg, grpc_counters) = (cfg.ingest.grpc.connections.clone(), counters.clone());
+        let tls = tls.clone();
         ingest_tasks.push(tokio::spawn(async move {
-            let incoming = BoundedListener::new(
+            let listener = BoundedListener::new(
                 listener,
                 grpc_cfg.limits(),
                 grpc_counters.on_conn_event(Listener::Grpc),
-            )
-            .into_stream();
-            let server = grpc_cfg
+            );
+            let router = grpc_cfg
                 .server()
                 .add_service(service)
                 .add_service(live)
                 .add_service(health_service)
-                .add_service(reflection)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-            if let Err(e) = server.await {
+                .add_service(reflection);
+            if let Err(e) = crate::security::tls::serve(router, listener, tls, stop).await {
                 warn!(error = %e, "grpc server ended");
             }
         }));
@@ -193,7 +197,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let otlp_addr = if !cfg.otlp.enabled {
         None
     } else {
-        let (addr, task) = start_otlp(cfg, &admission, &counters, ingest_stop.clone()).await?;
+        let (addr, task) =
+            start_otlp(cfg, &admission, &counters, tls.clone(), ingest_stop.clone()).await?;
         ingest_tasks.push(task);
         Some(addr)
     };
@@ -313,6 +318,7 @@ async fn start_otlp(
     cfg: &ServerConfig,
     admission: &Admission,
     counters: &Arc<Counters>,
+    tls: Option<Arc<crate::security::tls::TlsServer>>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     use crate::ingest::otlp::{load_salt, windows, OtlpReceiver};
@@ -352,19 +358,17 @@ async fn start_otlp(
         memory: admission.memory_limit(),
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
-    let incoming = BoundedListener::new(
+    let listener = BoundedListener::new(
         listener,
         cfg.otlp.connections.limits(),
         counters.on_conn_event(Listener::Otlp),
-    )
-    .into_stream();
+    );
     let (server_cfg, max_request) = (cfg.otlp.connections.clone(), cfg.otlp.max_request_bytes);
     let task = tokio::spawn(async move {
-        let server = server_cfg
-            .server()
-            .add_service(MetricsServiceServer::new(receiver).max_decoding_message_size(max_request))
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-        if let Err(e) = server.await {
+        let router = server_cfg.server().add_service(
+            MetricsServiceServer::new(receiver).max_decoding_message_size(max_request),
+        );
+        if let Err(e) = crate::security::tls::serve(router, listener, tls, stop.clone()).await {
             warn!(error = %e, "OTLP server ended");
         }
         let _ = flusher.await;
@@ -372,8 +376,10 @@ async fn start_otlp(
     Ok((bound, task))
 }
 
-/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`).
+/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`). Errors: a listener off loopback is
+/// not secured (see [`crate::security::exposure`]), or [`start`] failed.
 pub async fn serve(cfg: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+    crate::security::exposure::enforce(&cfg)?;
     let server = start(&cfg).await?;
     shutdown.cancelled().await;
     server.stop().await;

@@ -1,0 +1,245 @@
+//! TLS on the aggregator's gRPC listeners (rustls, ring): the certificate chain, key and
+//! optional client CA (mTLS) from PEM files, re-read every `reload_interval` and swapped in for
+//! new connections when their content changed (open connections keep theirs). Handshakes run
+//! one task per connection, bounded by the listener's `max_connections` and by
+//! `handshake_timeout`, so a slow client never blocks accepting others.
+
+use super::config::TlsConfig;
+use crate::counters::Counters;
+use anyhow::{anyhow, Context, Result};
+use fleetset_core::net::{BoundedConn, BoundedListener};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Accepted TLS connections waiting for the gRPC server to take them.
+const HANDSHAKEN_QUEUE: usize = 64;
+
+/// A TLS server configuration that follows its files on disk.
+pub struct TlsServer {
+    files: Vec<PathBuf>,
+    cfg: TlsConfig,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+    /// Hash of the file contents last tried (loaded or failed), so a bad file is counted once.
+    seen: Mutex<[u8; 32]>,
+    counters: Arc<Counters>,
+}
+
+/// The files' contents, in `files` order.
+fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    files
+        .iter()
+        .map(|f| std::fs::read(f).with_context(|| format!("reading {}", f.display())))
+        .collect()
+}
+
+fn hash(contents: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for c in contents {
+        h.update(u64::try_from(c.len()).unwrap_or(u64::MAX).to_le_bytes());
+        h.update(c);
+    }
+    h.finalize().into()
+}
+
+fn certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration of `cfg` from the files' `contents` (cert, key, then client CA).
+fn build(cfg: &TlsConfig, files: &[PathBuf], contents: &[Vec<u8>]) -> Result<rustls::ServerConfig> {
+    let (Some(cert_pem), Some(key_pem)) = (contents.first(), contents.get(1)) else {
+        return Err(anyhow!("security.tls.cert_file and key_file are required"));
+    };
+    let chain = certs(cert_pem, &files[0])?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .with_context(|| format!("{}: no PEM private key", files[1].display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version.as_str() {
+        "1.3" => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .context("TLS versions")?;
+    let builder = match (contents.get(2), files.get(2)) {
+        (Some(ca_pem), Some(ca_path)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(ca_pem, ca_path)? {
+                roots
+                    .add(c)
+                    .with_context(|| format!("{}: bad CA certificate", ca_path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("{}: client CA", ca_path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{} with {}", files[0].display(), files[1].display()))?;
+    // gRPC clients (grpc-core, grpc-go) require HTTP/2 negotiated by ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+impl TlsServer {
+    /// Loads `cfg`'s files; `None` when TLS is not configured. Errors: a file is missing or not
+    /// usable (named), the key does not match the certificate.
+    pub fn load(cfg: &TlsConfig, counters: Arc<Counters>) -> Result<Option<Arc<TlsServer>>> {
+        let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
+            return Ok(None);
+        };
+        let mut files = vec![cert.clone(), key.clone()];
+        files.extend(cfg.client_ca_file.clone());
+        let contents = read_all(&files)?;
+        let config = build(cfg, &files, &contents).context("security.tls")?;
+        Ok(Some(Arc::new(TlsServer {
+            seen: Mutex::new(hash(&contents)),
+            current: RwLock::new(Arc::new(config)),
+            files,
+            cfg: cfg.clone(),
+            counters,
+        })))
+    }
+
+    /// Whether client certificates are required (mTLS).
+    pub fn mtls(&self) -> bool {
+        self.cfg.client_ca_file.is_some()
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the files; swaps the configuration in if their content changed and loads.
+    /// Returns whether a new configuration is in use.
+    pub fn reload_if_changed(&self) -> bool {
+        let contents = match read_all(&self.files) {
+            Ok(c) => c,
+            Err(e) => {
+                // Mid-rotation a file may be briefly missing: retried at the next tick.
+                Counters::add(&self.counters.tls_reload_failures, 1);
+                warn!(
+                    error = format!("{e:#}"),
+                    "TLS files not reloaded; the previous ones stay in use"
+                );
+                return false;
+            }
+        };
+        let h = hash(&contents);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == h {
+                return false;
+            }
+            *seen = h;
+        }
+        match build(&self.cfg, &self.files, &contents) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                Counters::add(&self.counters.tls_reloads, 1);
+                info!("TLS certificates reloaded");
+                true
+            }
+            Err(e) => {
+                Counters::add(&self.counters.tls_reload_failures, 1);
+                warn!(
+                    error = format!("{e:#}"),
+                    "TLS files not reloaded; the previous ones stay in use"
+                );
+                false
+            }
+        }
+    }
+
+    /// Reloads every `reload_interval` until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.reload_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
+                }
+            }
+        }
+    }
+
+    /// The TLS connections of `listener`: each accepted connection's handshake runs in its own
+    /// task (failures and timeouts counted `tls_handshake_failures` and dropped).
+    pub fn incoming(
+        self: Arc<Self>,
+        mut listener: BoundedListener,
+        stop: CancellationToken,
+    ) -> impl futures::Stream<Item = std::io::Result<TlsStream<BoundedConn>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKEN_QUEUE);
+        let timeout = self.cfg.handshake_timeout;
+        tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    (conn, _) = axum::serve::Listener::accept(&mut listener) => conn,
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(self.current());
+                let (tx, counters) = (tx.clone(), self.counters.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, acceptor.accept(conn)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Ok(Err(e)) => {
+                            Counters::add(&counters.tls_handshake_failures, 1);
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => Counters::add(&counters.tls_handshake_failures, 1),
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// Serves `router` on `listener` until `stop`: over TLS with `tls` (whose [`TlsServer::watch`]
+/// the caller runs once for all listeners), else plaintext.
+pub async fn serve(
+    router: tonic::transport::server::Router,
+    listener: BoundedListener,
+    tls: Option<Arc<TlsServer>>,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(listener.into_stream(), stop.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let incoming = tls.incoming(listener, stop.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+    }
+}
