@@ -423,6 +423,39 @@ mod tests {
             "{e}"
         );
         assert!(load(&[("labels.site_2", "eu"), ("agent_id", "web-01.example:a")]).is_ok());
+        // TLS: `https://` exactly when `transport.tls.ca_file` is set.
+        let e = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("transport.tls.ca_file"), "{e}");
+        let tls = [
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "http://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+        ];
+        let e = load(&tls).unwrap_err().to_string();
+        assert!(e.contains("https://"), "{e}");
+        let c = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+            ("transport.tls.cert_file", "/a.pem"),
+            ("transport.tls.key_file", "/a.key"),
+        ])
+        .unwrap();
+        assert_eq!(c.transport.tls.server_name, None);
+        let e = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+            ("transport.tls.cert_file", "/a.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("transport.tls.key_file"), "{e}");
         let e = load(&[("transport.protocol", "carrier-pigeon")])
             .unwrap_err()
             .to_string();

@@ -191,6 +191,21 @@ fn openssl_sees_tls_1_2_and_1_3_only_and_no_handshake_without_a_client_certifica
     }
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     assert!(counter(&agg.data_dir, "tls_handshake_failures") >= 4);
+
+    // min_version = "1.3": TLS 1.2 refused too.
+    let dir13 = TempDir::new("tls-openssl13");
+    let mut agg = tls_aggregator(
+        dir13.path(),
+        &ca,
+        &server,
+        &["--set", "security.tls.min_version=1.3"],
+    );
+    let addr = hostport(&agg.grpc);
+    let (ok, out) = s_client(&addr, &[&with_cert[..], &["-tls1_2"]].concat());
+    assert!(!ok, "TLS 1.2 with min_version 1.3: {out}");
+    let (ok, out) = s_client(&addr, &[&with_cert[..], &["-tls1_3"]].concat());
+    assert!(ok, "TLS 1.3: {out}");
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
 }
 
 #[test]

@@ -243,3 +243,72 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `localhost` and its key, PEM.
+    fn cert_and_key() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_bad_one_counted_and_ignored() {
+        let dir = std::env::temp_dir().join(format!("fleetset-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let (c, k) = cert_and_key();
+        std::fs::write(&cert, c).unwrap();
+        std::fs::write(&key, k).unwrap();
+        let cfg = TlsConfig {
+            cert_file: Some(cert.clone()),
+            key_file: Some(key.clone()),
+            ..TlsConfig::default()
+        };
+        let counters = Arc::new(Counters::default());
+        let tls = TlsServer::load(&cfg, counters.clone()).unwrap().unwrap();
+        let first = tls.current();
+        assert!(!tls.reload_if_changed(), "unchanged files: nothing to do");
+
+        // Garbage in the certificate file: counted once, the old configuration stays.
+        std::fs::write(&cert, "not a certificate").unwrap();
+        assert!(!tls.reload_if_changed());
+        assert!(!tls.reload_if_changed());
+        assert_eq!(
+            counters
+                .tls_reload_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(Arc::ptr_eq(&first, &tls.current()));
+
+        // A new valid pair: swapped in.
+        let (c, k) = cert_and_key();
+        std::fs::write(&key, k).unwrap();
+        std::fs::write(&cert, c).unwrap();
+        assert!(tls.reload_if_changed());
+        assert_eq!(
+            counters
+                .tls_reloads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(!Arc::ptr_eq(&first, &tls.current()));
+        assert_eq!(tls.current().alpn_protocols, vec![b"h2".to_vec()]);
+
+        // A key that does not match the certificate is refused too.
+        let (_, other_key) = cert_and_key();
+        std::fs::write(&key, other_key).unwrap();
+        assert!(!tls.reload_if_changed());
+        assert_eq!(
+            counters
+                .tls_reload_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
