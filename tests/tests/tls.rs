@@ -1,6 +1,6 @@
 //! TLS and mTLS on the aggregator's gRPC listeners, against the real binaries with certificates
 //! made by rcgen: grpcio with a secure channel publishes its own agent's frame (without a client
-//! certificate the handshake fails, nothing stored); `openssl s_client` sees TLS 1.2 and 1.3
+//! certificate the handshake fails, nothing stored) and subscribes; `openssl s_client` sees TLS 1.2 and 1.3
 //! accepted, 1.1 refused, and no handshake without a client certificate; the real agent streams
 //! over mTLS while the server certificate is rotated on disk (no window lost or duplicated, new
 //! connections see the new certificate); the OpenTelemetry Python SDK exports over TLS; and
@@ -238,6 +238,35 @@ fn the_agent_streams_over_mtls_through_a_server_certificate_rotation() {
     assert_eq!(
         served_serial(&addr, &ca, &probe).as_deref(),
         Some("serial=01")
+    );
+    // grpcio subscribes over mTLS (examples/grpc_subscriber.py) and gets the agent's live windows.
+    let sub = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grpc_subscriber.py"))
+        .args([
+            "--endpoint",
+            &addr,
+            "--agent",
+            "tls-a",
+            "--count",
+            "2",
+            "--timeout",
+            "30",
+        ])
+        .args(["--ca", ca.cert_file.to_str().unwrap()])
+        .args(["--cert", probe.cert.to_str().unwrap()])
+        .args(["--key", probe.key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&sub.stdout);
+    assert!(
+        sub.status.success(),
+        "{lines}{}",
+        String::from_utf8_lossy(&sub.stderr)
+    );
+    assert_eq!(
+        lines.lines().filter(|l| l.contains("\"tls-a\"")).count(),
+        2,
+        "{lines}"
     );
 
     // Rotate: a new server certificate from the same CA replaces the files while the agent streams.
