@@ -388,3 +388,35 @@ fn serve_on_all_interfaces_without_security_settings_refuses_to_start() {
         .status
         .success());
 }
+
+#[test]
+fn the_agent_exports_otlp_over_mtls() {
+    let dir = TempDir::new("tls-agent-otlp");
+    let ca = TestCa::new(dir.path(), "ca");
+    let server = ca.server(dir.path(), 1);
+    let client = ca.agent(dir.path(), "otlp-a");
+    let mut agg = tls_aggregator(dir.path(), &ca, &server, &[]);
+    let endpoint = agg.otlp.replace("http://", "https://");
+    let sets = [
+        format!("transport.tls.ca_file={}", ca.cert_file.display()),
+        format!("transport.tls.cert_file={}", client.cert.display()),
+        format!("transport.tls.key_file={}", client.key.display()),
+    ];
+    let mut args = vec!["--transport", "otlp", "--aggregator", &endpoint];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let mut a = synthetic_agent_with(dir.path(), "otlp-a", ("300ms", "50ms"), &args);
+    a.wait_acked(3, Duration::from_secs(30)).unwrap();
+    a.stop(Duration::from_secs(20)).unwrap();
+
+    // The agent verifies the server's name: a certificate not for `server_name` gets nothing.
+    let wrong = "transport.tls.server_name=other.example";
+    args.extend(["--set", wrong]);
+    let mut b = synthetic_agent_with(dir.path(), "otlp-b", ("300ms", "50ms"), &args);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(b.acked().is_empty(), "{:?}", b.acked());
+    b.stop(Duration::from_secs(20)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    assert!(counter(&agg.data_dir, "otlp_points_received") > 0);
+}
