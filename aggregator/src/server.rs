@@ -81,7 +81,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let counters = Arc::new(Counters::default());
     Counters::add(&counters.recovered_duplicate_keys, recovery.duplicate_keys);
     let ingest_stop = CancellationToken::new();
-    let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, ingest_stop.clone())?;
+    let tls = crate::security::tls::TlsServer::load(&cfg.security.tls, counters.clone())?;
+    if let Some(tls) = &tls {
+        info!(
+            mtls = tls.mtls(),
+            "gRPC, OTLP and /metrics listeners serve TLS only"
+        );
+        tokio::spawn(tls.clone().watch(ingest_stop.clone()));
+    }
+    let (telemetry, metrics_addr) =
+        start_telemetry(cfg, &counters, tls.clone(), ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
     let store_stop = CancellationToken::new();
@@ -102,11 +111,6 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         cfg.ingest.admission_limits(),
     );
 
-    let tls = crate::security::tls::TlsServer::load(&cfg.security.tls, counters.clone())?;
-    if let Some(tls) = &tls {
-        info!(mtls = tls.mtls(), "gRPC and OTLP listeners serve TLS only");
-        tokio::spawn(tls.clone().watch(ingest_stop.clone()));
-    }
     let mut ingest_tasks = Vec::new();
     let mut zmq_endpoint = None;
     if cfg.ingest.zmq.enabled {
@@ -283,6 +287,7 @@ impl Server {
 fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,
+    tls: Option<Arc<crate::security::tls::TlsServer>>,
     stop: CancellationToken,
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
@@ -303,7 +308,15 @@ fn start_telemetry(
         None
     } else {
         let on_event = counters.on_conn_event(Listener::Metrics);
-        Some(telemetry.serve(&cfg.telemetry, stop, on_event)?)
+        Some(match tls {
+            None => telemetry.serve(&cfg.telemetry, stop, on_event)?,
+            Some(tls) => {
+                let tls_stop = stop.clone();
+                telemetry.serve_with(&cfg.telemetry, stop, on_event, |l| {
+                    tls.http_listener(l, tls_stop)
+                })?
+            }
+        })
     };
     Ok((telemetry, addr))
 }

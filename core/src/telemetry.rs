@@ -217,6 +217,22 @@ impl Telemetry {
         shutdown: CancellationToken,
         on_event: crate::net::OnConnEvent,
     ) -> Result<SocketAddr> {
+        self.serve_with(cfg, shutdown, on_event, |l| l)
+    }
+
+    /// [`Telemetry::serve`] over the listener that `wrap` makes of the bounded one (e.g. one
+    /// that yields TLS connections).
+    pub fn serve_with<L>(
+        &self,
+        cfg: &TelemetryConfig,
+        shutdown: CancellationToken,
+        on_event: crate::net::OnConnEvent,
+        wrap: impl FnOnce(crate::net::BoundedListener) -> L,
+    ) -> Result<SocketAddr>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let listen = &cfg.listen;
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding --metrics-listen {listen}"))?;
@@ -228,7 +244,7 @@ impl Telemetry {
             idle_timeout: cfg.idle_timeout,
             tcp_keepalive: None,
         };
-        let listener = crate::net::BoundedListener::new(listener, limits, on_event);
+        let listener = wrap(crate::net::BoundedListener::new(listener, limits, on_event));
         let me = self.clone();
         let app = axum::Router::new()
             .route(

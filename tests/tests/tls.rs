@@ -3,7 +3,8 @@
 //! certificate the handshake fails, nothing stored) and subscribes; `openssl s_client` sees TLS 1.2 and 1.3
 //! accepted, 1.1 refused, and no handshake without a client certificate; the real agent streams
 //! over mTLS while the server certificate is rotated on disk (no window lost or duplicated, new
-//! connections see the new certificate); the OpenTelemetry Python SDK exports over TLS; and
+//! connections see the new certificate); the OpenTelemetry Python SDK and the agent export OTLP
+//! over TLS; `/metrics` `/healthz` answer HTTPS only; and
 //! `serve` on 0.0.0.0 without security settings refuses to start.
 
 use fleetset_proto::pb::{self, AckStatus};
@@ -72,6 +73,35 @@ fn served_serial(addr: &str, ca: &TestCa, client: &CertFiles) -> Option<String> 
     x509.stdin.take()?.write_all(pem.as_bytes()).ok()?;
     let out = x509.wait_with_output().ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `GET path` over TLS with a client certificate (`openssl s_client`, HTTP/1.0); the response.
+fn https_get(addr: &str, path: &str, ca: &TestCa, client: &CertFiles) -> Option<String> {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            addr,
+            "-servername",
+            "localhost",
+        ])
+        .args(["-CAfile", ca.cert_file.to_str()?, "-verify_return_error"])
+        .args(["-cert", client.cert.to_str()?, "-key", client.key.to_str()?])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    write!(
+        c.stdin.take()?,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    )
+    .ok()?;
+    let out = c.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.starts_with("HTTP/1.") && text.contains(" 200 ")).then_some(text)
 }
 
 /// A valid one-window frame of `agent_id`.
@@ -189,6 +219,15 @@ fn openssl_sees_tls_1_2_and_1_3_only_and_no_handshake_without_a_client_certifica
         let (ok, out) = s_client(&addr, &["-CAfile", cafile, "-tls1_2"]);
         assert!(!ok, "{what} handshake without a client certificate: {out}");
     }
+    // /metrics /healthz: HTTPS with a client certificate; plain HTTP gets nothing.
+    let health = https_get(&agg.metrics, "/healthz", &ca, &client).expect("/healthz over TLS");
+    assert!(health.ends_with("ok\n"), "{health}");
+    assert!(http_get(&agg.metrics, "/healthz").is_err());
+    let (ok, out) = s_client(&agg.metrics, &["-CAfile", cafile, "-tls1_2"]);
+    assert!(
+        !ok,
+        "/metrics handshake without a client certificate: {out}"
+    );
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     assert!(counter(&agg.data_dir, "tls_handshake_failures") >= 4);
 
@@ -331,7 +370,7 @@ fn the_opentelemetry_python_sdk_exports_over_tls() {
     );
     assert!(out.contains("pushed"), "{out}");
     wait_for("3 OTLP windows committed", Duration::from_secs(20), || {
-        let text = http_get(&agg.metrics, "/metrics").ok()?;
+        let text = https_get(&agg.metrics, "/metrics", &ca, &client)?;
         (prom_value(&text, "fleetset_aggregator_frames_committed_total")? >= 3.0).then_some(())
     })
     .unwrap();

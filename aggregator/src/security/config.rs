@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// `[security.tls]`: one TLS configuration for every gRPC listener (Ingest, Live, health,
-/// reflection and the OTLP receiver). TLS is on when `cert_file` and `key_file` are set.
+/// reflection and the OTLP receiver) and `/metrics` `/healthz` (HTTP/1.1 over TLS). TLS is on
+/// when `cert_file` and `key_file` are set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
-    /// Server certificate chain (PEM, leaf first); with `key_file`, the gRPC listeners speak TLS only.
+    /// Server certificate chain (PEM, leaf first); with `key_file`, the gRPC, OTLP and `/metrics` listeners speak TLS only.
     pub cert_file: Option<PathBuf>,
     /// The server certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
@@ -40,7 +41,7 @@ impl TlsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// Start even with listeners on non-loopback addresses that lack TLS (gRPC) and client authentication, or that cannot be secured yet (ZeroMQ, `/metrics`); a warning naming them is logged at every start.
+    /// Start even with listeners on non-loopback addresses that lack TLS and client authentication (gRPC, OTLP, `/metrics`), or that cannot be secured yet (ZeroMQ); a warning naming them is logged at every start.
     #[key(default = false)]
     pub allow_insecure: bool,
     /// TLS on the gRPC listeners.

@@ -4,11 +4,11 @@
 //! Loopback binds (127.0.0.0/8, `::1`, `localhost`) and `ipc://` need nothing.
 //!
 //! What each listener needs off loopback:
-//! - gRPC (`ingest.grpc.listen`: Ingest, Live, health, reflection) and OTLP (`otlp.listen`):
-//!   `security.tls.cert_file`, `key_file` and `client_ca_file` (TLS with client certificates).
+//! - gRPC (`ingest.grpc.listen`: Ingest, Live, health, reflection), OTLP (`otlp.listen`) and
+//!   `/metrics` `/healthz` (`telemetry.listen`): `security.tls.cert_file`, `key_file` and
+//!   `client_ca_file` (TLS with client certificates).
 //! - ZeroMQ ROUTER (`ingest.zmq.bind`) and PUB (`live.zmq.bind`): CURVE, not available yet, so
 //!   only `allow_insecure` lets them listen off loopback.
-//! - `/metrics` `/healthz` (`telemetry.listen`): no TLS yet, likewise.
 
 use crate::config::ServerConfig;
 use anyhow::{anyhow, Result};
@@ -53,7 +53,7 @@ pub fn insecure_listeners(cfg: &ServerConfig) -> Vec<String> {
     let mut grpc = |key: &str, on: bool, addr: &str| {
         if on && !is_loopback_addr(addr) && !missing_tls.is_empty() {
             out.push(format!(
-                "{key} = {addr:?}: gRPC without TLS and client certificates (set {})",
+                "{key} = {addr:?}: no TLS with client certificates (set {})",
                 missing_tls.join(", ")
             ));
         }
@@ -64,6 +64,11 @@ pub fn insecure_listeners(cfg: &ServerConfig) -> Vec<String> {
         &cfg.ingest.grpc.listen,
     );
     grpc("otlp.listen", cfg.otlp.enabled, &cfg.otlp.listen);
+    grpc(
+        "telemetry.listen",
+        cfg.telemetry.enabled,
+        &cfg.telemetry.listen,
+    );
     for (key, on, endpoint) in [
         (
             "ingest.zmq.bind",
@@ -77,12 +82,6 @@ pub fn insecure_listeners(cfg: &ServerConfig) -> Vec<String> {
                 "{key} = {endpoint:?}: ZeroMQ without CURVE (bind it to 127.0.0.1 or disable it)"
             ));
         }
-    }
-    if cfg.telemetry.enabled && !is_loopback_addr(&cfg.telemetry.listen) {
-        out.push(format!(
-            "telemetry.listen = {:?}: /metrics without TLS (bind it to 127.0.0.1 or disable it)",
-            cfg.telemetry.listen
-        ));
     }
     out
 }
@@ -131,7 +130,8 @@ mod tests {
         let mut lo = ServerConfig::loopback("/tmp/x".into());
         enforce(&lo).unwrap();
         lo.otlp.listen = "[::]:4317".into();
-        assert_eq!(insecure_listeners(&lo).len(), 1);
+        lo.telemetry.listen = "0.0.0.0:9464".into();
+        assert_eq!(insecure_listeners(&lo).len(), 2);
         lo.security.tls.cert_file = Some("c".into());
         lo.security.tls.key_file = Some("k".into());
         lo.security.tls.client_ca_file = Some("ca".into());

@@ -1,4 +1,4 @@
-//! TLS on the aggregator's gRPC listeners (rustls, ring): the certificate chain, key and
+//! TLS on the aggregator's gRPC listeners and `/metrics` (rustls, ring): the certificate chain, key and
 //! optional client CA (mTLS) from PEM files, re-read every `reload_interval` and swapped in for
 //! new connections when their content changed (open connections keep theirs). Handshakes run
 //! one task per connection, bounded by the listener's `max_connections` and by
@@ -25,7 +25,7 @@ const HANDSHAKEN_QUEUE: usize = 64;
 pub struct TlsServer {
     files: Vec<PathBuf>,
     cfg: TlsConfig,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<Configs>,
     /// Hash of the file contents last tried (loaded or failed), so a bad file is counted once.
     seen: Mutex<[u8; 32]>,
     counters: Arc<Counters>,
@@ -89,12 +89,36 @@ fn build(cfg: &TlsConfig, files: &[PathBuf], contents: &[Vec<u8>]) -> Result<rus
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder
+    let config = builder
         .with_single_cert(chain, key)
         .with_context(|| format!("{} with {}", files[0].display(), files[1].display()))?;
-    // gRPC clients (grpc-core, grpc-go) require HTTP/2 negotiated by ALPN.
-    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The configurations of one set of files: gRPC (ALPN `h2`, which grpc-core and grpc-go
+/// require) and `/metrics` (ALPN `http/1.1`).
+#[derive(Clone)]
+struct Configs {
+    grpc: Arc<rustls::ServerConfig>,
+    http: Arc<rustls::ServerConfig>,
+}
+
+fn build_both(cfg: &TlsConfig, files: &[PathBuf], contents: &[Vec<u8>]) -> Result<Configs> {
+    let mut grpc = build(cfg, files, contents)?;
+    let mut http = grpc.clone();
+    grpc.alpn_protocols = vec![b"h2".to_vec()];
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Configs {
+        grpc: Arc::new(grpc),
+        http: Arc::new(http),
+    })
+}
+
+/// Which protocol a listener speaks over TLS.
+#[derive(Debug, Clone, Copy)]
+enum Alpn {
+    Grpc,
+    Http,
 }
 
 impl TlsServer {
@@ -107,10 +131,10 @@ impl TlsServer {
         let mut files = vec![cert.clone(), key.clone()];
         files.extend(cfg.client_ca_file.clone());
         let contents = read_all(&files)?;
-        let config = build(cfg, &files, &contents).context("security.tls")?;
+        let configs = build_both(cfg, &files, &contents).context("security.tls")?;
         Ok(Some(Arc::new(TlsServer {
             seen: Mutex::new(hash(&contents)),
-            current: RwLock::new(Arc::new(config)),
+            current: RwLock::new(configs),
             files,
             cfg: cfg.clone(),
             counters,
@@ -122,10 +146,14 @@ impl TlsServer {
         self.cfg.client_ca_file.is_some()
     }
 
-    fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.current.read() {
+    fn current(&self, alpn: Alpn) -> Arc<rustls::ServerConfig> {
+        let c = match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match alpn {
+            Alpn::Grpc => c.grpc,
+            Alpn::Http => c.http,
         }
     }
 
@@ -152,9 +180,9 @@ impl TlsServer {
             }
             *seen = h;
         }
-        match build(&self.cfg, &self.files, &contents) {
-            Ok(config) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        match build_both(&self.cfg, &self.files, &contents) {
+            Ok(configs) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = configs;
                 Counters::add(&self.counters.tls_reloads, 1);
                 info!("TLS certificates reloaded");
                 true
@@ -186,13 +214,14 @@ impl TlsServer {
         }
     }
 
-    /// The TLS connections of `listener`: each accepted connection's handshake runs in its own
-    /// task (failures and timeouts counted `tls_handshake_failures` and dropped).
-    pub fn incoming(
+    /// The TLS connections of `listener` for `alpn`: each accepted connection's handshake runs
+    /// in its own task (failures and timeouts counted `tls_handshake_failures` and dropped).
+    fn handshaken(
         self: Arc<Self>,
         mut listener: BoundedListener,
+        alpn: Alpn,
         stop: CancellationToken,
-    ) -> impl futures::Stream<Item = std::io::Result<TlsStream<BoundedConn>>> {
+    ) -> tokio::sync::mpsc::Receiver<TlsStream<BoundedConn>> {
         let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKEN_QUEUE);
         let timeout = self.cfg.handshake_timeout;
         tokio::spawn(async move {
@@ -201,12 +230,12 @@ impl TlsServer {
                     _ = stop.cancelled() => break,
                     (conn, _) = axum::serve::Listener::accept(&mut listener) => conn,
                 };
-                let acceptor = tokio_rustls::TlsAcceptor::from(self.current());
+                let acceptor = tokio_rustls::TlsAcceptor::from(self.current(alpn));
                 let (tx, counters) = (tx.clone(), self.counters.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(timeout, acceptor.accept(conn)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
+                            let _ = tx.send(stream).await;
                         }
                         Ok(Err(e)) => {
                             Counters::add(&counters.tls_handshake_failures, 1);
@@ -217,7 +246,60 @@ impl TlsServer {
                 });
             }
         });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+        rx
+    }
+
+    /// The gRPC TLS connections of `listener` (see [`TlsServer::handshaken`]).
+    pub fn incoming(
+        self: Arc<Self>,
+        listener: BoundedListener,
+        stop: CancellationToken,
+    ) -> impl futures::Stream<Item = std::io::Result<TlsStream<BoundedConn>>> {
+        use futures::StreamExt;
+        tokio_stream::wrappers::ReceiverStream::new(self.handshaken(listener, Alpn::Grpc, stop))
+            .map(Ok)
+    }
+
+    /// `listener` as an HTTP/1.1-over-TLS listener for `/metrics` `/healthz` (axum).
+    pub fn http_listener(
+        self: Arc<Self>,
+        listener: BoundedListener,
+        stop: CancellationToken,
+    ) -> TlsListener {
+        // Only a fallback for a peer address tonic cannot read.
+        let addr = axum::serve::Listener::local_addr(&listener)
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        TlsListener {
+            rx: self.handshaken(listener, Alpn::Http, stop),
+            addr,
+        }
+    }
+}
+
+/// TLS connections for axum (`/metrics`), handshaken by [`TlsServer::http_listener`].
+pub struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<TlsStream<BoundedConn>>,
+    addr: std::net::SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<BoundedConn>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => {
+                use tonic::transport::server::Connected;
+                let peer = conn.get_ref().0.connect_info().remote_addr();
+                (conn, peer.unwrap_or(self.addr))
+            }
+            // The handshake task ended (shutdown): no further connection.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
     }
 }
 
@@ -270,7 +352,7 @@ mod tests {
         };
         let counters = Arc::new(Counters::default());
         let tls = TlsServer::load(&cfg, counters.clone()).unwrap().unwrap();
-        let first = tls.current();
+        let first = tls.current(Alpn::Grpc);
         assert!(!tls.reload_if_changed(), "unchanged files: nothing to do");
 
         // Garbage in the certificate file: counted once, the old configuration stays.
@@ -283,7 +365,7 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        assert!(Arc::ptr_eq(&first, &tls.current()));
+        assert!(Arc::ptr_eq(&first, &tls.current(Alpn::Grpc)));
 
         // A new valid pair: swapped in.
         let (c, k) = cert_and_key();
@@ -296,8 +378,12 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
-        assert!(!Arc::ptr_eq(&first, &tls.current()));
-        assert_eq!(tls.current().alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(!Arc::ptr_eq(&first, &tls.current(Alpn::Grpc)));
+        assert_eq!(tls.current(Alpn::Grpc).alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(
+            tls.current(Alpn::Http).alpn_protocols,
+            vec![b"http/1.1".to_vec()]
+        );
 
         // A key that does not match the certificate is refused too.
         let (_, other_key) = cert_and_key();
