@@ -8,6 +8,7 @@ window (or per Lag message).
 
     python3 examples/grpc_subscriber.py --endpoint 127.0.0.1:50051 --label site=eu-1 --count 10
     python3 examples/grpc_subscriber.py --agent web-1 --since-seconds 3600   # last hour, then live
+    python3 examples/grpc_subscriber.py --ca ca.pem --cert me.pem --key me.key   # TLS (+ mTLS)
 """
 import argparse
 import hashlib
@@ -44,9 +45,19 @@ def main():
                     help="first replay stored windows from this many seconds ago, then go live")
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--ca", help="CA file (PEM): TLS, verifying the aggregator's certificate")
+    ap.add_argument("--cert", help="client certificate (PEM) for mTLS, with --key")
+    ap.add_argument("--key", help="client key (PEM)")
     args = ap.parse_args()
     pb, pb_grpc = generated_modules()
-    stub = pb_grpc.LiveStub(grpc.insecure_channel(args.endpoint))
+    if args.ca:
+        read = lambda p: open(p, "rb").read() if p else None
+        creds = grpc.ssl_channel_credentials(root_certificates=read(args.ca),
+                                             certificate_chain=read(args.cert), private_key=read(args.key))
+        channel = grpc.secure_channel(args.endpoint, creds)
+    else:
+        channel = grpc.insecure_channel(args.endpoint)
+    stub = pb_grpc.LiveStub(channel)
     since_ms = int((time.time() - args.since_seconds) * 1000) if args.since_seconds else 0
     request = pb.SubscribeRequest(agent_ids=args.agent, metrics=args.metric, since_ms=since_ms,
                                   labels=dict(l.split("=", 1) for l in args.label))

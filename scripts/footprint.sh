@@ -5,6 +5,8 @@
 # processes, fhcount, sending over its network plugin). Reports peak RSS (VmHWM) and CPU
 # (utime + stime over wall time) of each, and their ratio.
 #   DURATION  seconds to run (default 120)
+#   TLS=1     the agent sends over gRPC with TLS and a client certificate (mTLS) instead of
+#             ZeroMQ (certificates made with the openssl CLI in the scratch directory)
 # Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries and the
 # agent in its size-optimized `agent` profile (as shipped).
 set -euo pipefail
@@ -19,13 +21,35 @@ agent_bin="${CARGO_TARGET_DIR:-target}/agent/fleetset-agent"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
-  --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" 2>"$work/aggregator.log" &
-for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
-zmq="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["zmq"])' "$work/ready.json")"
+tls_server=() tls_agent=()
+if [ "${TLS:-0}" = 1 ]; then
+  pki="$work/pki"; mkdir -p "$pki"
+  ossl() { openssl "$@" 2>/dev/null; }
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=footprint-ca \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem"
+  issue() { # name SAN
+    ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" -keyout "$pki/$1.key" -out "$pki/$1.csr"
+    ossl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -days 1 -out "$pki/$1.pem" \
+      -extfile <(printf 'subjectAltName=%s\n' "$2")
+  }
+  issue server "DNS:localhost,IP:127.0.0.1"
+  issue agent "URI:spiffe://fleetset/agent/footprint"
+  tls_server=(--set "security.tls.cert_file=$pki/server.pem" --set "security.tls.key_file=$pki/server.key"
+    --set "security.tls.client_ca_file=$pki/ca.pem")
+  tls_agent=(--agent-id footprint --transport grpc --set "transport.tls.ca_file=$pki/ca.pem"
+    --set "transport.tls.cert_file=$pki/agent.pem" --set "transport.tls.key_file=$pki/agent.key")
+fi
 
-"$agent_bin" run --aggregator "$zmq" --state-dir "$work/agent" --window 60s \
-  --sample-interval 1s --metrics-listen 127.0.0.1:0 2>"$work/agent.log" &
+"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
+  --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" \
+  "${tls_server[@]}" 2>"$work/aggregator.log" &
+for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
+key=zmq; [ "${TLS:-0}" = 1 ] && key=grpc
+endpoint="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/ready.json" "$key")"
+[ "${TLS:-0}" = 1 ] && endpoint="https://$endpoint"
+
+"$agent_bin" run --aggregator "$endpoint" --state-dir "$work/agent" --window 60s \
+  --sample-interval 1s --metrics-listen 127.0.0.1:0 "${tls_agent[@]}" 2>"$work/agent.log" &
 agent=$!
 
 plugins=/usr/lib/collectd

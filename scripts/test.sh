@@ -11,6 +11,16 @@ source scripts/venv.sh
 FLEETSET_PYTHON="$(fleetset_venv_python)"
 export FLEETSET_PYTHON
 
+# The TLS tests (tests/tests/tls.rs) probe the listeners with `openssl s_client`.
+if ! command -v openssl >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  else
+    echo "FAIL: openssl not found (the TLS tests need it)" >&2
+    exit 1
+  fi
+fi
+
 # The agent must stay small: no Arrow or Parquet anywhere in its dependency tree.
 if cargo tree -p fleetset-agent -e normal,build --prefix none | grep -qE '^(arrow|parquet)'; then
   echo "FAIL: fleetset-agent depends on arrow or parquet:" >&2

@@ -149,6 +149,25 @@ pub struct TransportConfig {
     /// Also export each window as OTLP to this collector (`http://host:4317`, best-effort); with protocol `otlp` the destination.
     #[key(flag = "otlp-endpoint")]
     pub otlp_endpoint: Option<String>,
+    /// TLS of the gRPC and OTLP clients.
+    #[key(section)]
+    pub tls: ClientTlsConfig,
+}
+
+/// `[transport.tls]`: TLS (and mTLS) of the gRPC Ingest client and the OTLP exporter. Set
+/// `ca_file` → TLS, and the endpoints must be `https://host:port`; the files are read at every
+/// (re)connect, so rotated certificates are picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// CA certificates (PEM) the aggregator's (or collector's) certificate must chain to; set → TLS.
+    pub ca_file: Option<PathBuf>,
+    /// This agent's client certificate (PEM) for mTLS, with the URI SAN `spiffe://fleetset/agent/<agent_id>`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Name the server certificate must carry (and SNI); default: the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 /// `[spool]`: the durable queue of unacked frames.
@@ -268,12 +287,32 @@ impl ConfigCommand for AgentConfig {
                 ));
             }
         }
+        let tls = t.tls.ca_file.is_some();
+        let (scheme, http) = match tls {
+            true => (
+                "https://",
+                "https://host:port (transport.tls.ca_file is set)",
+            ),
+            false => (
+                "http://",
+                "http://host:port (https:// needs transport.tls.ca_file)",
+            ),
+        };
+        if t.tls.cert_file.is_some() != t.tls.key_file.is_some()
+            || (t.tls.cert_file.is_some() && !tls)
+        {
+            return Err(ConfigError::invalid(
+                "transport.tls.cert_file",
+                format!("{:?}", t.tls.cert_file),
+                "set with transport.tls.key_file and transport.tls.ca_file",
+            ));
+        }
         if let Some(url) = &t.otlp_endpoint {
-            if !url.starts_with("http://") {
+            if !url.starts_with(scheme) {
                 return Err(ConfigError::invalid(
                     "transport.otlp_endpoint",
                     format!("{url:?}"),
-                    "http://host:port",
+                    http,
                 ));
             }
         }
@@ -282,23 +321,20 @@ impl ConfigCommand for AgentConfig {
                 t.aggregator.starts_with("tcp://") || t.aggregator.starts_with("ipc://"),
                 "tcp://host:port or ipc://path with protocol zmq",
             ),
-            TransportArg::Grpc => (
-                t.aggregator.starts_with("http://"),
-                "http://host:port with protocol grpc",
-            ),
+            TransportArg::Grpc => (t.aggregator.starts_with(scheme), http),
             TransportArg::Otlp => (
                 t.otlp_endpoint
                     .as_deref()
                     .unwrap_or(&t.aggregator)
-                    .starts_with("http://"),
-                "http://host:port with protocol otlp",
+                    .starts_with(scheme),
+                http,
             ),
         };
         if !scheme_ok {
             return Err(ConfigError::invalid(
                 "transport.aggregator",
                 format!("{:?}", t.aggregator),
-                format!("{allowed} (TLS is not built in, tunnel it)"),
+                format!("{allowed} with protocol {:?}", t.protocol),
             ));
         }
         Ok(())
@@ -387,6 +423,39 @@ mod tests {
             "{e}"
         );
         assert!(load(&[("labels.site_2", "eu"), ("agent_id", "web-01.example:a")]).is_ok());
+        // TLS: `https://` exactly when `transport.tls.ca_file` is set.
+        let e = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("transport.tls.ca_file"), "{e}");
+        let tls = [
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "http://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+        ];
+        let e = load(&tls).unwrap_err().to_string();
+        assert!(e.contains("https://"), "{e}");
+        let c = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+            ("transport.tls.cert_file", "/a.pem"),
+            ("transport.tls.key_file", "/a.key"),
+        ])
+        .unwrap();
+        assert_eq!(c.transport.tls.server_name, None);
+        let e = load(&[
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+            ("transport.tls.ca_file", "/ca.pem"),
+            ("transport.tls.cert_file", "/a.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("transport.tls.key_file"), "{e}");
         let e = load(&[("transport.protocol", "carrier-pigeon")])
             .unwrap_err()
             .to_string();

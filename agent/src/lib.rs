@@ -23,6 +23,7 @@ pub mod run;
 pub(crate) mod sender;
 pub(crate) mod spool;
 pub(crate) mod state;
+pub(crate) mod tls;
 pub(crate) mod transport;
 
 pub use config::{AgentConfig, RunFlags};

@@ -97,11 +97,15 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Connects to `endpoint` (`http://host:4317`) within `timeout`. Errors name the endpoint.
-    pub async fn connect(endpoint: &str, timeout: Duration) -> Result<OtlpExporter, String> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| format!("OTLP endpoint {endpoint:?}: {e}"))?
-            .connect_timeout(timeout)
+    /// Connects to `endpoint` (`http://host:4317`, or `https://` with `tls`) within `timeout`.
+    /// Errors name the endpoint or the TLS file.
+    pub async fn connect(
+        endpoint: &str,
+        tls: &crate::config::ClientTlsConfig,
+        timeout: Duration,
+    ) -> Result<OtlpExporter, String> {
+        let channel = crate::tls::endpoint(endpoint, tls, timeout)
+            .map_err(|e| format!("OTLP {e}"))?
             .timeout(timeout)
             .connect()
             .await

@@ -86,11 +86,14 @@ fn start_otlp_side(
     }
     let (tx, mut rx) = mpsc::channel::<fleetset_proto::Snapshot>(OTLP_SIDE_QUEUE);
     let (counters, timeout) = (counters.clone(), cfg.transport.ack_timeout);
+    let tls = cfg.transport.tls.clone();
     tokio::spawn(async move {
         let mut exporter: Option<crate::otlp::OtlpExporter> = None;
         while let Some(snapshot) = rx.recv().await {
             if exporter.is_none() {
-                exporter = crate::otlp::OtlpExporter::connect(&url, timeout).await.ok();
+                exporter = crate::otlp::OtlpExporter::connect(&url, &tls, timeout)
+                    .await
+                    .ok();
             }
             let result = match exporter.as_mut() {
                 Some(e) => e.export(&snapshot).await,
@@ -318,6 +321,7 @@ impl Pipeline {
                     _ => cfg.transport.aggregator.clone(),
                 },
                 agent_id: agent_id.clone(),
+                tls: cfg.transport.tls.clone(),
                 max_in_flight: cfg.transport.max_in_flight,
                 ack_timeout: cfg.transport.ack_timeout,
                 drain_timeout,

@@ -48,6 +48,8 @@ pub struct SenderConfig {
     pub endpoint: String,
     /// This agent's id (acks for other ids are ignored).
     pub agent_id: String,
+    /// TLS of the gRPC and OTLP links (`[transport.tls]`).
+    pub tls: crate::config::ClientTlsConfig,
     /// Frames sent and unacked, at most.
     pub max_in_flight: usize,
     /// A frame unacked this long after it was sent: recreate the link and resend.
@@ -109,6 +111,7 @@ pub async fn run(
         endpoint: cfg.endpoint.clone(),
         timeout: cfg.ack_timeout.min(Duration::from_secs(10)),
         agent_id: cfg.agent_id.clone(),
+        tls: cfg.tls.clone(),
     };
     run_over(dial, cfg, spool, already_spooled, frames, counters, events).await
 }
@@ -603,6 +606,7 @@ mod tests {
             transport: crate::config::TransportArg::Zmq,
             endpoint: "fake".into(),
             agent_id: "a".into(),
+            tls: Default::default(),
             max_in_flight,
             ack_timeout: Duration::from_secs(1),
             drain_timeout: None,

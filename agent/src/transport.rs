@@ -63,6 +63,7 @@ impl Link {
         endpoint: &str,
         timeout: Duration,
         agent_id: &str,
+        tls: &crate::config::ClientTlsConfig,
     ) -> Result<Link, LinkError> {
         match transport {
             TransportArg::Zmq => {
@@ -77,10 +78,8 @@ impl Link {
                 )?))
             }
             TransportArg::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                    .map_err(|e| LinkError::Grpc(format!("endpoint {endpoint:?}: {e}")))?
-                    .connect_timeout(timeout)
-                    .tcp_nodelay(true)
+                let channel = crate::tls::endpoint(endpoint, tls, timeout)
+                    .map_err(LinkError::Grpc)?
                     .connect()
                     .await
                     .map_err(|e| LinkError::Grpc(format!("connect {endpoint}: {e}")))?;
@@ -98,7 +97,7 @@ impl Link {
                 })
             }
             TransportArg::Otlp => Ok(Link::Otlp {
-                exporter: crate::otlp::OtlpExporter::connect(endpoint, timeout)
+                exporter: crate::otlp::OtlpExporter::connect(endpoint, tls, timeout)
                     .await
                     .map_err(LinkError::Grpc)?,
                 acks: Default::default(),
@@ -195,11 +194,19 @@ pub struct Dial {
     pub timeout: Duration,
     /// This agent's id (the ZeroMQ identity is derived from it).
     pub agent_id: String,
+    /// TLS of the gRPC and OTLP links.
+    pub tls: crate::config::ClientTlsConfig,
 }
 
 impl Connect for Dial {
     type Link = Link;
     fn connect(&mut self) -> impl Future<Output = Result<Link, LinkError>> + Send {
-        Link::connect(self.transport, &self.endpoint, self.timeout, &self.agent_id)
+        Link::connect(
+            self.transport,
+            &self.endpoint,
+            self.timeout,
+            &self.agent_id,
+            &self.tls,
+        )
     }
 }

@@ -1,7 +1,8 @@
 //! The aggregator's configuration, declared once (`fleetset_core::config`) in sections owned by
 //! the modules that use them: `[store]` (`store::config`), `[ingest]` with `[ingest.zmq]` and
 //! `[ingest.grpc]` (`ingest::config`), `[live]` with `[live.zmq]` (`live::config`), `[otlp]`
-//! (`ingest::otlp::config`), `[security]` (`security::config`) and `[telemetry]` (`fleetset_core::telemetry`). The TOML file
+//! (`ingest::otlp::config`), `[telemetry]` (`fleetset_core::telemetry`) and `[security]` with
+//! `[security.tls]` and `[security.tokens]` (`security::config`). The TOML file
 //! (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the common flags and
 //! `--set section.key=value` resolve through them; `fleetset-aggregator print-config` shows
 //! every key with its default, `validate` checks a file.
@@ -38,7 +39,7 @@ pub struct ServerConfig {
     /// Own telemetry.
     #[key(section)]
     pub telemetry: TelemetryConfig,
-    /// Authentication of consumers and senders.
+    /// Transport security and authentication of every listener.
     #[key(section)]
     pub security: SecurityConfig,
 }
@@ -96,6 +97,28 @@ impl ConfigCommand for ServerConfig {
                     "non-empty hex",
                 ));
             }
+        }
+        let tls = &self.security.tls;
+        if !matches!(tls.min_version.as_str(), "1.2" | "1.3") {
+            return Err(ConfigError::invalid(
+                "security.tls.min_version",
+                format!("{:?}", tls.min_version),
+                "\"1.2\" or \"1.3\"",
+            ));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "security.tls.key_file",
+                format!("{:?}", tls.key_file),
+                "set together with security.tls.cert_file",
+            ));
+        }
+        if tls.client_ca_file.is_some() && !tls.enabled() {
+            return Err(ConfigError::invalid(
+                "security.tls.client_ca_file",
+                format!("{:?}", tls.client_ca_file),
+                "only with security.tls.cert_file and key_file (mTLS needs TLS)",
+            ));
         }
         Ok(())
     }

@@ -101,6 +101,13 @@ fleetset_core::counters! {
         otlp_wal_full,
         /// OTLP Exports answered UNAVAILABLE because a WAL append failed (truncated back).
         otlp_wal_write_failures,
+        /// TLS handshakes on a gRPC or `/metrics` listener that failed or timed out (`security.tls.handshake_timeout`;
+        /// e.g. no client certificate with mTLS on, a TLS version below `security.tls.min_version`).
+        tls_handshake_failures,
+        /// TLS certificate, key or client CA files reloaded after they changed on disk.
+        tls_reloads,
+        /// Changed TLS files that could not be loaded (the previous certificates stay in use).
+        tls_reload_failures,
     }
 }
 

@@ -65,7 +65,9 @@ fn main() -> Result<()> {
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),
         Command::Pki(flags) => fleetset_aggregator::pki::run(&flags),
         Command::Validate(flags) => {
-            println!("{}", flags.validate()?);
+            let summary = flags.validate()?;
+            fleetset_aggregator::security::exposure::enforce(&flags.load()?)?;
+            println!("{summary}");
             Ok(())
         }
         Command::PrintConfig(flags) => {

@@ -83,7 +83,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     Counters::add(&counters.recovered_duplicate_keys, recovery.duplicate_keys);
     let ingest_stop = CancellationToken::new();
     let tokens = Tokens::start(&cfg.security.tokens, counters.clone(), ingest_stop.clone())?;
-    let (telemetry, metrics_addr) = start_telemetry(cfg, &counters, &tokens, ingest_stop.clone())?;
+    let tls = crate::security::tls::TlsServer::load(&cfg.security.tls, counters.clone())?;
+    if let Some(tls) = &tls {
+        info!(
+            mtls = tls.mtls(),
+            "gRPC, OTLP and /metrics listeners serve TLS only"
+        );
+        tokio::spawn(tls.clone().watch(ingest_stop.clone()));
+    }
+    let (telemetry, metrics_addr) =
+        start_telemetry(cfg, &counters, &tokens, tls.clone(), ingest_stop.clone())?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
     let store_stop = CancellationToken::new();
@@ -174,21 +183,20 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             .context("gRPC reflection service")?;
         let stop = ingest_stop.clone();
         let (grpc_cfg, grpc_counters) = (cfg.ingest.grpc.connections.clone(), counters.clone());
+        let tls = tls.clone();
         ingest_tasks.push(tokio::spawn(async move {
-            let incoming = BoundedListener::new(
+            let listener = BoundedListener::new(
                 listener,
                 grpc_cfg.limits(),
                 grpc_counters.on_conn_event(Listener::Grpc),
-            )
-            .into_stream();
-            let server = grpc_cfg
+            );
+            let router = grpc_cfg
                 .server()
                 .add_service(service)
                 .add_service(live)
                 .add_service(health_service)
-                .add_service(reflection)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-            if let Err(e) = server.await {
+                .add_service(reflection);
+            if let Err(e) = crate::security::tls::serve(router, listener, tls, stop).await {
                 warn!(error = %e, "grpc server ended");
             }
         }));
@@ -196,8 +204,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let otlp_addr = if !cfg.otlp.enabled {
         None
     } else {
-        let (addr, task) =
-            start_otlp(cfg, &admission, &counters, &tokens, ingest_stop.clone()).await?;
+        let (addr, task) = start_otlp(
+            cfg,
+            &admission,
+            &counters,
+            &tokens,
+            tls.clone(),
+            ingest_stop.clone(),
+        )
+        .await?;
         ingest_tasks.push(task);
         Some(addr)
     };
@@ -283,6 +298,7 @@ fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,
     tokens: &Arc<Tokens>,
+    tls: Option<Arc<crate::security::tls::TlsServer>>,
     stop: CancellationToken,
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
@@ -304,7 +320,15 @@ fn start_telemetry(
     } else {
         let on_event = counters.on_conn_event(Listener::Metrics);
         let auth = Some(Tokens::metrics_auth(tokens));
-        Some(telemetry.serve_with_auth(&cfg.telemetry, stop, on_event, auth)?)
+        Some(match tls {
+            None => telemetry.serve_with(&cfg.telemetry, stop, on_event, auth, |l| l)?,
+            Some(tls) => {
+                let tls_stop = stop.clone();
+                telemetry.serve_with(&cfg.telemetry, stop, on_event, auth, |l| {
+                    tls.http_listener(l, tls_stop)
+                })?
+            }
+        })
     };
     Ok((telemetry, addr))
 }
@@ -320,6 +344,7 @@ async fn start_otlp(
     admission: &Admission,
     counters: &Arc<Counters>,
     tokens: &Arc<Tokens>,
+    tls: Option<Arc<crate::security::tls::TlsServer>>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     use crate::ingest::otlp::{load_salt, windows, OtlpReceiver};
@@ -360,19 +385,17 @@ async fn start_otlp(
         tokens: tokens.clone(),
     };
     let flusher = tokio::spawn(buffer.run(admission.clone(), stop.clone()));
-    let incoming = BoundedListener::new(
+    let listener = BoundedListener::new(
         listener,
         cfg.otlp.connections.limits(),
         counters.on_conn_event(Listener::Otlp),
-    )
-    .into_stream();
+    );
     let (server_cfg, max_request) = (cfg.otlp.connections.clone(), cfg.otlp.max_request_bytes);
     let task = tokio::spawn(async move {
-        let server = server_cfg
-            .server()
-            .add_service(MetricsServiceServer::new(receiver).max_decoding_message_size(max_request))
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned());
-        if let Err(e) = server.await {
+        let router = server_cfg.server().add_service(
+            MetricsServiceServer::new(receiver).max_decoding_message_size(max_request),
+        );
+        if let Err(e) = crate::security::tls::serve(router, listener, tls, stop.clone()).await {
             warn!(error = %e, "OTLP server ended");
         }
         let _ = flusher.await;
@@ -380,8 +403,10 @@ async fn start_otlp(
     Ok((bound, task))
 }
 
-/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`).
+/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`). Errors: a listener off loopback is
+/// not secured (see [`crate::security::exposure`]), or [`start`] failed.
 pub async fn serve(cfg: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+    crate::security::exposure::enforce(&cfg)?;
     let server = start(&cfg).await?;
     shutdown.cancelled().await;
     server.stop().await;

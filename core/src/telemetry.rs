@@ -223,19 +223,25 @@ impl Telemetry {
         shutdown: CancellationToken,
         on_event: crate::net::OnConnEvent,
     ) -> Result<SocketAddr> {
-        self.serve_with_auth(cfg, shutdown, on_event, None)
+        self.serve_with(cfg, shutdown, on_event, None, |l| l)
     }
 
     /// [`Telemetry::serve`] with `/metrics` guarded by `auth` (given the request's
     /// `authorization` header, if any; `Err(status)` answers that HTTP status, e.g. 401 or 403,
-    /// with an empty body). `/healthz` stays open for probes.
-    pub fn serve_with_auth(
+    /// with an empty body; `/healthz` stays open for probes), over the listener that `wrap`
+    /// makes of the bounded one (e.g. one that yields TLS connections).
+    pub fn serve_with<L>(
         &self,
         cfg: &TelemetryConfig,
         shutdown: CancellationToken,
         on_event: crate::net::OnConnEvent,
         auth: Option<MetricsAuth>,
-    ) -> Result<SocketAddr> {
+        wrap: impl FnOnce(crate::net::BoundedListener) -> L,
+    ) -> Result<SocketAddr>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let listen = &cfg.listen;
         let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding --metrics-listen {listen}"))?;
@@ -248,7 +254,7 @@ impl Telemetry {
             tcp_keepalive: None,
             evict_oldest: true,
         };
-        let listener = crate::net::BoundedListener::new(listener, limits, on_event);
+        let listener = wrap(crate::net::BoundedListener::new(listener, limits, on_event));
         let me = self.clone();
         let app = axum::Router::new()
             .route(

@@ -5,17 +5,24 @@ one collection in each of three consecutive 1-second windows, then force_flush t
 (which exports the unchanged state again). The exponential histogram gets the values 1..=100 in
 the first window only, so its cumulative quantiles are 50, 90 and 99 in every window.
 
-usage: otel_sdk_push.py ENDPOINT
+usage: otel_sdk_push.py ENDPOINT [CA_FILE CERT_FILE KEY_FILE]  (with the files: over TLS with a
+client certificate, ENDPOINT https://…)
 """
 import sys, time
+import grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-reader = PeriodicExportingMetricReader(
-    OTLPMetricExporter(endpoint=sys.argv[1], insecure=True), export_interval_millis=3_600_000)
+if len(sys.argv) > 4:
+    files = [open(p, "rb").read() for p in sys.argv[2:5]]
+    exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=False, credentials=grpc.ssl_channel_credentials(
+        root_certificates=files[0], certificate_chain=files[1], private_key=files[2]))
+else:
+    exporter = OTLPMetricExporter(endpoint=sys.argv[1], insecure=True)
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
 provider = MeterProvider(
     resource=Resource.create({"host.name": "otel-sdk-host", "service.name": "checkout"}),
     metric_readers=[reader],

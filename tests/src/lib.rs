@@ -5,7 +5,7 @@
 //!
 //! By concern: [`process`] (spawning, stopping, waiting; the aggregator and `export`),
 //! [`agents`] (agent launchers, CSV input, agent counters), [`store`] (reading the store),
-//! [`python`] (the interop scripts), [`otlp`] (OTLP requests, OTLP series in the store), `events` (what agents and aggregators report about
+//! [`python`] (the interop scripts), [`otlp`] (OTLP requests, OTLP series in the store), [`pki`] (test certificates), `events` (what agents and aggregators report about
 //! themselves: delivery events, status counters); small shared helpers here. Everything is re-exported at
 //! the crate root.
 //!
@@ -17,6 +17,7 @@
 pub mod agents;
 mod events;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 pub mod python;
 pub mod store;
@@ -24,6 +25,7 @@ pub mod store;
 pub use agents::*;
 pub use events::*;
 pub use otlp::*;
+pub use pki::*;
 pub use process::*;
 pub use python::*;
 pub use store::*;

@@ -99,8 +99,15 @@ fn bad_configurations_are_refused_naming_the_key() {
 #[test]
 fn print_config_validates_again_and_layers_apply() {
     let dir = TempDir::new("config-print");
-    for binary in ["fleetset-aggregator", "fleetset-agent"] {
-        let o = run(binary, &["print-config"], &[]);
+    // The aggregator's defaults listen on 0.0.0.0 without TLS: valid only with allow_insecure.
+    for (binary, sets) in [
+        (
+            "fleetset-aggregator",
+            &["--set", "security.allow_insecure=true"][..],
+        ),
+        ("fleetset-agent", &[][..]),
+    ] {
+        let o = run(binary, &[&["print-config"][..], sets].concat(), &[]);
         assert!(o.status.success(), "{}", text(&o));
         let printed = String::from_utf8(o.stdout).unwrap();
         let (ok, said) = validate(binary, &dir, &format!("{binary}.toml"), &printed);

@@ -8,7 +8,6 @@ use fleetset_proto::frame::sha256;
 use fleetset_proto::pb::{self, ingest_client::IngestClient, live_client::LiveClient};
 use fleetset_proto::{seal, Compression, Encoding, Point, SealOptions, Snapshot, WindowStats};
 use fleetset_tests::*;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit (children inherit it).
@@ -26,27 +25,20 @@ fn raise_nofile() {
     }
 }
 
-/// A kept-alive HTTP/1.1 connection to `/healthz`.
-struct Health(std::net::TcpStream, String);
+/// `/healthz` probes on a fresh connection each, as a kubelet or load balancer makes them (a
+/// full `/metrics` listener evicts its oldest connection for a new one, so probes get in).
+struct Health(String);
 
 impl Health {
     fn connect(addr: &str) -> Health {
-        let s = std::net::TcpStream::connect(addr).expect("connect /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Health(s, addr.to_string())
+        Health(addr.to_string())
     }
 
-    /// One `GET /healthz` on the kept connection; its latency.
+    /// One `GET /healthz` (connect included); its latency. Panics on no answer in 5 s.
     fn probe(&mut self) -> Duration {
         let t = Instant::now();
-        write!(self.0, "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", self.1).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 512];
-        while !String::from_utf8_lossy(&got).ends_with("ok\n") {
-            let n = self.0.read(&mut buf).expect("healthz answer");
-            assert!(n > 0, "healthz connection closed");
-            got.extend_from_slice(&buf[..n]);
-        }
+        let body = http_get(&self.0, "/healthz").expect("healthz answer");
+        assert!(body.ends_with("ok\n"), "healthz said {body:?}");
         t.elapsed()
     }
 }

@@ -1,5 +1,13 @@
-//! Who may do what: scoped bearer tokens for consumers and senders ([`tokens`]), configured in
-//! `[security]` ([`config`]). See docs/security.md for the threat model.
+//! Security of the aggregator's listeners: the `[security]` section ([`config`]), TLS/mTLS with
+//! certificates reloaded from disk on every gRPC listener and `/metrics` ([`tls`]), the agent
+//! identity in a verified client certificate ([`identity`]), scoped bearer tokens for consumers
+//! and senders ([`tokens`]) and the secure-by-default start check ([`exposure`]). See
+//! docs/security.md for the threat model.
 
 pub mod config;
+pub mod exposure;
+pub mod identity;
+pub mod tls;
 pub mod tokens;
+
+pub use config::{SecurityConfig, TlsConfig};

@@ -1,0 +1,80 @@
+//! Certificates for the TLS tests, made with rcgen: a CA, server certificates for
+//! `localhost`/`127.0.0.1` with a chosen serial, and agent client certificates with the URI SAN
+//! `spiffe://fleetset/agent/<id>`, written as PEM files.
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use std::path::{Path, PathBuf};
+
+/// A test CA.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The CA certificate's PEM file.
+    pub cert_file: PathBuf,
+}
+
+/// A certificate and its key on disk.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+fn write(path: &Path, text: &str) {
+    // Write-then-rename: a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+impl TestCa {
+    /// A new CA named `name`, its certificate written to `dir/<name>.pem`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let cert_file = dir.join(format!("{name}.pem"));
+        write(&cert_file, &issuer.pem());
+        TestCa { issuer, cert_file }
+    }
+
+    fn issue(&self, mut params: CertificateParams, cert: &Path, key: &Path) -> CertFiles {
+        let kp = KeyPair::generate().unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fleetset test");
+        let c = params.signed_by(&kp, &self.issuer).unwrap();
+        write(key, &kp.serialize_pem());
+        write(cert, &c.pem());
+        CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1` with serial `serial`, written (each
+    /// file replaced atomically) to `dir/server.pem` and `dir/server.key`.
+    pub fn server(&self, dir: &Path, serial: u64) -> CertFiles {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.serial_number = Some(serial.into());
+        self.issue(params, &dir.join("server.pem"), &dir.join("server.key"))
+    }
+
+    /// A client certificate for agent `agent_id` in `dir/agent-<id>.pem` and `.key`.
+    pub fn agent(&self, dir: &Path, agent_id: &str) -> CertFiles {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://fleetset/agent/{agent_id}")
+                .try_into()
+                .unwrap(),
+        ));
+        self.issue(
+            params,
+            &dir.join(format!("agent-{agent_id}.pem")),
+            &dir.join(format!("agent-{agent_id}.key")),
+        )
+    }
+}
