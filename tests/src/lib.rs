@@ -78,12 +78,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A loopback TCP port that was free a moment ago (for an aggregator that starts later).
+/// A loopback TCP port that was free a moment ago (for an aggregator that starts later, or
+/// restarts on the same port). It is taken from 20000–32767, below Linux's ephemeral range
+/// (32768–60999), so no client connection of a parallel test can be given it meanwhile (a port
+/// from `bind(:0)` can be, and a restart on it then fails with "Address already in use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LO: u16 = 20_000;
+    const SPAN: u16 = 12_768;
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LO + (seed.wrapping_add(i) % SPAN);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LO}..{}", LO + SPAN);
 }
 
 /// A small deterministic pseudo-random sequence (xorshift64*) for fault timing; the seed is

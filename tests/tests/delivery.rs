@@ -97,11 +97,18 @@ fn aggregator_kills(transport: &str) {
     let dir = TempDir::new(&format!("kill-{transport}"));
     let csv = dir.path().join("load.csv");
     write_csv(&csv, T0, WINDOWS, 60, 2).unwrap();
-    let agg = Aggregator::start(dir.path(), &["--commit-interval", "50ms"]).unwrap();
-    let (zmq_bind, grpc_listen) = (
-        agg.zmq.clone(),
-        agg.grpc.trim_start_matches("http://").to_string(),
-    );
+    // Fixed ports outside the ephemeral range, so the restarts can always bind them again.
+    let zmq_bind = format!("tcp://127.0.0.1:{}", free_port());
+    let grpc_listen = format!("127.0.0.1:{}", free_port());
+    let listen = [
+        "--commit-interval",
+        "50ms",
+        "--zmq-bind",
+        &zmq_bind,
+        "--grpc-listen",
+        &grpc_listen,
+    ];
+    let agg = Aggregator::start(dir.path(), &listen).unwrap();
     let endpoint = if transport == "zmq" {
         agg.zmq.clone()
     } else {
@@ -126,20 +133,7 @@ fn aggregator_kills(transport: &str) {
             a.proc.signal("KILL").unwrap();
         }
         std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
-        agg = Some(
-            Aggregator::start(
-                dir.path(),
-                &[
-                    "--commit-interval",
-                    "50ms",
-                    "--zmq-bind",
-                    &zmq_bind,
-                    "--grpc-listen",
-                    &grpc_listen,
-                ],
-            )
-            .unwrap(),
-        );
+        agg = Some(Aggregator::start(dir.path(), &listen).unwrap());
         eprintln!("kill {kill} done; acked so far: {}", agent.acked().len());
     }
     assert!(

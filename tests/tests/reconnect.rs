@@ -8,7 +8,18 @@ use std::time::Duration;
 
 fn survive_restart(transport: &str) {
     let dir = TempDir::new(&format!("reconnect-{transport}"));
-    let first = Aggregator::start(dir.path(), &["--commit-interval", "100ms"]).unwrap();
+    // Fixed ports outside the ephemeral range, so the second aggregator can bind them again.
+    let zmq_bind = format!("tcp://127.0.0.1:{}", free_port());
+    let grpc_addr = format!("127.0.0.1:{}", free_port());
+    let listen = [
+        "--commit-interval",
+        "100ms",
+        "--zmq-bind",
+        &zmq_bind,
+        "--grpc-listen",
+        &grpc_addr,
+    ];
+    let first = Aggregator::start(dir.path(), &listen).unwrap();
     let (zmq, grpc) = (first.zmq.clone(), first.grpc.clone());
     let endpoint = if transport == "zmq" {
         zmq.clone()
@@ -21,23 +32,7 @@ fn survive_restart(transport: &str) {
     first.proc.signal("KILL").unwrap();
     drop(first);
     std::thread::sleep(Duration::from_millis(1500)); // windows pile up while it is down
-    let (zmq_port, grpc_addr) = (
-        zmq.rsplit(':').next().unwrap(),
-        grpc.trim_start_matches("http://"),
-    );
-    let zmq_bind = format!("tcp://127.0.0.1:{zmq_port}");
-    let mut second = Aggregator::start(
-        dir.path(),
-        &[
-            "--commit-interval",
-            "100ms",
-            "--zmq-bind",
-            &zmq_bind,
-            "--grpc-listen",
-            grpc_addr,
-        ],
-    )
-    .unwrap();
+    let mut second = Aggregator::start(dir.path(), &listen).unwrap();
     let before = agent.acked().len();
     agent
         .wait_acked(before + 4, Duration::from_secs(40))
