@@ -105,7 +105,8 @@ impl AdmissionHarness {
     /// acks sent to [`AdmissionHarness::otlp_peer`].
     pub fn admit(&mut self, frame: pb::Frame, reply: AckTo) -> Outcome {
         let admission = self.admission.clone();
-        self.rt.block_on(admission.admit(frame, reply));
+        self.rt
+            .block_on(admission.admit(frame, reply, &crate::ingest::PeerIdentity::Unbound));
         self.drain()
     }
 

@@ -82,6 +82,14 @@ pub enum FrameError {
     /// [`Contract::max_age_ms`]).
     #[error("window out of range: {0}")]
     OutOfRange(String),
+    /// The header's agent id is not the one the transport authenticated the sender as.
+    #[error("wrong identity: the sender is authenticated as agent {authenticated:?}, the frame is for {claimed:?}")]
+    WrongIdentity {
+        /// The header's agent id (bounded and escaped by the caller when shown).
+        claimed: String,
+        /// The agent id the sender authenticated as (mTLS certificate, CURVE key).
+        authenticated: String,
+    },
 }
 
 impl From<Violation> for FrameError {
@@ -117,6 +125,7 @@ impl FrameError {
             FrameError::HeaderMismatch(_) => RejectReason::HeaderMismatch,
             FrameError::InvalidSnapshot(_) => RejectReason::InvalidSnapshot,
             FrameError::OutOfRange(_) => RejectReason::WindowOutOfRange,
+            FrameError::WrongIdentity { .. } => RejectReason::WrongIdentity,
         }
     }
 }

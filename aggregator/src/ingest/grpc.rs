@@ -11,11 +11,14 @@
 //! and unacked and the stream ends, after the acks owed, with UNAVAILABLE (the agent reconnects
 //! with backoff and resends).
 //!
+//! A stream whose client certificate names an agent (mTLS, [`crate::security::identity`]) may
+//! publish frames of that agent only: others are REJECTED `WRONG_IDENTITY`.
+//!
 //! A stream that breaks (a message that does not decode as a `Frame`, a reset) is counted in
 //! `grpc_stream_errors` and ends, after the acks still owed, with that error's status
 //! (INVALID_ARGUMENT for an undecodable message), never with OK.
 
-use super::{AckTo, Admission};
+use super::{AckTo, Admission, PeerIdentity};
 use crate::counters::Counters;
 use fleetset_proto::pb::{self, ingest_server::Ingest};
 use std::pin::Pin;
@@ -45,6 +48,9 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<pb::Frame>>,
     ) -> Result<Response<Self::PublishStream>, Status> {
+        // mTLS binds the stream to its certificate's agent id (docs/security.md).
+        let peer = crate::security::identity::peer_agent_id(&request)
+            .map_or(PeerIdentity::Unbound, PeerIdentity::Agent);
         let mut frames = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_QUEUE);
         let (end_tx, end_rx) = oneshot::channel::<Status>();
@@ -74,7 +80,7 @@ impl Ingest for IngestService {
                         break;
                     }
                     Ok(Some(frame)) => {
-                        if !admission.admit(frame, AckTo::Grpc(tx.clone())).await {
+                        if !admission.admit(frame, AckTo::Grpc(tx.clone()), &peer).await {
                             break;
                         }
                     }

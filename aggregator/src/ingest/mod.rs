@@ -53,6 +53,35 @@ impl AckTo {
     }
 }
 
+/// Who the transport authenticated a frame's sender as. An agent may publish only its own
+/// agent id (docs/security.md "Identity binding").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// Not bound to an agent id (no client certificate with an agent id, no CURVE key): frames
+    /// for any agent id are admitted; per-agent HMAC keys, when in use, still bind each frame
+    /// to the agent whose key signed it.
+    #[default]
+    Unbound,
+    /// Authenticated as this agent id (mTLS URI SAN `spiffe://fleetset/agent/<id>`, or the
+    /// CURVE allow file's id for its public key): a frame for any other id is REJECTED
+    /// `WRONG_IDENTITY` before it is verified, counted, never stored or published.
+    Agent(String),
+}
+
+impl PeerIdentity {
+    /// The error for a frame whose header names `claimed` while the sender is bound to
+    /// another id; None when the frame may be admitted.
+    fn refuse(&self, claimed: &str) -> Option<FrameError> {
+        match self {
+            PeerIdentity::Agent(id) if id != claimed => Some(FrameError::WrongIdentity {
+                claimed: shown(claimed),
+                authenticated: id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Now as Unix microseconds.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -253,12 +282,19 @@ impl Admission {
         }
     }
 
-    /// Verifies `frame` and passes it to the store, or rejects it. Waits when the store is
-    /// busy (backpressure to the transport); returns false once the store has stopped.
-    pub async fn admit(&self, frame: pb::Frame, reply: AckTo) -> bool {
+    /// Verifies `frame` from a sender authenticated as `peer` and passes it to the store, or
+    /// rejects it (a frame for another agent than `peer`'s: `WRONG_IDENTITY`, before any
+    /// verification). Waits when the store is busy (backpressure to the transport); returns
+    /// false once the store has stopped.
+    pub async fn admit(&self, frame: pb::Frame, reply: AckTo, peer: &PeerIdentity) -> bool {
         let received_at_us = now_us();
         Counters::add(&self.counters.frames_received, 1);
         Counters::add(&self.counters.bytes_received, frame.payload.len() as u64);
+        let claimed = frame.header.as_ref().map_or("", |h| h.agent_id.as_str());
+        if let Some(err) = peer.refuse(claimed) {
+            self.reject(frame.header.as_ref(), &err, &reply);
+            return true;
+        }
         let Some((frame, verified)) = self.verify_off_thread(frame).await else {
             return false;
         };
@@ -379,7 +415,11 @@ mod tests {
         let dir = TempDir::new("ingest-ack");
         let (admission, stop) = admission(&dir.0);
         let (tx, mut acks) = mpsc::channel(64);
-        assert!(admission.admit(frame(0), AckTo::Otlp(tx.clone())).await);
+        assert!(
+            admission
+                .admit(frame(0), AckTo::Otlp(tx.clone()), &PeerIdentity::Unbound)
+                .await
+        );
         let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
             .await
             .expect("an ack within 10 s")
@@ -387,7 +427,11 @@ mod tests {
         assert_eq!((a.seq, a.status), (1, AckStatus::Committed as i32));
         let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
         assert_eq!(stored.len(), 1, "acked COMMITTED only once stored");
-        assert!(admission.admit(frame(0), AckTo::Otlp(tx)).await);
+        assert!(
+            admission
+                .admit(frame(0), AckTo::Otlp(tx), &PeerIdentity::Unbound)
+                .await
+        );
         let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
             .await
             .expect("an ack within 10 s")
@@ -422,11 +466,19 @@ mod tests {
         let (ack_tx, _acks) = mpsc::channel(64);
         // One awaited by the ack task, one queued for it: the third waits.
         for k in 0..2 {
-            let admit = a.admit(frame(k), AckTo::Otlp(ack_tx.clone()));
+            let admit = a.admit(
+                frame(k),
+                AckTo::Otlp(ack_tx.clone()),
+                &PeerIdentity::Unbound,
+            );
             let done = tokio::time::timeout(Duration::from_secs(5), admit).await;
             assert_eq!(done.ok(), Some(true), "frame {k} admitted");
         }
-        let third = a.admit(frame(2), AckTo::Otlp(ack_tx.clone()));
+        let third = a.admit(
+            frame(2),
+            AckTo::Otlp(ack_tx.clone()),
+            &PeerIdentity::Unbound,
+        );
         assert!(
             tokio::time::timeout(Duration::from_millis(500), third)
                 .await
@@ -438,13 +490,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_frame_for_another_agent_than_the_authenticated_one_is_rejected_and_not_stored() {
+        let dir = TempDir::new("ingest-identity");
+        let (admission, stop) = admission(&dir.0);
+        let (tx, mut acks) = mpsc::channel(64);
+        let peer = PeerIdentity::Agent("agent-2".into());
+        assert!(
+            admission
+                .admit(frame(0), AckTo::Otlp(tx.clone()), &peer)
+                .await
+        );
+        let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("an ack within 10 s")
+            .expect("ack");
+        assert_eq!(
+            (a.status, a.reason),
+            (
+                AckStatus::Rejected as i32,
+                RejectReason::WrongIdentity as i32
+            )
+        );
+        assert_eq!(
+            admission.counters().rejected(RejectReason::WrongIdentity),
+            1
+        );
+        // Its own id passes.
+        let own = PeerIdentity::Agent("agent-1".into());
+        assert!(admission.admit(frame(1), AckTo::Otlp(tx), &own).await);
+        let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("an ack within 10 s")
+            .expect("ack");
+        assert_eq!(a.status, AckStatus::Committed as i32);
+        let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
+        assert_eq!(stored.len(), 1, "only agent-1's own frame is stored");
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn a_frame_whose_commit_failed_is_not_acked() {
         let dir = TempDir::new("ingest-failed");
         let data_dir = dir.0.join("a-file");
         std::fs::write(&data_dir, b"").unwrap();
         let (admission, stop) = admission(&data_dir);
         let (tx, mut acks) = mpsc::channel(64);
-        assert!(admission.admit(frame(0), AckTo::Otlp(tx)).await);
+        assert!(
+            admission
+                .admit(frame(0), AckTo::Otlp(tx), &PeerIdentity::Unbound)
+                .await
+        );
         // The ack task drops the frame's only reply handle once the store answers Failed,
         // without sending on it: the channel closes with no ack in it.
         let got = tokio::time::timeout(Duration::from_secs(10), acks.recv())

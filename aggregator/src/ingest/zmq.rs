@@ -22,7 +22,7 @@
 //! `ingest.memory_limit_bytes` frames are dropped before verification, unacked
 //! (`frames_refused_memory`), like the gRPC and OTLP paths.
 
-use super::{AckTo, Admission};
+use super::{AckTo, Admission, PeerIdentity};
 use crate::counters::Counters;
 use crate::zmq_endpoint::{bound_endpoint, libzmq_endpoint};
 use fleetset_core::doorbell::{doorbell, Doorbell, Ring};
@@ -204,7 +204,7 @@ pub async fn start(
                 // ticket goes with the reply), so the agent resends after its ack timeout.
                 Ok(_) if admission.over_memory_limit() => {}
                 Ok(frame) => {
-                    if !admission.admit(frame, reply).await {
+                    if !admission.admit(frame, reply, &PeerIdentity::Unbound).await {
                         break;
                     }
                 }

@@ -33,7 +33,7 @@
 
 use super::mapping::{DataPoint, Refusal, Rejections, SourcePoints};
 use crate::counters::Counters;
-use crate::ingest::{AckTo, Admission};
+use crate::ingest::{AckTo, Admission, PeerIdentity};
 use anyhow::{Context, Result};
 use fleetset_core::downsample::Downsampler;
 use fleetset_core::window::{build_snapshot, window_start, ClosedWindow, ProcessNaming};
@@ -545,7 +545,7 @@ impl OtlpWindows {
                 Some(ack) = acks.recv() => self.acked(&ack),
                 _ = tick.tick() => {
                     for frame in self.due(fleetset_core::time::now_ms()) {
-                        if !admission.admit(frame, AckTo::Otlp(ack_tx.clone())).await {
+                        if !admission.admit(frame, AckTo::Otlp(ack_tx.clone()), &PeerIdentity::Unbound).await {
                             return;
                         }
                     }
