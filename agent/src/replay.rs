@@ -98,7 +98,9 @@ fn parse_map(s: &str) -> Result<(String, String), String> {
 pub struct ReplayReport {
     /// Data rows read.
     pub rows: u64,
-    /// Rows skipped because the timestamp did not parse.
+    /// Rows skipped because the timestamp did not parse, or lies outside what the frame
+    /// contract accepts (`0 ≤ ts <` `fleetset_proto::contract::MAX_TIME_MS`, i.e. before 1970
+    /// or after 9999).
     pub bad_timestamps: u64,
     /// Values that did not parse (replayed as NaN, dropped before stats).
     pub bad_values: u64,
@@ -114,8 +116,16 @@ pub struct ReplayReport {
     pub windows_already_sent: u64,
 }
 
-/// Parses one timestamp to Unix ms.
+/// Parses one timestamp to Unix ms; None when it does not parse or lies outside
+/// `[0, MAX_TIME_MS)` (no window of it could pass the frame contract, and windowing it could
+/// overflow i64).
 fn parse_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i64> {
+    parse_any_ts(s, format, unit)
+        .filter(|ts| (0..fleetset_proto::contract::MAX_TIME_MS).contains(ts))
+}
+
+/// [`parse_ts`] without the range check.
+fn parse_any_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i64> {
     let s = s.trim();
     if let Some(f) = format {
         return chrono::NaiveDateTime::parse_from_str(s, f)
@@ -392,21 +402,34 @@ mod tests {
     }
 
     /// Timestamps at both ends of i64 (as the `replay_csv` fuzz target feeds them) overflowed the
-    /// step (`ts - prev`) and the gap threshold (`3 × median`).
+    /// step (`ts - prev`), the gap threshold (`3 × median`) and, when windowed, `window_start`
+    /// and `start + window_ms`. Outside the contract's `[0, MAX_TIME_MS)` they are now bad
+    /// timestamps, counted and never windowed.
     #[test]
-    fn extreme_timestamps_do_not_overflow_the_steps() {
+    fn timestamps_outside_the_contract_are_counted_and_never_windowed() {
         let dir =
             std::env::temp_dir().join(format!("fleetset-replay-extreme-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("extreme.csv");
-        std::fs::write(&path, "timestamp,value\n-1e300,1\n1e300,2\n0,3\n4e18,4\n").unwrap();
+        let max_s = fleetset_proto::contract::MAX_TIME_MS / 1000;
+        std::fs::write(
+            &path,
+            format!(
+                "timestamp,value\n-1e300,1\n1e300,2\n0,3\n4e18,4\n-1,5\n{max_s},6\n{},7\n",
+                max_s + 1
+            ),
+        )
+        .unwrap();
         let flags = crate::fuzzing::replay_flags(&[path.to_str().unwrap()]).unwrap();
         let read = crate::fuzzing::replay_csv(&flags).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(read.report.rows, 4);
-        assert_eq!(read.report.out_of_order, 1);
-        assert_eq!(read.step_ms, i64::MAX, "the median of saturated steps");
-        assert_eq!(read.samples.len(), 4);
+        assert_eq!(read.report.rows, 7);
+        assert_eq!(
+            read.report.bad_timestamps, 5,
+            "±1e300, 4e18, -1 and past 9999"
+        );
+        let kept: Vec<i64> = read.samples.iter().map(|s| s.0).collect();
+        assert_eq!(kept, vec![0, max_s * 1000]);
     }
 
     #[test]

@@ -60,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(is_valid_metric_name(m), "invalid metric name {m:?}");
         }
         assert!(read.samples.iter().all(|&(_, m, _)| m < read.metrics.len()));
+        // Only timestamps a window of which can pass the contract (no overflow when windowed).
+        let range = 0..fleetset_proto::contract::MAX_TIME_MS;
+        assert!(read.samples.iter().all(|&(ts, _, _)| range.contains(&ts)));
         assert!(read.step_ms > 0 || read.samples.is_empty() || r.rows < 2);
     }
 });
