@@ -19,7 +19,7 @@ use crate::store::{CommitStatus, StoreMsg, Submission};
 use bytes::Bytes;
 use fleetset_proto::contract::{detail, is_valid_agent_id, shown};
 use fleetset_proto::pb::{self, AckStatus, RejectReason};
-use fleetset_proto::{verify_with, Contract, FrameError, VerifyOptions};
+use fleetset_proto::{sign_ack, verify_with, Contract, FrameError, HmacKeys, VerifyOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -89,7 +89,15 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Builds an ack.
+/// `a` signed for the frame whose header has `payload_sha256`, with the key of the ack's agent
+/// id when keys are in use ([`fleetset_proto::keys`]: docs/security.md "Signed acks").
+pub fn signed(keys: &HmacKeys, mut a: pb::Ack, payload_sha256: &[u8]) -> pb::Ack {
+    let key = keys.key_for(&a.agent_id);
+    sign_ack(&mut a, key.as_deref(), payload_sha256);
+    a
+}
+
+/// Builds an (unsigned) ack.
 pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
     pb::Ack {
         agent_id: agent_id.to_string(),
@@ -104,6 +112,8 @@ struct PendingAck {
     reply: AckTo,
     agent_id: String,
     seq: u64,
+    /// The frame header's `payload_sha256`, which the ack's MAC covers.
+    payload_sha256: Vec<u8>,
     outcome: oneshot::Receiver<CommitStatus>,
 }
 
@@ -113,8 +123,9 @@ struct PendingAck {
 struct Acks(mpsc::Sender<PendingAck>);
 
 impl Acks {
-    /// Starts the ack task; it ends when every sender is gone and every pending frame answered.
-    fn start(counters: Arc<Counters>, capacity: usize) -> Acks {
+    /// Starts the ack task, which signs every ack with `keys` ([`signed`]); it ends when every
+    /// sender is gone and every pending frame answered.
+    fn start(counters: Arc<Counters>, capacity: usize, keys: HmacKeys) -> Acks {
         let capacity = capacity.max(1);
         let (tx, mut rx) = mpsc::channel::<PendingAck>(capacity);
         tokio::spawn(async move {
@@ -125,11 +136,11 @@ impl Acks {
                     p = rx.recv(), if open && pending.len() < capacity => match p {
                         Some(p) => pending.push(async move {
                             let status = p.outcome.await;
-                            (p.reply, p.agent_id, p.seq, status)
+                            (p.reply, p.agent_id, p.seq, p.payload_sha256, status)
                         }),
                         None => open = false,
                     },
-                    Some((reply, agent_id, seq, status)) = pending.next() => {
+                    Some((reply, agent_id, seq, sha, status)) = pending.next() => {
                         let a = match status {
                             Ok(CommitStatus::Committed) => ack(&agent_id, seq, AckStatus::Committed),
                             Ok(CommitStatus::Duplicate) => ack(&agent_id, seq, AckStatus::Duplicate),
@@ -157,7 +168,7 @@ impl Acks {
                             }
                             Err(_) => continue, // the store stopped without an answer
                         };
-                        if !reply.send(a) {
+                        if !reply.send(signed(&keys, a, &sha)) {
                             Counters::add(&counters.acks_undeliverable, 1);
                         }
                     },
@@ -211,11 +222,15 @@ impl Admission {
         limits: AdmissionLimits,
     ) -> Admission {
         Admission {
+            acks: Acks::start(
+                counters.clone(),
+                limits.max_pending_acks,
+                verify.keys.clone(),
+            ),
             verify: Arc::new((verify, contract)),
             verify_slots: Arc::new(Semaphore::new(limits.verify_threads.max(1))),
             memory: Arc::new(MemoryLimit::new(limits.memory_limit_bytes)),
             store,
-            acks: Acks::start(counters.clone(), limits.max_pending_acks),
             hub,
             counters,
             warned: Arc::default(),
@@ -249,7 +264,8 @@ impl Admission {
         over
     }
 
-    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED. The header's
+    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED (signed like
+    /// every ack, over the header's `payload_sha256`). The header's
     /// agent id is echoed (ack, log) only bounded and escaped unless it is a valid id, and only
     /// valid ids key the warn-once set (all invalid ones share one entry); the error text is
     /// bounded too ([`detail`]).
@@ -277,7 +293,8 @@ impl Admission {
         let mut a = ack(&agent_id, seq, AckStatus::Rejected);
         a.reason = reason as i32;
         a.detail = text;
-        if !reply.send(a) {
+        let sha = header.map_or(&[][..], |h| h.payload_sha256.as_slice());
+        if !reply.send(signed(&self.verify.0.keys, a, sha)) {
             Counters::add(&self.counters.acks_undeliverable, 1);
         }
     }
@@ -310,6 +327,7 @@ impl Admission {
                     received_at_us,
                 });
                 let (agent_id, seq) = (snapshot.agent_id.clone(), snapshot.seq);
+                let payload_sha256 = header.payload_sha256.clone();
                 let (submission, outcome) = Submission::new(snapshot, header);
                 let stored = self
                     .store
@@ -323,6 +341,7 @@ impl Admission {
                         reply,
                         agent_id,
                         seq,
+                        payload_sha256,
                         outcome,
                     };
                     let _ = self.acks.0.send(pending).await;
