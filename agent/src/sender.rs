@@ -418,6 +418,10 @@ mod tests {
     #[derive(Debug, Clone, Copy)]
     enum Reply {
         Ack(AckStatus),
+        /// Answers with an unsigned ack.
+        Unsigned(AckStatus),
+        /// Answers with an ack signed with another key.
+        WrongMac(AckStatus),
         /// Never answers.
         Silent,
         /// The link fails (the next receive errs).
@@ -425,6 +429,9 @@ mod tests {
     }
 
     type Policy = Box<dyn FnMut(usize, u64) -> Reply + Send>;
+
+    /// The agent's HMAC key: the fake aggregator signs [`Reply::Ack`]s with it.
+    const KEY: &[u8] = b"agent-key";
 
     /// The fake network: connect attempts, frames sent per link, the aggregator's behaviour.
     struct Net {
@@ -475,8 +482,13 @@ mod tests {
             let seq = frame.header.as_ref().map_or(0, |h| h.seq);
             let mut n = self.net.lock().unwrap();
             n.sent.push((self.id, seq));
-            match (n.policy)(self.id, seq) {
-                Reply::Ack(status) => self.replies.push_back(Ok(pb::Ack {
+            let sha = frame
+                .header
+                .as_ref()
+                .map(|h| h.payload_sha256.clone())
+                .unwrap_or_default();
+            let ack = |status: AckStatus, key: Option<&[u8]>| {
+                let mut a = pb::Ack {
                     agent_id: "a".into(),
                     seq,
                     status: status as i32,
@@ -486,7 +498,14 @@ mod tests {
                         0
                     },
                     ..Default::default()
-                })),
+                };
+                fleetset_proto::sign_ack(&mut a, key, &sha);
+                Ok(a)
+            };
+            match (n.policy)(self.id, seq) {
+                Reply::Ack(status) => self.replies.push_back(ack(status, Some(KEY))),
+                Reply::Unsigned(status) => self.replies.push_back(ack(status, None)),
+                Reply::WrongMac(status) => self.replies.push_back(ack(status, Some(b"other"))),
                 Reply::Silent => {}
                 Reply::Fail => self.replies.push_back(Err(LinkError::Closed)),
             }
@@ -636,7 +655,7 @@ mod tests {
             max_in_flight,
             ack_timeout: Duration::from_secs(1),
             drain_timeout: None,
-            ack_key: None,
+            ack_key: Some(KEY.to_vec()),
         };
         let started = Instant::now();
         tokio::time::timeout(
@@ -665,6 +684,25 @@ mod tests {
 
     fn ack_all(status: AckStatus) -> Policy {
         Box::new(move |_, _| Reply::Ack(status))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_that_do_not_verify_delete_nothing_and_the_frames_are_resent() {
+        // Link 0 acks every frame COMMITTED unsigned, link 1 with a wrong MAC (and REJECTED
+        // with a wrong MAC for seq 2), link 2 signs correctly.
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, _) => Reply::Unsigned(AckStatus::Committed),
+            (1, 2) => Reply::WrongMac(AckStatus::Rejected),
+            (1, _) => Reply::WrongMac(AckStatus::Committed),
+            _ => Reply::Ack(AckStatus::Committed),
+        });
+        let r = run_fake("unverified", 4, 64, 0, policy).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3, 4]);
+        assert_eq!(r.sent_on(1), [1, 2, 3, 4], "still spooled after link 0's acks");
+        assert_eq!(r.sent_on(2), [1, 2, 3, 4], "still spooled after link 1's acks");
+        assert_eq!(r.count(&r.counters.acks_unverified), 8);
+        assert_eq!(r.count(&r.counters.frames_committed), 4);
+        assert_eq!(r.count(&r.counters.frames_rejected), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -389,6 +389,14 @@ mod tests {
 
     /// Admission into a store on `data_dir`; the receiver of the acks of its OTLP-style peer.
     fn admission(data_dir: &std::path::Path) -> (Admission, CancellationToken) {
+        admission_with(data_dir, VerifyOptions::default())
+    }
+
+    /// [`admission`] verifying with `verify`.
+    fn admission_with(
+        data_dir: &std::path::Path,
+        verify: VerifyOptions,
+    ) -> (Admission, CancellationToken) {
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
@@ -406,7 +414,7 @@ mod tests {
             stop.clone(),
         ));
         let a = Admission::new(
-            VerifyOptions::default(),
+            verify,
             Contract::default(),
             tx,
             Hub::new(16),
@@ -421,12 +429,65 @@ mod tests {
     }
 
     fn frame(k: i64) -> pb::Frame {
+        signed_frame(k, None)
+    }
+
+    /// agent-1's frame `k` signed with `key`.
+    fn signed_frame(k: i64, key: Option<Vec<u8>>) -> pb::Frame {
         let opts = SealOptions {
             encoding: Encoding::Protobuf,
             compression: Compression::None,
-            hmac_key: None,
+            hmac_key: key,
         };
         seal(&snapshot("agent-1", k), &opts).expect("seal")
+    }
+
+    #[tokio::test]
+    async fn with_per_agent_keys_only_the_agents_own_key_is_admitted_and_every_ack_is_signed() {
+        let dir = TempDir::new("ingest-keys");
+        let master = b"master-key-of-the-fleet".to_vec();
+        let keys = HmacKeys::PerAgent {
+            master: master.clone(),
+        };
+        let verify = VerifyOptions {
+            keys: keys.clone(),
+            ..Default::default()
+        };
+        let (admission, stop) = admission_with(&dir.0, verify);
+        let (tx, mut acks) = mpsc::channel(64);
+        let own = fleetset_proto::agent_key(&master, "agent-1").to_vec();
+        let other = fleetset_proto::agent_key(&master, "agent-2").to_vec();
+        let cases = [
+            (signed_frame(0, Some(own.clone())), AckStatus::Committed),
+            (signed_frame(0, Some(own.clone())), AckStatus::Duplicate),
+            (signed_frame(1, None), AckStatus::Rejected),
+            (signed_frame(1, Some(other)), AckStatus::Rejected),
+            (signed_frame(1, Some(b"made-up".to_vec())), AckStatus::Rejected),
+        ];
+        for (f, status) in cases {
+            let sha = f.header.as_ref().unwrap().payload_sha256.clone();
+            let mut f2 = f.clone();
+            f2.payload.push(0); // another frame's sha256
+            let other_sha = fleetset_proto::frame::sha256(&f2.payload);
+            assert!(
+                admission
+                    .admit(f, AckTo::Otlp(tx.clone()), &PeerIdentity::Unbound)
+                    .await
+            );
+            let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+                .await
+                .expect("an ack within 10 s")
+                .expect("ack");
+            assert_eq!(a.status, status as i32, "{a:?}");
+            if status == AckStatus::Rejected {
+                assert_eq!(a.reason, RejectReason::BadSignature as i32);
+            }
+            assert!(fleetset_proto::ack_verifies(&own, &a, &sha), "{a:?}");
+            assert!(!fleetset_proto::ack_verifies(&own, &a, &other_sha));
+        }
+        let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
+        assert_eq!(stored.len(), 1, "only the frame signed with agent-1's own key");
+        stop.cancel();
     }
 
     #[tokio::test]
