@@ -182,3 +182,132 @@ fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
     let acked: Vec<u64> = agent.acked().iter().map(|a| a.seq).collect();
     assert_eq!(acked, (1..=WINDOWS).collect::<Vec<_>>());
 }
+
+/// agent `agent_id`'s window (`seq`, `[start, end)`) with one forged metric, signed with `key`.
+fn forged(agent_id: &str, seq: u64, start: i64, end: i64, key: Option<Vec<u8>>) -> pb::Frame {
+    let mut s = fleetset_proto::Snapshot {
+        agent_id: agent_id.into(),
+        seq,
+        start,
+        end,
+        ..Default::default()
+    };
+    s.data.insert(
+        "forged".into(),
+        vec![fleetset_proto::Point {
+            ts_ms: start,
+            value: 1.0,
+        }],
+    );
+    let opts = fleetset_proto::SealOptions {
+        encoding: fleetset_proto::Encoding::Msgpack,
+        hmac_key: key,
+        ..Default::default()
+    };
+    fleetset_proto::seal(&s, &opts).unwrap()
+}
+
+#[test]
+fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
+    let dir = TempDir::new("forgery");
+    let pki = pki(dir.path(), &["real-1", "other-2"]);
+    let master = format!(
+        "ingest.hmac_master_key_file={}",
+        pki.join("master.key").display()
+    );
+    let mut agg =
+        Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--set", &master]).unwrap();
+    let key = format!("transport.hmac_key_hex={}", agent_key_hex(&pki, "real-1"));
+    let mut agent = synthetic_agent_with(
+        dir.path(),
+        "real-1",
+        ("1s", "50ms"),
+        &["--aggregator", &agg.zmq, "--set", &key],
+    );
+
+    // The attacker: ids, seqs and windows off the unauthenticated live PUB.
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.connect(&agg.zmq_pub).unwrap();
+    sub.set_subscribe(b"snapshot.real-1").unwrap();
+    assert!(sub.poll(zmq::POLLIN, 30_000).unwrap() > 0, "no live window");
+    let parts = sub.recv_multipart(0).unwrap();
+    let h = pb::FrameHeader::decode(parts[1].as_slice()).unwrap();
+    let len = h.window_end_ms - h.window_start_ms;
+    let other = hex::decode(agent_key_hex(&pki, "other-2")).unwrap();
+    let mut frames = Vec::new();
+    for k in 2..=6u64 {
+        let start = h.window_start_ms + k as i64 * len;
+        for key in [None, Some(b"made-up key".to_vec()), Some(other.clone())] {
+            frames.push(forged("real-1", h.seq + k, start, start + len, key));
+        }
+    }
+    let last_forged = h.seq + 6;
+
+    // Forged over ZeroMQ.
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_linger(0).unwrap();
+    dealer.connect(&agg.zmq).unwrap();
+    for f in &frames {
+        dealer
+            .send_multipart(fleetset_proto::frame::to_parts(f), 0)
+            .unwrap();
+    }
+    let mut reasons = Vec::new();
+    for _ in &frames {
+        assert!(dealer.poll(zmq::POLLIN, 10_000).unwrap() > 0, "no ack");
+        let ack = pb::Ack::decode(dealer.recv_bytes(0).unwrap().as_slice()).unwrap();
+        reasons.push((ack.status, ack.reason));
+    }
+    // Forged over gRPC.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = pb::ingest_client::IngestClient::connect(agg.grpc.clone())
+            .await
+            .unwrap();
+        let out = tokio_stream::iter(frames.clone());
+        let mut acks = client.publish(out).await.unwrap().into_inner();
+        for _ in &frames {
+            let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+                .await
+                .expect("an ack within 10 s")
+                .unwrap()
+                .expect("ack");
+            reasons.push((ack.status, ack.reason));
+        }
+    });
+    let rejected = (
+        pb::AckStatus::Rejected as i32,
+        pb::RejectReason::BadSignature as i32,
+    );
+    assert!(reasons.iter().all(|r| *r == rejected), "{reasons:?}");
+
+    // The real agent goes on past the forged seqs; then stop it and read the store back.
+    wait_for("the real agent past the forged seqs", Duration::from_secs(60), || {
+        let s = stored_windows(&agg.data_dir, "real-1").ok()?;
+        s.iter().any(|w| w.1 > last_forged + 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    agent.stop(Duration::from_secs(20)).unwrap();
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    let query = fleetset_aggregator::store::reader::Query::default();
+    let windows = fleetset_aggregator::store::reader::windows(&agg.data_dir, &query).unwrap();
+    assert!(
+        windows.iter().all(|w| !w.snapshot.data.contains_key("forged")),
+        "a forged window was stored"
+    );
+    let mut per_seq = std::collections::BTreeMap::<u64, usize>::new();
+    for w in windows.iter().filter(|w| w.snapshot.agent_id == "real-1") {
+        *per_seq.entry(w.snapshot.seq).or_default() += 1;
+    }
+    let max = *per_seq.keys().last().unwrap();
+    assert!(max > last_forged);
+    assert_eq!(
+        per_seq,
+        (1..=max).map(|s| (s, 1)).collect(),
+        "every real window once"
+    );
+    let c = aggregator_counters(&agg.data_dir).unwrap();
+    assert_eq!(c["rejected_bad_signature"].as_u64(), Some(2 * frames.len() as u64));
+    assert_eq!(c["frames_duplicate"].as_u64().unwrap_or(0), 0, "{c}");
+}
