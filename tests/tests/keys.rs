@@ -12,33 +12,6 @@ use std::time::Duration;
 
 const T0: i64 = 1_700_000_000 - 1_700_000_000 % 3600; // a whole hour, Unix s
 
-/// `pki init` in `dir/pki` and `pki issue-agent` for each of `agents`; returns the pki dir.
-fn pki(dir: &Path, agents: &[&str]) -> std::path::PathBuf {
-    let pki = dir.join("pki");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin("fleetset-aggregator"))
-            .arg("pki")
-            .args(args)
-            .output()
-            .expect("run pki");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    let d = pki.to_str().unwrap();
-    run(&["init", "--dir", d]);
-    for a in agents {
-        run(&["issue-agent", "--dir", d, a]);
-    }
-    pki
-}
-
-/// The derived key `pki issue-agent` wrote for `agent_id` (hex).
-fn agent_key_hex(pki: &Path, agent_id: &str) -> String {
-    std::fs::read_to_string(pki.join("agents").join(agent_id).join("hmac.key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn counter(state: &Path, name: &str) -> u64 {
     agent_counters(state).map_or(0, |c| c[name].as_u64().unwrap_or(0))
 }
@@ -98,7 +71,7 @@ fn fake_aggregator(endpoint: String, fake: Arc<Fake>) -> std::thread::JoinHandle
 fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
     const WINDOWS: u64 = 12;
     let dir = TempDir::new("fake-aggregator");
-    let pki = pki(dir.path(), &["keyed-1"]);
+    let pki = fleetset_pki(dir.path(), &["keyed-1"]);
     let csv = dir.path().join("load.csv");
     write_csv(&csv, T0, WINDOWS as usize, 60, 3).unwrap();
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
@@ -109,7 +82,7 @@ fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
         seen: AtomicU64::new(0),
     });
     let thread = fake_aggregator(endpoint.clone(), fake.clone());
-    let key = format!("transport.hmac_key_hex={}", agent_key_hex(&pki, "keyed-1"));
+    let key = format!("transport.hmac_key_hex={}", issued_hmac_key_hex(&pki, "keyed-1"));
     let mut agent = replay_agent(
         dir.path(),
         &csv,
@@ -210,14 +183,14 @@ fn forged(agent_id: &str, seq: u64, start: i64, end: i64, key: Option<Vec<u8>>) 
 #[test]
 fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
     let dir = TempDir::new("forgery");
-    let pki = pki(dir.path(), &["real-1", "other-2"]);
+    let pki = fleetset_pki(dir.path(), &["real-1", "other-2"]);
     let master = format!(
         "ingest.hmac_master_key_file={}",
         pki.join("master.key").display()
     );
     let mut agg =
         Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--set", &master]).unwrap();
-    let key = format!("transport.hmac_key_hex={}", agent_key_hex(&pki, "real-1"));
+    let key = format!("transport.hmac_key_hex={}", issued_hmac_key_hex(&pki, "real-1"));
     let mut agent = synthetic_agent_with(
         dir.path(),
         "real-1",
@@ -234,7 +207,7 @@ fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
     let parts = sub.recv_multipart(0).unwrap();
     let h = pb::FrameHeader::decode(parts[1].as_slice()).unwrap();
     let len = h.window_end_ms - h.window_start_ms;
-    let other = hex::decode(agent_key_hex(&pki, "other-2")).unwrap();
+    let other = hex::decode(issued_hmac_key_hex(&pki, "other-2")).unwrap();
     let mut frames = Vec::new();
     for k in 2..=6u64 {
         let start = h.window_start_ms + k as i64 * len;
