@@ -698,8 +698,16 @@ mod tests {
         });
         let r = run_fake("unverified", 4, 64, 0, policy).await;
         assert_eq!(r.sent_on(0), [1, 2, 3, 4]);
-        assert_eq!(r.sent_on(1), [1, 2, 3, 4], "still spooled after link 0's acks");
-        assert_eq!(r.sent_on(2), [1, 2, 3, 4], "still spooled after link 1's acks");
+        assert_eq!(
+            r.sent_on(1),
+            [1, 2, 3, 4],
+            "still spooled after link 0's acks"
+        );
+        assert_eq!(
+            r.sent_on(2),
+            [1, 2, 3, 4],
+            "still spooled after link 1's acks"
+        );
         assert_eq!(r.count(&r.counters.acks_unverified), 8);
         assert_eq!(r.count(&r.counters.frames_committed), 4);
         assert_eq!(r.count(&r.counters.frames_rejected), 0);

@@ -290,7 +290,10 @@ pub fn verify_with(
             actual: hex::encode(actual),
         });
     }
-    match (opts.keys.key_for(&header.agent_id), header.hmac_sha256.is_empty()) {
+    match (
+        opts.keys.key_for(&header.agent_id),
+        header.hmac_sha256.is_empty(),
+    ) {
         (Some(_), true) => {
             return Err(FrameError::BadSignature(
                 "frame is unsigned but HMAC keys are in use",

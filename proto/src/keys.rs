@@ -129,7 +129,10 @@ mod tests {
         m.update(b"fleetset agent key v1web-01");
         let expected: [u8; 32] = m.finalize().into_bytes().into();
         assert_eq!(agent_key(b"master", "web-01"), expected);
-        assert_ne!(agent_key(b"master", "web-01"), agent_key(b"master", "web-02"));
+        assert_ne!(
+            agent_key(b"master", "web-01"),
+            agent_key(b"master", "web-02")
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
         };
         assert_eq!(format!("{k:?}"), "PerAgent(***)");
         assert_eq!(k.key_for("x"), Some(agent_key(b"m", "x").to_vec()));
-        assert_eq!(HmacKeys::Shared(b"s".to_vec()).key_for("x"), Some(b"s".to_vec()));
+        assert_eq!(
+            HmacKeys::Shared(b"s".to_vec()).key_for("x"),
+            Some(b"s".to_vec())
+        );
         assert!(!HmacKeys::None.in_use());
     }
 }

@@ -3,9 +3,9 @@
 //! `spiffe://fleetset/agent/<id>`, written as PEM files; and the key material of
 //! `fleetset-aggregator pki` itself ([`fleetset_pki`]).
 
+use crate::process::bin;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use std::path::{Path, PathBuf};
-use crate::process::bin;
 
 /// A test CA.
 pub struct TestCa {
@@ -91,7 +91,11 @@ pub fn fleetset_pki(dir: &Path, agents: &[&str]) -> PathBuf {
             .args(args)
             .output()
             .expect("run pki");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let d = pki.to_str().unwrap();
     run(&["init", "--dir", d]);

@@ -82,7 +82,10 @@ fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
         seen: AtomicU64::new(0),
     });
     let thread = fake_aggregator(endpoint.clone(), fake.clone());
-    let key = format!("transport.hmac_key_hex={}", issued_hmac_key_hex(&pki, "keyed-1"));
+    let key = format!(
+        "transport.hmac_key_hex={}",
+        issued_hmac_key_hex(&pki, "keyed-1")
+    );
     let mut agent = replay_agent(
         dir.path(),
         &csv,
@@ -97,9 +100,11 @@ fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
         fake.seen.store(0, SeqCst);
         fake.mode.store(mode, SeqCst);
         let before = fake.acks_sent.load(SeqCst);
-        wait_for("every frame acked by the fake", Duration::from_secs(60), || {
-            (fake.seen.load(SeqCst) & all == all).then_some(())
-        })
+        wait_for(
+            "every frame acked by the fake",
+            Duration::from_secs(60),
+            || (fake.seen.load(SeqCst) & all == all).then_some(()),
+        )
         .unwrap();
         // Every ack of this mode is counted unverified (status.json is written every 5 s).
         let want = before + WINDOWS;
@@ -119,7 +124,11 @@ fn a_fake_aggregator_cannot_make_the_agent_delete_its_spool() {
     assert_eq!(counter(&state, "frames_duplicate"), 0);
     assert_eq!(counter(&state, "frames_rejected"), 0);
     assert_eq!(counter(&state, "spool_frames"), WINDOWS);
-    assert_eq!(spooled_files(&state), WINDOWS as usize, "the spool kept every window");
+    assert_eq!(
+        spooled_files(&state),
+        WINDOWS as usize,
+        "the spool kept every window"
+    );
 
     // The real aggregator on the same endpoint, verifying with the master key: the agent
     // reconnects, everything lands exactly once and the replay ends.
@@ -190,7 +199,10 @@ fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
     );
     let mut agg =
         Aggregator::start(dir.path(), &["--commit-interval", "50ms", "--set", &master]).unwrap();
-    let key = format!("transport.hmac_key_hex={}", issued_hmac_key_hex(&pki, "real-1"));
+    let key = format!(
+        "transport.hmac_key_hex={}",
+        issued_hmac_key_hex(&pki, "real-1")
+    );
     let mut agent = synthetic_agent_with(
         dir.path(),
         "real-1",
@@ -256,17 +268,23 @@ fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
     assert!(reasons.iter().all(|r| *r == rejected), "{reasons:?}");
 
     // The real agent goes on past the forged seqs; then stop it and read the store back.
-    wait_for("the real agent past the forged seqs", Duration::from_secs(60), || {
-        let s = stored_windows(&agg.data_dir, "real-1").ok()?;
-        s.iter().any(|w| w.1 > last_forged + 1).then_some(())
-    })
+    wait_for(
+        "the real agent past the forged seqs",
+        Duration::from_secs(60),
+        || {
+            let s = stored_windows(&agg.data_dir, "real-1").ok()?;
+            s.iter().any(|w| w.1 > last_forged + 1).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
     agent.stop(Duration::from_secs(20)).unwrap();
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     let query = fleetset_aggregator::store::reader::Query::default();
     let windows = fleetset_aggregator::store::reader::windows(&agg.data_dir, &query).unwrap();
     assert!(
-        windows.iter().all(|w| !w.snapshot.data.contains_key("forged")),
+        windows
+            .iter()
+            .all(|w| !w.snapshot.data.contains_key("forged")),
         "a forged window was stored"
     );
     let mut per_seq = std::collections::BTreeMap::<u64, usize>::new();
@@ -281,6 +299,9 @@ fn forged_future_windows_read_off_the_live_pub_are_never_stored() {
         "every real window once"
     );
     let c = aggregator_counters(&agg.data_dir).unwrap();
-    assert_eq!(c["rejected_bad_signature"].as_u64(), Some(2 * frames.len() as u64));
+    assert_eq!(
+        c["rejected_bad_signature"].as_u64(),
+        Some(2 * frames.len() as u64)
+    );
     assert_eq!(c["frames_duplicate"].as_u64().unwrap_or(0), 0, "{c}");
 }

@@ -188,7 +188,12 @@ fn grpcio_over_mtls_publishes_its_frame_and_without_a_client_certificate_is_refu
 }
 
 /// grpcio with `pki issue-agent`'s certificate `cert_agent` publishes `frame`; its acks.
-fn grpcio_publish(agg: &Aggregator, pki: &Path, cert_agent: &str, frame: &pb::Frame) -> Vec<pb::Ack> {
+fn grpcio_publish(
+    agg: &Aggregator,
+    pki: &Path,
+    cert_agent: &str,
+    frame: &pb::Frame,
+) -> Vec<pb::Ack> {
     let frame_file = pki.join(format!("frame-{cert_agent}.bin"));
     std::fs::write(&frame_file, frame.encode_to_vec()).unwrap();
     let agent_dir = pki.join("agents").join(cert_agent);

@@ -462,7 +462,10 @@ mod tests {
             (signed_frame(0, Some(own.clone())), AckStatus::Duplicate),
             (signed_frame(1, None), AckStatus::Rejected),
             (signed_frame(1, Some(other)), AckStatus::Rejected),
-            (signed_frame(1, Some(b"made-up".to_vec())), AckStatus::Rejected),
+            (
+                signed_frame(1, Some(b"made-up".to_vec())),
+                AckStatus::Rejected,
+            ),
         ];
         for (f, status) in cases {
             let sha = f.header.as_ref().unwrap().payload_sha256.clone();
@@ -486,7 +489,11 @@ mod tests {
             assert!(!fleetset_proto::ack_verifies(&own, &a, &other_sha));
         }
         let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
-        assert_eq!(stored.len(), 1, "only the frame signed with agent-1's own key");
+        assert_eq!(
+            stored.len(),
+            1,
+            "only the frame signed with agent-1's own key"
+        );
         stop.cancel();
     }
 
