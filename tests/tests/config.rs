@@ -57,7 +57,11 @@ fn bad_configurations_are_refused_naming_the_key() {
         (
             "fleetset-aggregator",
             "[ingest]\nhmac_key_hex = \"5ec2e7\"\nhmac_master_key_file = \"master.key\"\n",
-            &["ingest.hmac_master_key_file", "ingest.hmac_key_hex", "not both"],
+            &[
+                "ingest.hmac_master_key_file",
+                "ingest.hmac_key_hex",
+                "not both",
+            ],
         ),
         (
             "fleetset-agent",
