@@ -143,7 +143,7 @@ pub struct TransportConfig {
     #[key(default = Duration::from_secs(10), unit = "duration", min = Duration::from_millis(10))]
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// Fleet key (hex) for HMAC-SHA256 frame signatures; the aggregator must have the same.
+    /// This agent's HMAC key (hex): `pki issue-agent`'s `hmac.key` (derived from the master key the aggregator has as `ingest.hmac_master_key_file`) or the fleet-wide shared `ingest.hmac_key_hex`. Frames are signed with it and every ack (gRPC, ZeroMQ) must verify with it: an ack that does not is ignored (`acks_unverified`) and the frame resent.
     #[key(secret)]
     pub hmac_key_hex: Option<String>,
     /// Also export each window as OTLP to this collector (`http://host:4317`, best-effort); with protocol `otlp` the destination.

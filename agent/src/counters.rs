@@ -24,6 +24,9 @@ fleetset_core::counters! {
         frames_duplicate,
         /// Frames acked REJECTED (never resent).
         frames_rejected,
+        /// Acks ignored because they did not verify with this agent's HMAC key and the frame's
+        /// sha256 (unsigned, wrong MAC, or for another frame): nothing deleted, the frame is resent.
+        acks_unverified,
         /// Frames dropped because the spool was full (oldest first).
         frames_dropped_spool_full,
         /// Frames dropped because the disk was full: the oldest spooled frames deleted to make room

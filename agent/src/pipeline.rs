@@ -313,6 +313,12 @@ impl Pipeline {
         // Unbounded but bounded by the spool: one 24-byte `Spooled` per frame in the spool
         // (whose size `spool.*` bounds), announced once.
         let (tx, rx) = mpsc::unbounded_channel();
+        let hmac_key = cfg
+            .transport
+            .hmac_key_hex
+            .as_deref()
+            .map(hex::decode)
+            .transpose()?;
         let sender = tokio::spawn(sender::run(
             SenderConfig {
                 transport: cfg.transport.protocol,
@@ -325,6 +331,10 @@ impl Pipeline {
                 max_in_flight: cfg.transport.max_in_flight,
                 ack_timeout: cfg.transport.ack_timeout,
                 drain_timeout,
+                // OTLP acks are made by this agent from the Export responses, not signed.
+                ack_key: hmac_key
+                    .clone()
+                    .filter(|_| cfg.transport.protocol != crate::config::TransportArg::Otlp),
             },
             spool.clone(),
             already_spooled,
@@ -363,12 +373,7 @@ impl Pipeline {
             seal: SealOptions {
                 encoding: cfg.transport.encoding.into(),
                 compression: cfg.transport.compression.into(),
-                hmac_key: cfg
-                    .transport
-                    .hmac_key_hex
-                    .as_deref()
-                    .map(hex::decode)
-                    .transpose()?,
+                hmac_key,
             },
             state,
             next_seq,

@@ -57,6 +57,12 @@ pub struct SenderConfig {
     /// After the frame channel closes, wait at most this long for the remaining acks
     /// (`None`: until every spooled frame is acked, as `replay` does).
     pub drain_timeout: Option<Duration>,
+    /// The key acks must be signed with (`transport.hmac_key_hex`; `None` for the OTLP
+    /// transport, whose acks are made here from the Export responses): an ack for an in-flight
+    /// frame that does not verify with it and the frame's `payload_sha256`
+    /// ([`fleetset_proto::ack_verifies`]) is ignored and counted in `acks_unverified`; the
+    /// frame stays spooled and is resent after `ack_timeout`.
+    pub ack_key: Option<Vec<u8>>,
 }
 
 /// Reconnect delays: 100 ms doubling to 30 s, each with ±25% jitter so a fleet that lost its
@@ -210,7 +216,12 @@ pub(crate) async fn run_over<C: Connect>(
                             bytes: frame.payload.len() as u64,
                             resend: p.resends.contains(&f.seq),
                         });
-                        p.in_flight.insert(f.seq, (f, Instant::now()));
+                        let sha = frame
+                            .header
+                            .as_ref()
+                            .map(|h| h.payload_sha256.clone())
+                            .unwrap_or_default();
+                        p.in_flight.insert(f.seq, (f, Instant::now(), sha));
                     }
                     Err(e) => {
                         warn!(error = %e, seq = f.seq, "send failed; recreating the link");
@@ -255,11 +266,25 @@ pub(crate) async fn run_over<C: Connect>(
                     warn!(ack_agent = %ack.agent_id, "ack for another agent ignored");
                     continue;
                 }
-                let Some((f, _)) = p.in_flight.remove(&ack.seq) else {
+                let Some((_, _, sha)) = p.in_flight.get(&ack.seq) else {
                     debug!(
                         seq = ack.seq,
                         "ack for a frame not in flight (a resend's second ack)"
                     );
+                    continue;
+                };
+                if let Some(key) = &cfg.ack_key {
+                    if !fleetset_proto::ack_verifies(key, &ack, sha) {
+                        Counters::add(&counters.acks_unverified, 1);
+                        warn!(
+                            seq = ack.seq,
+                            signed = !ack.hmac_sha256.is_empty(),
+                            "ack does not verify with this agent's key and the frame's sha256; ignored, the frame stays spooled and is resent"
+                        );
+                        continue;
+                    }
+                }
+                let Some((f, _, _)) = p.in_flight.remove(&ack.seq) else {
                     continue;
                 };
                 p.resends.remove(&f.seq);
@@ -307,7 +332,7 @@ pub(crate) async fn run_over<C: Connect>(
                 let overdue = p
                     .in_flight
                     .iter()
-                    .find(|(_, (_, sent))| sent.elapsed() >= cfg.ack_timeout)
+                    .find(|(_, (_, sent, _))| sent.elapsed() >= cfg.ack_timeout)
                     .map(|(seq, _)| *seq);
                 if let (true, Some(seq)) = (link.is_some(), overdue) {
                     warn!(
@@ -335,8 +360,9 @@ pub(crate) async fn run_over<C: Connect>(
 struct Pending {
     /// To send, in order (requeued frames first, in seq order).
     queue: VecDeque<Spooled>,
-    /// Sent, not yet acked, by seq, with when it was sent (its ack timeout runs from there).
-    in_flight: BTreeMap<u64, (Spooled, Instant)>,
+    /// Sent, not yet acked, by seq, with when it was sent (its ack timeout runs from there)
+    /// and the header's `payload_sha256` (which a signed ack covers).
+    in_flight: BTreeMap<u64, (Spooled, Instant, Vec<u8>)>,
     /// Seqs that may have gone out before (spooled at start, or requeued): their next send is
     /// a resend.
     resends: HashSet<u64>,
@@ -345,7 +371,7 @@ struct Pending {
 impl Pending {
     /// When the longest-waiting in-flight frame was sent, if any is in flight.
     fn oldest_send(&self) -> Option<Instant> {
-        self.in_flight.values().map(|(_, sent)| *sent).min()
+        self.in_flight.values().map(|(_, sent, _)| *sent).min()
     }
 }
 
@@ -363,7 +389,7 @@ fn drop_link<L>(
     Counters::add(&counters.reconnects, 1);
     let unacked: Vec<Spooled> = std::mem::take(&mut p.in_flight)
         .into_values()
-        .map(|(f, _)| f)
+        .map(|(f, _, _)| f)
         .collect();
     Counters::add(&counters.frames_resent, unacked.len() as u64);
     events.emit(Event::Link {
@@ -392,6 +418,10 @@ mod tests {
     #[derive(Debug, Clone, Copy)]
     enum Reply {
         Ack(AckStatus),
+        /// Answers with an unsigned ack.
+        Unsigned(AckStatus),
+        /// Answers with an ack signed with another key.
+        WrongMac(AckStatus),
         /// Never answers.
         Silent,
         /// The link fails (the next receive errs).
@@ -399,6 +429,9 @@ mod tests {
     }
 
     type Policy = Box<dyn FnMut(usize, u64) -> Reply + Send>;
+
+    /// The agent's HMAC key: the fake aggregator signs [`Reply::Ack`]s with it.
+    const KEY: &[u8] = b"agent-key";
 
     /// The fake network: connect attempts, frames sent per link, the aggregator's behaviour.
     struct Net {
@@ -449,8 +482,13 @@ mod tests {
             let seq = frame.header.as_ref().map_or(0, |h| h.seq);
             let mut n = self.net.lock().unwrap();
             n.sent.push((self.id, seq));
-            match (n.policy)(self.id, seq) {
-                Reply::Ack(status) => self.replies.push_back(Ok(pb::Ack {
+            let sha = frame
+                .header
+                .as_ref()
+                .map(|h| h.payload_sha256.clone())
+                .unwrap_or_default();
+            let ack = |status: AckStatus, key: Option<&[u8]>| {
+                let mut a = pb::Ack {
                     agent_id: "a".into(),
                     seq,
                     status: status as i32,
@@ -460,7 +498,14 @@ mod tests {
                         0
                     },
                     ..Default::default()
-                })),
+                };
+                fleetset_proto::sign_ack(&mut a, key, &sha);
+                Ok(a)
+            };
+            match (n.policy)(self.id, seq) {
+                Reply::Ack(status) => self.replies.push_back(ack(status, Some(KEY))),
+                Reply::Unsigned(status) => self.replies.push_back(ack(status, None)),
+                Reply::WrongMac(status) => self.replies.push_back(ack(status, Some(b"other"))),
                 Reply::Silent => {}
                 Reply::Fail => self.replies.push_back(Err(LinkError::Closed)),
             }
@@ -610,6 +655,7 @@ mod tests {
             max_in_flight,
             ack_timeout: Duration::from_secs(1),
             drain_timeout: None,
+            ack_key: Some(KEY.to_vec()),
         };
         let started = Instant::now();
         tokio::time::timeout(
@@ -638,6 +684,33 @@ mod tests {
 
     fn ack_all(status: AckStatus) -> Policy {
         Box::new(move |_, _| Reply::Ack(status))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_that_do_not_verify_delete_nothing_and_the_frames_are_resent() {
+        // Link 0 acks every frame COMMITTED unsigned, link 1 with a wrong MAC (and REJECTED
+        // with a wrong MAC for seq 2), link 2 signs correctly.
+        let policy: Policy = Box::new(|link, seq| match (link, seq) {
+            (0, _) => Reply::Unsigned(AckStatus::Committed),
+            (1, 2) => Reply::WrongMac(AckStatus::Rejected),
+            (1, _) => Reply::WrongMac(AckStatus::Committed),
+            _ => Reply::Ack(AckStatus::Committed),
+        });
+        let r = run_fake("unverified", 4, 64, 0, policy).await;
+        assert_eq!(r.sent_on(0), [1, 2, 3, 4]);
+        assert_eq!(
+            r.sent_on(1),
+            [1, 2, 3, 4],
+            "still spooled after link 0's acks"
+        );
+        assert_eq!(
+            r.sent_on(2),
+            [1, 2, 3, 4],
+            "still spooled after link 1's acks"
+        );
+        assert_eq!(r.count(&r.counters.acks_unverified), 8);
+        assert_eq!(r.count(&r.counters.frames_committed), 4);
+        assert_eq!(r.count(&r.counters.frames_rejected), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -170,7 +170,7 @@ pub(crate) fn load_verified(path: &Path, seq: u64) -> Result<(pb::Frame, i64)> {
     let opts = VerifyOptions {
         max_frame_bytes: usize::MAX,
         max_decompressed_bytes: usize::MAX / 2,
-        hmac_key: None,
+        keys: fleetset_proto::HmacKeys::None,
     };
     let snap = verify(&frame, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(

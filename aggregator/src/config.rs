@@ -98,6 +98,13 @@ impl ConfigCommand for ServerConfig {
                 ));
             }
         }
+        if self.ingest.hmac_key_hex.is_some() && self.ingest.hmac_master_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "ingest.hmac_master_key_file",
+                format!("{:?}", self.ingest.hmac_master_key_file),
+                "unset while ingest.hmac_key_hex is set: per-agent keys (master key file) or one shared key, not both",
+            ));
+        }
         let tls = &self.security.tls;
         if !matches!(tls.min_version.as_str(), "1.2" | "1.3") {
             return Err(ConfigError::invalid(

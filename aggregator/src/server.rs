@@ -360,7 +360,7 @@ async fn start_otlp(
             grace_ms: ms(cfg.otlp.grace),
             wal_dir: cfg.store.data_dir.join("otlp-wal"),
             lttb: cfg.otlp.lttb,
-            hmac_key: cfg.ingest.hmac_key()?,
+            keys: cfg.ingest.hmac_keys()?,
             limits: windows::WindowLimits {
                 max_skew_ms: ms(cfg.otlp.max_skew),
                 max_age_ms: ms(cfg.otlp.max_age),

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         let opts = VerifyOptions {
             max_frame_bytes: usize::MAX,
             max_decompressed_bytes: usize::MAX / 2,
-            hmac_key: None,
+            keys: fleetset_proto::HmacKeys::None,
         };
         let s = verify(&frame, &opts).expect("a loaded spool frame verifies");
         assert_eq!((s.seq, s.start), (seq, start));

@@ -10,7 +10,7 @@ use fleetset_proto::contract::{
 use fleetset_proto::frame::sha256;
 use fleetset_proto::pb::{self, Compression, Encoding};
 use fleetset_proto::{
-    seal, verify_with, Contract, SealOptions, Snapshot, VerifyOptions, FRAME_VERSION,
+    seal, verify_with, Contract, HmacKeys, SealOptions, Snapshot, VerifyOptions, FRAME_VERSION,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use prost::Message;
@@ -131,7 +131,9 @@ pub fn verify_options(b: u8, key: bool) -> VerifyOptions {
         o.max_frame_bytes = 4096;
         o.max_decompressed_bytes = 8192;
     }
-    o.hmac_key = key.then(|| FLEET_KEY.to_vec());
+    if key {
+        o.keys = HmacKeys::Shared(FLEET_KEY.to_vec());
+    }
     o
 }
 
@@ -178,14 +180,14 @@ pub fn check_accepted(s: &Snapshot, opts: &VerifyOptions, contract: &Contract) {
             let sealed = SealOptions {
                 encoding,
                 compression,
-                hmac_key: opts.hmac_key.clone(),
+                hmac_key: opts.keys.key_for(&s.agent_id),
             };
             let frame = seal(s, &sealed).expect("seal");
             // The limits may refuse the re-encoded frame (other encoding, larger): only sizes.
             let limits = VerifyOptions {
                 max_frame_bytes: usize::MAX / 4,
                 max_decompressed_bytes: usize::MAX / 4,
-                hmac_key: opts.hmac_key.clone(),
+                keys: opts.keys.clone(),
             };
             let again =
                 verify_with(&frame, &limits, contract).expect("a resealed snapshot verifies");

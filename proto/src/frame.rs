@@ -15,6 +15,7 @@
 
 use crate::codec::{decode_snapshot, encode_snapshot, CodecError};
 use crate::contract::{shown, Contract, Violation};
+use crate::keys::HmacKeys;
 use crate::model::Snapshot;
 use crate::pb::{self, Compression, Encoding, RejectReason};
 use hmac::{Hmac, KeyInit, Mac};
@@ -137,7 +138,8 @@ pub struct SealOptions {
     pub encoding: Encoding,
     /// Payload compression.
     pub compression: Compression,
-    /// Fleet key for HMAC-SHA256; `None` leaves the frame unsigned.
+    /// HMAC-SHA256 key: this agent's derived key ([`crate::keys::agent_key`]) or the fleet-wide
+    /// shared key; `None` leaves the frame unsigned.
     pub hmac_key: Option<Vec<u8>>,
 }
 
@@ -148,8 +150,9 @@ pub struct VerifyOptions {
     pub max_frame_bytes: usize,
     /// Largest payload after decompression, bytes.
     pub max_decompressed_bytes: usize,
-    /// Fleet key: when set, every frame must carry a valid HMAC.
-    pub hmac_key: Option<Vec<u8>>,
+    /// HMAC keys: when in use, every frame must carry a valid HMAC made with the key of its
+    /// header's agent id ([`HmacKeys::key_for`]); an unsigned frame is `BAD_SIGNATURE`.
+    pub keys: HmacKeys,
 }
 
 impl Default for VerifyOptions {
@@ -157,7 +160,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_decompressed_bytes: 4 * DEFAULT_MAX_FRAME_BYTES,
-            hmac_key: None,
+            keys: HmacKeys::None,
         }
     }
 }
@@ -178,7 +181,8 @@ fn mac(key: &[u8], header: &pb::FrameHeader, payload: &[u8]) -> HmacSha256 {
     let mut unsigned = header.clone();
     unsigned.hmac_sha256.clear();
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     m.update(&unsigned.encode_to_vec());
     m.update(payload);
     m
@@ -286,15 +290,25 @@ pub fn verify_with(
             actual: hex::encode(actual),
         });
     }
-    match (&opts.hmac_key, header.hmac_sha256.is_empty()) {
+    match (
+        opts.keys.key_for(&header.agent_id),
+        header.hmac_sha256.is_empty(),
+    ) {
         (Some(_), true) => {
             return Err(FrameError::BadSignature(
-                "frame is unsigned but a fleet key is set",
+                "frame is unsigned but HMAC keys are in use",
             ))
         }
-        (Some(key), false) => mac(key, header, &frame.payload)
+        (Some(key), false) => mac(&key, header, &frame.payload)
             .verify_slice(&header.hmac_sha256)
-            .map_err(|_| FrameError::BadSignature("HMAC-SHA256 does not match the fleet key"))?,
+            .map_err(|_| {
+                FrameError::BadSignature(match opts.keys {
+                    HmacKeys::PerAgent { .. } => {
+                        "HMAC-SHA256 does not match the key of the header's agent id"
+                    }
+                    _ => "HMAC-SHA256 does not match the fleet key",
+                })
+            })?,
         (None, _) => {}
     }
     let decompressed;
@@ -391,7 +405,10 @@ mod tests {
         for opts in all_opts() {
             let frame = seal(&snapshot(), &opts).unwrap();
             let v = VerifyOptions {
-                hmac_key: opts.hmac_key.clone(),
+                keys: opts
+                    .hmac_key
+                    .clone()
+                    .map_or(HmacKeys::None, HmacKeys::Shared),
                 ..Default::default()
             };
             assert_eq!(verify(&frame, &v).unwrap(), snapshot(), "{opts:?}");
@@ -445,7 +462,7 @@ mod tests {
         assert_eq!(reason(&f, &v), RejectReason::Undecodable);
 
         let keyed = VerifyOptions {
-            hmac_key: Some(b"k".to_vec()),
+            keys: HmacKeys::Shared(b"k".to_vec()),
             ..Default::default()
         };
         assert_eq!(reason(&good, &keyed), RejectReason::BadSignature);
@@ -464,6 +481,40 @@ mod tests {
             from_parts(b"\xff\xff\xff", vec![]).unwrap_err().reason(),
             RejectReason::MalformedHeader
         );
+    }
+
+    #[test]
+    fn per_agent_keys_bind_a_frame_to_its_agent() {
+        let master = b"master".to_vec();
+        let v = VerifyOptions {
+            keys: HmacKeys::PerAgent {
+                master: master.clone(),
+            },
+            ..Default::default()
+        };
+        let sealed = |key: Option<Vec<u8>>| {
+            seal(
+                &snapshot(),
+                &SealOptions {
+                    hmac_key: key,
+                    encoding: Encoding::Msgpack,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let own = crate::keys::agent_key(&master, "agent-1").to_vec();
+        assert_eq!(verify(&sealed(Some(own)), &v).unwrap(), snapshot());
+        // agent-1's frame signed by agent-2 with its own (valid) key, unsigned, a made-up key.
+        let other = crate::keys::agent_key(&master, "agent-2").to_vec();
+        for key in [Some(other), None, Some(b"made-up".to_vec()), Some(master)] {
+            let f = sealed(key.clone());
+            assert_eq!(
+                verify(&f, &v).unwrap_err().reason(),
+                RejectReason::BadSignature,
+                "{key:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //!   (names, seq, window, caps, stats), and how unchecked strings are shown.
 //! - [`frame`]: sealing a snapshot into a checksummed (SHA-256, optional HMAC-SHA256) [`pb::Frame`]
 //!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
+//! - [`keys`]: per-agent HMAC keys derived from a fleet master key, and signed acks.
 
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod contract;
 pub mod frame;
+pub mod keys;
 pub mod model;
 
 /// Code generated from `proto/fleetset/v1/fleetset.proto` (package `fleetset.v1`).
@@ -31,5 +33,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use codec::{decode_snapshot, encode_snapshot, CodecError};
 pub use contract::{Contract, Violation};
 pub use frame::{seal, verify, verify_with, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
+pub use keys::{ack_verifies, agent_key, sign_ack, HmacKeys};
 pub use model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
 pub use pb::{AckStatus, Compression, Encoding, RejectReason};

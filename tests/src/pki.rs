@@ -1,7 +1,9 @@
 //! Certificates for the TLS tests, made with rcgen: a CA, server certificates for
 //! `localhost`/`127.0.0.1` with a chosen serial, and agent client certificates with the URI SAN
-//! `spiffe://fleetset/agent/<id>`, written as PEM files.
+//! `spiffe://fleetset/agent/<id>`, written as PEM files; and the key material of
+//! `fleetset-aggregator pki` itself ([`fleetset_pki`]).
 
+use crate::process::bin;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use std::path::{Path, PathBuf};
 
@@ -77,4 +79,36 @@ impl TestCa {
             &dir.join(format!("agent-{agent_id}.key")),
         )
     }
+}
+
+/// `fleetset-aggregator pki init --dir dir/pki` (server certificate for localhost and
+/// 127.0.0.1) and `pki issue-agent` for each of `agents`; returns the pki directory.
+pub fn fleetset_pki(dir: &Path, agents: &[&str]) -> PathBuf {
+    let pki = dir.join("pki");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin("fleetset-aggregator"))
+            .arg("pki")
+            .args(args)
+            .output()
+            .expect("run pki");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let d = pki.to_str().unwrap();
+    run(&["init", "--dir", d]);
+    for a in agents {
+        run(&["issue-agent", "--dir", d, a]);
+    }
+    pki
+}
+
+/// The derived key `pki issue-agent` wrote for `agent_id` (hex).
+pub fn issued_hmac_key_hex(pki: &Path, agent_id: &str) -> String {
+    std::fs::read_to_string(pki.join("agents").join(agent_id).join("hmac.key"))
+        .unwrap()
+        .trim()
+        .to_string()
 }

@@ -33,7 +33,7 @@ fn validate(binary: &str, dir: &TempDir, name: &str, body: &str) -> (bool, Strin
 #[test]
 fn bad_configurations_are_refused_naming_the_key() {
     let dir = TempDir::new("config-bad");
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 10] = [
         (
             "fleetset-aggregator",
             "[store]\ncommit_rwos = 5\n",
@@ -53,6 +53,15 @@ fn bad_configurations_are_refused_naming_the_key() {
             "fleetset-aggregator",
             "[ingest]\nhmac_key_hex = \"not-hex-secret\"\n",
             &["ingest.hmac_key_hex", "non-empty hex"],
+        ),
+        (
+            "fleetset-aggregator",
+            "[ingest]\nhmac_key_hex = \"5ec2e7\"\nhmac_master_key_file = \"master.key\"\n",
+            &[
+                "ingest.hmac_master_key_file",
+                "ingest.hmac_key_hex",
+                "not both",
+            ],
         ),
         (
             "fleetset-agent",

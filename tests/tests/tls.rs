@@ -106,6 +106,11 @@ fn https_get(addr: &str, path: &str, ca: &TestCa, client: &CertFiles) -> Option<
 
 /// A valid one-window frame of `agent_id`.
 fn frame(agent_id: &str) -> pb::Frame {
+    signed_frame(agent_id, None)
+}
+
+/// [`frame`] signed with `key`.
+fn signed_frame(agent_id: &str, key: Option<Vec<u8>>) -> pb::Frame {
     let start = 1_700_000_000_000;
     let pts: Vec<Point> = (0..10)
         .map(|i| Point {
@@ -128,6 +133,7 @@ fn frame(agent_id: &str) -> pb::Frame {
     s.data.insert("cpu_percent".into(), pts);
     let opts = SealOptions {
         encoding: Encoding::Msgpack,
+        hmac_key: key,
         ..Default::default()
     };
     seal(&s, &opts).unwrap()
@@ -179,6 +185,78 @@ fn grpcio_over_mtls_publishes_its_frame_and_without_a_client_certificate_is_refu
     agg.proc.stop(Duration::from_secs(20)).unwrap();
     assert!(counter(&agg.data_dir, "tls_handshake_failures") >= 1);
     assert_eq!(counter(&agg.data_dir, "frames_received"), 1);
+}
+
+/// grpcio with `pki issue-agent`'s certificate `cert_agent` publishes `frame`; its acks.
+fn grpcio_publish(
+    agg: &Aggregator,
+    pki: &Path,
+    cert_agent: &str,
+    frame: &pb::Frame,
+) -> Vec<pb::Ack> {
+    let frame_file = pki.join(format!("frame-{cert_agent}.bin"));
+    std::fs::write(&frame_file, frame.encode_to_vec()).unwrap();
+    let agent_dir = pki.join("agents").join(cert_agent);
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let out = run_python_script(
+        "grpc_tls_publish.py",
+        &[
+            &hostport(&agg.grpc),
+            &path(&pki.join("ca.pem")),
+            &path(&frame_file),
+            &path(&agent_dir.join("agent.pem")),
+            &path(&agent_dir.join("agent.key")),
+        ],
+    );
+    let sent: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    sent["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| pb::Ack::decode(hex::decode(a.as_str().unwrap()).unwrap().as_slice()).unwrap())
+        .collect()
+}
+
+#[test]
+fn grpcio_with_another_agents_pki_certificate_gets_wrong_identity_and_its_own_is_committed() {
+    let dir = TempDir::new("tls-identity");
+    let pki = fleetset_pki(dir.path(), &["agent-1", "other-agent"]);
+    let set = |k: &str, f: &str| format!("{k}={}", pki.join(f).display());
+    let owned = [
+        set("security.tls.cert_file", "server.pem"),
+        set("security.tls.key_file", "server.key"),
+        set("security.tls.client_ca_file", "ca.pem"),
+        set("ingest.hmac_master_key_file", "master.key"),
+    ];
+    let mut args: Vec<&str> = Vec::new();
+    for s in &owned {
+        args.extend(["--set", s]);
+    }
+    let mut agg = Aggregator::start(dir.path(), &args).unwrap();
+    let key = hex::decode(issued_hmac_key_hex(&pki, "agent-1")).unwrap();
+    let f = signed_frame("agent-1", Some(key.clone()));
+    let sha = f.header.as_ref().unwrap().payload_sha256.clone();
+
+    let acks = grpcio_publish(&agg, &pki, "other-agent", &f);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(
+        (acks[0].status(), acks[0].reason),
+        (AckStatus::Rejected, 14),
+        "{acks:?}"
+    );
+    assert_eq!(acks[0].reason(), pb::RejectReason::WrongIdentity);
+    assert!(stored_windows(&agg.data_dir, "agent-1").unwrap().is_empty());
+
+    let acks = grpcio_publish(&agg, &pki, "agent-1", &f);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].status(), AckStatus::Committed, "{acks:?}");
+    assert!(
+        fleetset_proto::ack_verifies(&key, &acks[0], &sha),
+        "the ack is signed with agent-1's key: {acks:?}"
+    );
+    assert_eq!(stored_windows(&agg.data_dir, "agent-1").unwrap().len(), 1);
+    agg.proc.stop(Duration::from_secs(20)).unwrap();
+    assert_eq!(counter(&agg.data_dir, "rejected_wrong_identity"), 1);
 }
 
 #[test]

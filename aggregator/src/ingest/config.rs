@@ -1,8 +1,11 @@
 //! The `[ingest]` section: frame limits and keys, `[ingest.zmq]` and `[ingest.grpc]`.
 
+use anyhow::Context;
 use fleetset_core::config::Section;
 use fleetset_proto::frame::DEFAULT_MAX_FRAME_BYTES;
+use fleetset_proto::HmacKeys;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `[ingest.zmq]`: the ZeroMQ ROUTER agents connect to.
@@ -211,9 +214,11 @@ pub struct IngestConfig {
     /// `frames_refused_memory` / `otlp_refused_memory`. 0: off.
     #[key(default = 1 << 30, unit = "bytes", limit = "frames_refused_memory")]
     pub memory_limit_bytes: u64,
-    /// Fleet key (hex): when set, frames must carry a valid HMAC-SHA256 made with it.
+    /// Fleet-wide shared key (hex): when set, frames must carry a valid HMAC-SHA256 made with it and acks are signed with it. Weaker than `hmac_master_key_file`: any holder can sign for any agent. Not together with it.
     #[key(secret)]
     pub hmac_key_hex: Option<String>,
+    /// Fleet master key file (hex, `pki init`'s `master.key`): each frame must carry a valid HMAC-SHA256 made with the key derived for its header's agent id (`pki issue-agent`'s `hmac.key`), so a host can sign only for itself; acks are signed with the same key. Read at start; its content is never logged.
+    pub hmac_master_key_file: Option<PathBuf>,
     /// The ZeroMQ ROUTER.
     #[key(section)]
     pub zmq: ZmqIngestConfig,
@@ -231,12 +236,29 @@ impl IngestConfig {
             .transpose()
     }
 
-    /// The frame verification options of these settings.
+    /// The HMAC keys of these settings: per-agent from `hmac_master_key_file` (read now), the
+    /// shared `hmac_key_hex`, or none. Errors: both set, not hex, the file unreadable (named,
+    /// no key shown).
+    pub fn hmac_keys(&self) -> anyhow::Result<HmacKeys> {
+        match (self.hmac_key()?, &self.hmac_master_key_file) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "ingest.hmac_key_hex and ingest.hmac_master_key_file are both set: choose one"
+            ),
+            (Some(k), None) => Ok(HmacKeys::Shared(k)),
+            (None, Some(path)) => Ok(HmacKeys::PerAgent {
+                master: crate::pki::read_master_file(path)
+                    .context("ingest.hmac_master_key_file")?,
+            }),
+            (None, None) => Ok(HmacKeys::None),
+        }
+    }
+
+    /// The frame verification options of these settings (see [`IngestConfig::hmac_keys`]).
     pub fn verify_options(&self) -> anyhow::Result<fleetset_proto::VerifyOptions> {
         Ok(fleetset_proto::VerifyOptions {
             max_frame_bytes: self.max_frame_bytes,
             max_decompressed_bytes: self.max_decompressed_bytes,
-            hmac_key: self.hmac_key()?,
+            keys: self.hmac_keys()?,
         })
     }
 

@@ -19,7 +19,7 @@ use crate::store::{CommitStatus, StoreMsg, Submission};
 use bytes::Bytes;
 use fleetset_proto::contract::{detail, is_valid_agent_id, shown};
 use fleetset_proto::pb::{self, AckStatus, RejectReason};
-use fleetset_proto::{verify_with, Contract, FrameError, VerifyOptions};
+use fleetset_proto::{sign_ack, verify_with, Contract, FrameError, HmacKeys, VerifyOptions};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -89,7 +89,15 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Builds an ack.
+/// `a` signed for the frame whose header has `payload_sha256`, with the key of the ack's agent
+/// id when keys are in use ([`fleetset_proto::keys`]: docs/security.md "Signed acks").
+pub fn signed(keys: &HmacKeys, mut a: pb::Ack, payload_sha256: &[u8]) -> pb::Ack {
+    let key = keys.key_for(&a.agent_id);
+    sign_ack(&mut a, key.as_deref(), payload_sha256);
+    a
+}
+
+/// Builds an (unsigned) ack.
 pub fn ack(agent_id: &str, seq: u64, status: AckStatus) -> pb::Ack {
     pb::Ack {
         agent_id: agent_id.to_string(),
@@ -104,6 +112,8 @@ struct PendingAck {
     reply: AckTo,
     agent_id: String,
     seq: u64,
+    /// The frame header's `payload_sha256`, which the ack's MAC covers.
+    payload_sha256: Vec<u8>,
     outcome: oneshot::Receiver<CommitStatus>,
 }
 
@@ -113,8 +123,9 @@ struct PendingAck {
 struct Acks(mpsc::Sender<PendingAck>);
 
 impl Acks {
-    /// Starts the ack task; it ends when every sender is gone and every pending frame answered.
-    fn start(counters: Arc<Counters>, capacity: usize) -> Acks {
+    /// Starts the ack task, which signs every ack with `keys` ([`signed`]); it ends when every
+    /// sender is gone and every pending frame answered.
+    fn start(counters: Arc<Counters>, capacity: usize, keys: HmacKeys) -> Acks {
         let capacity = capacity.max(1);
         let (tx, mut rx) = mpsc::channel::<PendingAck>(capacity);
         tokio::spawn(async move {
@@ -125,11 +136,11 @@ impl Acks {
                     p = rx.recv(), if open && pending.len() < capacity => match p {
                         Some(p) => pending.push(async move {
                             let status = p.outcome.await;
-                            (p.reply, p.agent_id, p.seq, status)
+                            (p.reply, p.agent_id, p.seq, p.payload_sha256, status)
                         }),
                         None => open = false,
                     },
-                    Some((reply, agent_id, seq, status)) = pending.next() => {
+                    Some((reply, agent_id, seq, sha, status)) = pending.next() => {
                         let a = match status {
                             Ok(CommitStatus::Committed) => ack(&agent_id, seq, AckStatus::Committed),
                             Ok(CommitStatus::Duplicate) => ack(&agent_id, seq, AckStatus::Duplicate),
@@ -157,7 +168,7 @@ impl Acks {
                             }
                             Err(_) => continue, // the store stopped without an answer
                         };
-                        if !reply.send(a) {
+                        if !reply.send(signed(&keys, a, &sha)) {
                             Counters::add(&counters.acks_undeliverable, 1);
                         }
                     },
@@ -211,11 +222,15 @@ impl Admission {
         limits: AdmissionLimits,
     ) -> Admission {
         Admission {
+            acks: Acks::start(
+                counters.clone(),
+                limits.max_pending_acks,
+                verify.keys.clone(),
+            ),
             verify: Arc::new((verify, contract)),
             verify_slots: Arc::new(Semaphore::new(limits.verify_threads.max(1))),
             memory: Arc::new(MemoryLimit::new(limits.memory_limit_bytes)),
             store,
-            acks: Acks::start(counters.clone(), limits.max_pending_acks),
             hub,
             counters,
             warned: Arc::default(),
@@ -249,7 +264,8 @@ impl Admission {
         over
     }
 
-    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED. The header's
+    /// Rejects a frame: counts, warns once per agent and reason, acks REJECTED (signed like
+    /// every ack, over the header's `payload_sha256`). The header's
     /// agent id is echoed (ack, log) only bounded and escaped unless it is a valid id, and only
     /// valid ids key the warn-once set (all invalid ones share one entry); the error text is
     /// bounded too ([`detail`]).
@@ -277,7 +293,8 @@ impl Admission {
         let mut a = ack(&agent_id, seq, AckStatus::Rejected);
         a.reason = reason as i32;
         a.detail = text;
-        if !reply.send(a) {
+        let sha = header.map_or(&[][..], |h| h.payload_sha256.as_slice());
+        if !reply.send(signed(&self.verify.0.keys, a, sha)) {
             Counters::add(&self.counters.acks_undeliverable, 1);
         }
     }
@@ -310,6 +327,7 @@ impl Admission {
                     received_at_us,
                 });
                 let (agent_id, seq) = (snapshot.agent_id.clone(), snapshot.seq);
+                let payload_sha256 = header.payload_sha256.clone();
                 let (submission, outcome) = Submission::new(snapshot, header);
                 let stored = self
                     .store
@@ -323,6 +341,7 @@ impl Admission {
                         reply,
                         agent_id,
                         seq,
+                        payload_sha256,
                         outcome,
                     };
                     let _ = self.acks.0.send(pending).await;
@@ -370,6 +389,14 @@ mod tests {
 
     /// Admission into a store on `data_dir`; the receiver of the acks of its OTLP-style peer.
     fn admission(data_dir: &std::path::Path) -> (Admission, CancellationToken) {
+        admission_with(data_dir, VerifyOptions::default())
+    }
+
+    /// [`admission`] verifying with `verify`.
+    fn admission_with(
+        data_dir: &std::path::Path,
+        verify: VerifyOptions,
+    ) -> (Admission, CancellationToken) {
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
@@ -387,7 +414,7 @@ mod tests {
             stop.clone(),
         ));
         let a = Admission::new(
-            VerifyOptions::default(),
+            verify,
             Contract::default(),
             tx,
             Hub::new(16),
@@ -402,12 +429,72 @@ mod tests {
     }
 
     fn frame(k: i64) -> pb::Frame {
+        signed_frame(k, None)
+    }
+
+    /// agent-1's frame `k` signed with `key`.
+    fn signed_frame(k: i64, key: Option<Vec<u8>>) -> pb::Frame {
         let opts = SealOptions {
             encoding: Encoding::Protobuf,
             compression: Compression::None,
-            hmac_key: None,
+            hmac_key: key,
         };
         seal(&snapshot("agent-1", k), &opts).expect("seal")
+    }
+
+    #[tokio::test]
+    async fn with_per_agent_keys_only_the_agents_own_key_is_admitted_and_every_ack_is_signed() {
+        let dir = TempDir::new("ingest-keys");
+        let master = b"master-key-of-the-fleet".to_vec();
+        let keys = HmacKeys::PerAgent {
+            master: master.clone(),
+        };
+        let verify = VerifyOptions {
+            keys: keys.clone(),
+            ..Default::default()
+        };
+        let (admission, stop) = admission_with(&dir.0, verify);
+        let (tx, mut acks) = mpsc::channel(64);
+        let own = fleetset_proto::agent_key(&master, "agent-1").to_vec();
+        let other = fleetset_proto::agent_key(&master, "agent-2").to_vec();
+        let cases = [
+            (signed_frame(0, Some(own.clone())), AckStatus::Committed),
+            (signed_frame(0, Some(own.clone())), AckStatus::Duplicate),
+            (signed_frame(1, None), AckStatus::Rejected),
+            (signed_frame(1, Some(other)), AckStatus::Rejected),
+            (
+                signed_frame(1, Some(b"made-up".to_vec())),
+                AckStatus::Rejected,
+            ),
+        ];
+        for (f, status) in cases {
+            let sha = f.header.as_ref().unwrap().payload_sha256.clone();
+            let mut f2 = f.clone();
+            f2.payload.push(0); // another frame's sha256
+            let other_sha = fleetset_proto::frame::sha256(&f2.payload);
+            assert!(
+                admission
+                    .admit(f, AckTo::Otlp(tx.clone()), &PeerIdentity::Unbound)
+                    .await
+            );
+            let a = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+                .await
+                .expect("an ack within 10 s")
+                .expect("ack");
+            assert_eq!(a.status, status as i32, "{a:?}");
+            if status == AckStatus::Rejected {
+                assert_eq!(a.reason, RejectReason::BadSignature as i32);
+            }
+            assert!(fleetset_proto::ack_verifies(&own, &a, &sha), "{a:?}");
+            assert!(!fleetset_proto::ack_verifies(&own, &a, &other_sha));
+        }
+        let stored = reader::windows(&dir.0, &reader::Query::default()).unwrap();
+        assert_eq!(
+            stored.len(),
+            1,
+            "only the frame signed with agent-1's own key"
+        );
+        stop.cancel();
     }
 
     #[tokio::test]

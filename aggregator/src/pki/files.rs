@@ -47,9 +47,14 @@ pub fn curve_pair() -> Result<Option<(String, String)>> {
 
 /// The fleet master key of `dir/master.key` (hex, at least 32 bytes).
 pub fn read_master(dir: &Path) -> Result<Vec<u8>> {
-    let path = dir.join("master.key");
+    read_master_file(&dir.join("master.key"))
+}
+
+/// Reads a fleet master key file (hex, at least 32 bytes, surrounding whitespace ignored).
+/// Errors name the file, never its content.
+pub fn read_master_file(path: &Path) -> Result<Vec<u8>> {
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     match hex::decode(text.trim()) {
         Ok(k) if k.len() >= 32 => Ok(k),
         _ => bail!("{} is not at least 32 bytes of hex", path.display()),

@@ -21,11 +21,11 @@ mod token;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use hmac::{KeyInit, Mac};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use certs::spiffe_id;
+pub use files::read_master_file;
 
 /// `fleetset-aggregator pki …`.
 #[derive(Args, Debug)]
@@ -78,16 +78,10 @@ pub struct AgentFlags {
     pub force: bool,
 }
 
-/// The per-agent HMAC key: `HMAC-SHA256(master, "fleetset agent key v1" ‖ agent_id)`, 32
-/// bytes. The aggregator holds only `master`; a host holding its own key can sign only for
-/// itself.
-pub fn agent_key(master: &[u8], agent_id: &str) -> [u8; 32] {
-    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(master)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    m.update(b"fleetset agent key v1");
-    m.update(agent_id.as_bytes());
-    m.finalize().into_bytes().into()
-}
+/// The per-agent HMAC key, derived in one place: [`fleetset_proto::keys::agent_key`]. The
+/// aggregator holds only the master key (`ingest.hmac_master_key_file`); a host holding its own
+/// key can sign only for itself.
+pub use fleetset_proto::keys::agent_key;
 
 /// Runs a `pki` subcommand; what it made goes to stderr (the token of `issue-token` alone to
 /// stdout). Errors name the file or argument at fault, never a key.
@@ -181,10 +175,15 @@ fn issue_agent(f: &AgentFlags) -> Result<()> {
          public_file = \"{d}/curve_client.public\"\n\
          secret_file = \"{d}/curve_client.secret\"\n\
          \n\
-         HMAC key (per-agent, derived from the master key): {d}/hmac.key\n\
-         (today: FLEETSET_TRANSPORT_HMAC_KEY_HEX=\"$(cat {d}/hmac.key)\")",
+         HMAC key (per-agent, derived from the master key): {d}/hmac.key; the agent takes it\n\
+         as transport.hmac_key_hex, e.g. in its environment:\n\
+         FLEETSET_TRANSPORT_HMAC_KEY_HEX=\"$(cat {d}/hmac.key)\"\n\
+         and the aggregator verifies it with the master key:\n\
+         [ingest]\n\
+         hmac_master_key_file = \"{master}\"",
         id = f.agent_id,
         san = spiffe_id(&f.agent_id),
+        master = f.dir.join("master.key").display(),
     );
     Ok(())
 }

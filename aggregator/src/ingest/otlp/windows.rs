@@ -66,8 +66,9 @@ pub struct OtlpWindowConfig {
     pub wal_dir: PathBuf,
     /// MinMax-LTTB downsampling per series per window (`[otlp.lttb]`).
     pub lttb: Downsampler,
-    /// Fleet HMAC key, so the frames verify like agents' frames.
-    pub hmac_key: Option<Vec<u8>>,
+    /// The ingest HMAC keys, so the frames verify like agents' frames (each signed with the
+    /// key of its agent id).
+    pub keys: fleetset_proto::HmacKeys,
     /// Limits of what one receiver buffers.
     pub limits: WindowLimits,
 }
@@ -635,7 +636,7 @@ impl OtlpWindows {
             &SealOptions {
                 encoding: Encoding::Protobuf,
                 compression: Compression::None,
-                hmac_key: self.cfg.hmac_key.clone(),
+                hmac_key: self.cfg.keys.key_for(agent_id),
             },
         )?)
     }

@@ -44,7 +44,7 @@ fn open_with(d: &Dir, limits: WindowLimits) -> (OtlpWindows, Arc<Counters>) {
         grace_ms: 0,
         wal_dir: d.0.clone(),
         lttb: Downsampler::default(),
-        hmac_key: None,
+        keys: Default::default(),
         limits,
     };
     (OtlpWindows::open(cfg, counters.clone()).unwrap(), counters)
@@ -339,7 +339,7 @@ fn a_wal_of_another_window_length_is_moved_into_the_current_windows() {
         grace_ms: 0,
         wal_dir: d.0.clone(),
         lttb: Downsampler::default(),
-        hmac_key: None,
+        keys: Default::default(),
         limits: LIMITS,
     };
     let w = OtlpWindows::open(cfg.clone(), counters).unwrap();
