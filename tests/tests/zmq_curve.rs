@@ -4,8 +4,9 @@
 //! pyzmq SUB with a listed subscriber key receives them, a SUB with an unlisted key or without
 //! CURVE receives nothing and the refusal is counted (`zmq_auth_denied`); a pyzmq DEALER with a
 //! listed agent key gets COMMITTED for its own id and REJECTED WRONG_IDENTITY for another
-//! agent's, which is never stored; `serve` with ZeroMQ on 0.0.0.0 starts with CURVE and
-//! refuses without it.
+//! agent's, which is never stored; a key issued while the aggregator runs is admitted after the
+//! allow file is re-read, a broken allow file is counted and keeps the old list; `serve` with
+//! ZeroMQ on 0.0.0.0 starts with CURVE and refuses without it.
 
 use fleetset_proto::frame::to_parts;
 use fleetset_proto::pb::{self, AckStatus, RejectReason};
@@ -276,6 +277,27 @@ fn a_listed_dealer_publishing_another_agents_id_is_rejected_wrong_identity() {
     let stored = stored_agents(&agg);
     assert!(stored.contains(&"host-b".to_string()), "{stored:?}");
     assert!(!stored.contains(&"host-a".to_string()), "{stored:?}");
+
+    // A key issued while the aggregator runs is admitted once the allow file is re-read (the
+    // DEALER's reconnects retry the handshake meanwhile).
+    pki(&["issue-agent", "--dir", keys.to_str().unwrap(), "host-d"]);
+    let new = dealer_send(dir.path(), &keys, &agg.zmq, "host-d", "host-d");
+    assert_eq!(new.status, AckStatus::Committed as i32, "{new:?}");
+    // A broken allow file is counted and the previous list stays in force.
+    let allow = keys.join("curve_allow.txt");
+    let mut text = std::fs::read_to_string(&allow).unwrap();
+    text.push_str("not a key line\n");
+    std::fs::write(&allow, text).unwrap();
+    wait_for("allow file reload failure", Duration::from_secs(20), || {
+        (metric(
+            &agg,
+            "fleetset_aggregator_curve_allow_reload_failures_total",
+        ) >= 1.0)
+            .then_some(())
+    })
+    .unwrap();
+    let again = dealer_send(dir.path(), &keys, &agg.zmq, "host-d", "host-d");
+    assert_eq!(again.status, AckStatus::Duplicate as i32, "{again:?}");
 }
 
 #[test]
@@ -294,6 +316,7 @@ fn zmq_on_all_interfaces_starts_with_curve_and_refuses_without() {
     assert!(e.contains("security.curve.allow_file"), "{e}");
 
     let agg = start_curve_aggregator(dir.path(), &keys, &flags);
+    assert_eq!(agg.zmq, bind);
     let local = format!("tcp://127.0.0.1:{router}");
     let ack = dealer_send(dir.path(), &keys, &local, "host-c", "host-c");
     assert_eq!(ack.status, AckStatus::Committed as i32, "{ack:?}");

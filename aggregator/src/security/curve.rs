@@ -184,7 +184,7 @@ mod tests {
             "subscriber:grafana".to_string()
         );
         for (bad, why) in [
-            (format!("{public}"), "line 1: expected"),
+            (public.clone(), "line 1: expected"),
             (format!("{public} a b"), "line 1: expected"),
             (format!("x\n{public} .bad"), "line 1: the first word"),
             (format!("{public} .bad"), "not a valid agent id"),
