@@ -7,6 +7,8 @@
 #   DURATION  seconds to run (default 120)
 #   TLS=1     the agent sends over gRPC with TLS and a client certificate (mTLS) instead of
 #             ZeroMQ (certificates made with the openssl CLI in the scratch directory)
+#   CURVE=1   the ZeroMQ link with CURVE (keys made by `fleetset-aggregator pki` in the scratch
+#             directory)
 # Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries and the
 # agent in its size-optimized `agent` profile (as shipped).
 set -euo pipefail
@@ -40,16 +42,28 @@ if [ "${TLS:-0}" = 1 ]; then
     --set "transport.tls.cert_file=$pki/agent.pem" --set "transport.tls.key_file=$pki/agent.key")
 fi
 
+curve_server=() curve_agent=()
+if [ "${CURVE:-0}" = 1 ]; then
+  keys="$work/keys"
+  "$target/fleetset-aggregator" pki init --dir "$keys" 2>/dev/null
+  "$target/fleetset-aggregator" pki issue-agent --dir "$keys" footprint 2>/dev/null
+  a="$keys/agents/footprint"
+  curve_server=(--set "security.curve.secret_file=$keys/curve_server.secret"
+    --set "security.curve.allow_file=$keys/curve_allow.txt")
+  curve_agent=(--agent-id footprint --set "transport.curve.server_public_file=$a/curve_server.public"
+    --set "transport.curve.public_file=$a/curve_client.public" --set "transport.curve.secret_file=$a/curve_client.secret")
+fi
+
 "$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
   --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" \
-  "${tls_server[@]}" 2>"$work/aggregator.log" &
+  "${tls_server[@]}" "${curve_server[@]}" 2>"$work/aggregator.log" &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 key=zmq; [ "${TLS:-0}" = 1 ] && key=grpc
 endpoint="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/ready.json" "$key")"
 [ "${TLS:-0}" = 1 ] && endpoint="https://$endpoint"
 
 "$agent_bin" run --aggregator "$endpoint" --state-dir "$work/agent" --window 60s \
-  --sample-interval 1s --metrics-listen 127.0.0.1:0 "${tls_agent[@]}" 2>"$work/agent.log" &
+  --sample-interval 1s --metrics-listen 127.0.0.1:0 "${tls_agent[@]}" "${curve_agent[@]}" 2>"$work/agent.log" &
 agent=$!
 
 plugins=/usr/lib/collectd

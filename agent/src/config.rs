@@ -5,6 +5,7 @@
 //! `fleetset-agent print-config` shows every key with its default, `validate` checks a file.
 //! Durations are humantime strings ("250ms", "5m").
 
+pub use crate::transport::zmq_config::{CurveConfig, ZmqConfig};
 use fleetset_core::config::{ConfigCommand, ConfigError, Section};
 use fleetset_core::downsample::Downsampler;
 use fleetset_core::telemetry::TelemetryConfig;
@@ -152,6 +153,12 @@ pub struct TransportConfig {
     /// TLS of the gRPC and OTLP clients.
     #[key(section)]
     pub tls: ClientTlsConfig,
+    /// The ZeroMQ link's libzmq limits and timers.
+    #[key(section)]
+    pub zmq: ZmqConfig,
+    /// CURVE on the ZeroMQ link.
+    #[key(section)]
+    pub curve: CurveConfig,
 }
 
 /// `[transport.tls]`: TLS (and mTLS) of the gRPC Ingest client and the OTLP exporter. Set
@@ -315,6 +322,13 @@ impl ConfigCommand for AgentConfig {
                     http,
                 ));
             }
+        }
+        if let Some(key) = t.curve.incomplete() {
+            return Err(ConfigError::invalid(
+                &format!("transport.curve.{key}"),
+                "(unset or set twice)",
+                "with transport.curve on, each key set once: as <key>_file or inline",
+            ));
         }
         let (scheme_ok, allowed) = match t.protocol {
             TransportArg::Zmq => (

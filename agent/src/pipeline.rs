@@ -328,6 +328,8 @@ impl Pipeline {
                 },
                 agent_id: agent_id.clone(),
                 tls: cfg.transport.tls.clone(),
+                zmq: cfg.transport.zmq.clone(),
+                curve: cfg.transport.curve.clone(),
                 max_in_flight: cfg.transport.max_in_flight,
                 ack_timeout: cfg.transport.ack_timeout,
                 drain_timeout,

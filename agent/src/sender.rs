@@ -50,6 +50,10 @@ pub struct SenderConfig {
     pub agent_id: String,
     /// TLS of the gRPC and OTLP links (`[transport.tls]`).
     pub tls: crate::config::ClientTlsConfig,
+    /// The ZeroMQ link's limits (`[transport.zmq]`).
+    pub zmq: crate::transport::zmq_config::ZmqConfig,
+    /// CURVE of the ZeroMQ link (`[transport.curve]`).
+    pub curve: crate::transport::zmq_config::CurveConfig,
     /// Frames sent and unacked, at most.
     pub max_in_flight: usize,
     /// A frame unacked this long after it was sent: recreate the link and resend.
@@ -118,6 +122,8 @@ pub async fn run(
         timeout: cfg.ack_timeout.min(Duration::from_secs(10)),
         agent_id: cfg.agent_id.clone(),
         tls: cfg.tls.clone(),
+        zmq: cfg.zmq.clone(),
+        curve: cfg.curve.clone(),
     };
     run_over(dial, cfg, spool, already_spooled, frames, counters, events).await
 }
@@ -652,6 +658,8 @@ mod tests {
             endpoint: "fake".into(),
             agent_id: "a".into(),
             tls: Default::default(),
+            zmq: Default::default(),
+            curve: Default::default(),
             max_in_flight,
             ack_timeout: Duration::from_secs(1),
             drain_timeout: None,

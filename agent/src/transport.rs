@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub mod zmq;
+pub mod zmq_config;
 
 /// Why a link failed; the sender recreates it.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ impl Link {
         timeout: Duration,
         agent_id: &str,
         tls: &crate::config::ClientTlsConfig,
+        zmq_cfg: &zmq_config::ZmqConfig,
+        curve: &zmq_config::CurveConfig,
     ) -> Result<Link, LinkError> {
         match transport {
             TransportArg::Zmq => {
@@ -71,10 +74,14 @@ impl Link {
                 // ZMTP identities are at most 255 bytes.
                 let short: String = agent_id.chars().take(200).collect();
                 let identity = format!("{short}/{:08x}", rand::random::<u32>());
+                // Read at every (re)connect, like the TLS files.
+                let keys = curve.keys().map_err(LinkError::Zmq)?;
                 Ok(Link::Zmq(zmq::ZmqLink::connect(
                     endpoint,
                     identity.as_bytes(),
                     timeout,
+                    zmq_cfg,
+                    keys.as_ref(),
                 )?))
             }
             TransportArg::Grpc => {
@@ -196,6 +203,10 @@ pub struct Dial {
     pub agent_id: String,
     /// TLS of the gRPC and OTLP links.
     pub tls: crate::config::ClientTlsConfig,
+    /// The ZeroMQ link's limits (`[transport.zmq]`).
+    pub zmq: zmq_config::ZmqConfig,
+    /// CURVE of the ZeroMQ link (`[transport.curve]`).
+    pub curve: zmq_config::CurveConfig,
 }
 
 impl Connect for Dial {
@@ -207,6 +218,8 @@ impl Connect for Dial {
             self.timeout,
             &self.agent_id,
             &self.tls,
+            &self.zmq,
+            &self.curve,
         )
     }
 }

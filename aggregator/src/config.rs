@@ -2,7 +2,7 @@
 //! the modules that use them: `[store]` (`store::config`), `[ingest]` with `[ingest.zmq]` and
 //! `[ingest.grpc]` (`ingest::config`), `[live]` with `[live.zmq]` (`live::config`), `[otlp]`
 //! (`ingest::otlp::config`), `[telemetry]` (`fleetset_core::telemetry`) and `[security]` with
-//! `[security.tls]` and `[security.tokens]` (`security::config`). The TOML file
+//! `[security.tls]`, `[security.tokens]` and `[security.curve]` (`security::config`). The TOML file
 //! (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the common flags and
 //! `--set section.key=value` resolve through them; `fleetset-aggregator print-config` shows
 //! every key with its default, `validate` checks a file.
@@ -118,6 +118,14 @@ impl ConfigCommand for ServerConfig {
                 "security.tls.key_file",
                 format!("{:?}", tls.key_file),
                 "set together with security.tls.cert_file",
+            ));
+        }
+        let curve = &self.security.curve;
+        if curve.secret_file.is_some() != curve.allow_file.is_some() {
+            return Err(ConfigError::invalid(
+                "security.curve.allow_file",
+                format!("{:?}", curve.allow_file),
+                "set together with security.curve.secret_file",
             ));
         }
         if tls.client_ca_file.is_some() && !tls.enabled() {

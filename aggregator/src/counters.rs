@@ -108,6 +108,11 @@ fleetset_core::counters! {
         tls_reloads,
         /// Changed TLS files that could not be loaded (the previous certificates stay in use).
         tls_reload_failures,
+        /// ZeroMQ CURVE handshakes refused by the ZAP handler (key not in
+        /// `security.curve.allow_file`, or not admitted on that socket).
+        zmq_auth_denied,
+        /// Changed CURVE allow files that could not be read or parsed (the previous list stays).
+        curve_allow_reload_failures,
     }
 }
 

@@ -6,7 +6,9 @@ use crate::config::ServerConfig;
 use crate::counters::{Counters, Listener};
 use crate::ingest::{grpc::IngestService, zmq, Admission};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
+use crate::security::curve::{read_secret, ServerKey};
 use crate::security::tokens::Tokens;
+use crate::security::zap::ZapHandler;
 use crate::store::{self, files};
 use anyhow::{Context, Result};
 use fleetset_core::net::BoundedListener;
@@ -68,6 +70,8 @@ pub struct Server {
     store_stop: CancellationToken,
     ingest_tasks: Vec<JoinHandle<()>>,
     store_task: JoinHandle<()>,
+    /// The ZAP handler of the ZeroMQ sockets (CURVE on); stops when the server is dropped.
+    _zap: Option<ZapHandler>,
 }
 
 /// Recovers the data directory and starts listening; returns once every listener is bound.
@@ -114,10 +118,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     );
 
     let mut ingest_tasks = Vec::new();
+    // One libzmq context for the ROUTER and the PUB, so one ZAP handler serves both.
+    let zmq_ctx = ::zmq::Context::new();
+    let (curve, zap) = start_curve(cfg, &zmq_ctx, &counters)?;
     let mut zmq_endpoint = None;
     if cfg.ingest.zmq.enabled {
         let (endpoint, task) = zmq::start(
+            &zmq_ctx,
             &cfg.ingest.zmq,
+            curve.as_ref(),
             admission.clone(),
             counters.clone(),
             ingest_stop.clone(),
@@ -129,8 +138,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     let mut zmq_pub_endpoint = None;
     if cfg.live.zmq.enabled {
         let (endpoint, task) = zmq_pub::start(
+            &zmq_ctx,
             &cfg.live.zmq.bind,
             cfg.live.zmq.hwm,
+            curve.as_ref(),
             &hub,
             ingest_stop.clone(),
         )
@@ -265,7 +276,25 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         store_stop,
         ingest_tasks,
         store_task,
+        _zap: zap,
     })
+}
+
+/// With `[security.curve]` configured: the server key (read now) and the ZAP handler on `ctx`
+/// (the allow file read now); errors name the file. Neither when CURVE is off.
+fn start_curve(
+    cfg: &ServerConfig,
+    ctx: &::zmq::Context,
+    counters: &Arc<Counters>,
+) -> Result<(Option<ServerKey>, Option<ZapHandler>)> {
+    let curve = &cfg.security.curve;
+    let Some(secret) = curve.secret_file.as_ref().filter(|_| curve.enabled()) else {
+        return Ok((None, None));
+    };
+    let key = ServerKey(read_secret(secret).context("security.curve.secret_file")?);
+    let zap = crate::security::zap::start(ctx, curve, counters.clone())?;
+    info!("ZeroMQ ROUTER and PUB speak CURVE only; clients checked against the allow file");
+    Ok((Some(key), Some(zap)))
 }
 
 impl Server {

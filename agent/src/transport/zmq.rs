@@ -2,16 +2,22 @@
 //!
 //! zeromq 0.7, used before, reserved whatever length a frame header declared, so a fake
 //! aggregator sending a header that declares a 1 TiB body aborted the agent (issue 11). libzmq
-//! checks `ZMQ_MAXMSGSIZE` ([`MAX_ACK_BYTES`]: acks are small) before allocating and drops
-//! such a connection; it also times out handshakes (the connect timeout), sends heartbeats
-//! ([`HEARTBEAT_INTERVAL`], [`HEARTBEAT_TIMEOUT`]) and reconnects by itself
-//! ([`RECONNECT_MIN`]..[`RECONNECT_MAX`]). The sender still recreates the link when acks stop.
+//! checks `ZMQ_MAXMSGSIZE` (`transport.zmq.max_ack_bytes`: acks are small) before allocating
+//! and drops such a connection; it also times out handshakes (the connect timeout), sends
+//! heartbeats (`heartbeat_interval`, `heartbeat_timeout`) and reconnects by itself
+//! (`reconnect_min`..`reconnect_max`). The sender still recreates the link when acks stop.
+//! Every setting is a `[transport.zmq]` key ([`ZmqConfig`]).
+//!
+//! With `[transport.curve]` the DEALER is a CURVE client ([`CurveKeys`]): it pins the
+//! aggregator's public key (a server without the matching secret key fails the handshake) and
+//! proves its own key, which the aggregator's allow file maps to this agent's id.
 //!
 //! The thread talks to the async sender through bounded channels only: frames to send
-//! ([`OUT_QUEUE`], the sender waits when full) ring a [`Doorbell`] the thread polls with the
-//! socket; acks come back through a channel of [`ACK_QUEUE`] (the thread waits when full, and
+//! (`out_queue`, the sender waits when full) ring a [`Doorbell`] the thread polls with the
+//! socket; acks come back through a channel of `ack_queue` (the thread waits when full, and
 //! libzmq's `ZMQ_RCVHWM` then stops reading the socket). Dropping the link stops the thread.
 
+use super::zmq_config::{CurveKeys, ZmqConfig};
 use super::LinkError;
 use fleetset_core::doorbell::{doorbell, Doorbell, Ring};
 use fleetset_proto::pb;
@@ -21,23 +27,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Largest message part accepted from the aggregator (an ack is ~100 bytes).
-pub const MAX_ACK_BYTES: i64 = 64 * 1024;
-/// Messages queued towards the aggregator and from it in libzmq (`ZMQ_SNDHWM`, `ZMQ_RCVHWM`);
-/// a send beyond it fails the link (the sender recreates it).
-pub const HWM: i32 = 1000;
-/// Frames waiting for the link thread.
-pub const OUT_QUEUE: usize = 64;
-/// Acks waiting for the sender.
-pub const ACK_QUEUE: usize = 256;
-/// ZMTP PING interval.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
-/// An aggregator silent this long after a PING is disconnected (libzmq reconnects).
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
-/// libzmq's first reconnect delay.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
-/// libzmq's longest reconnect delay (it doubles up to this).
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Messages handled per wake-up in each direction.
 const BATCH: usize = 64;
 
@@ -65,36 +54,49 @@ fn zmq_err(what: &str, e: zmq::Error) -> LinkError {
 }
 
 impl ZmqLink {
-    /// Connects to `endpoint` with routing identity `identity` (≤ 255 bytes); `handshake` bounds
-    /// each connection's ZMTP handshake. libzmq connects in the background: frames sent before
-    /// the connection is up are queued (up to [`HWM`]). Errors: bad endpoint, no thread.
+    /// Connects to `endpoint` with routing identity `identity` (≤ 255 bytes), the limits of
+    /// `cfg` and CURVE with `curve`; `handshake` bounds each connection's ZMTP handshake. libzmq
+    /// connects in the background: frames sent before the connection is up are queued (up to
+    /// `cfg.hwm`). Errors: bad endpoint, no thread, no CURVE in libzmq.
     pub fn connect(
         endpoint: &str,
         identity: &[u8],
         handshake: Duration,
+        cfg: &ZmqConfig,
+        curve: Option<&CurveKeys>,
     ) -> Result<ZmqLink, LinkError> {
         let socket = context()
             .socket(zmq::DEALER)
             .map_err(|e| zmq_err("socket", e))?;
         let set = |r: zmq::Result<()>| r.map_err(|e| zmq_err("socket option", e));
         set(socket.set_identity(identity))?;
-        set(socket.set_maxmsgsize(MAX_ACK_BYTES))?;
-        set(socket.set_sndhwm(HWM))?;
-        set(socket.set_rcvhwm(HWM))?;
+        set(socket.set_maxmsgsize(cfg.max_ack_bytes))?;
+        set(socket.set_sndhwm(cfg.hwm))?;
+        set(socket.set_rcvhwm(cfg.hwm))?;
         set(socket.set_linger(0))?;
         set(socket.set_handshake_ivl(ms(handshake)))?;
-        set(socket.set_heartbeat_ivl(ms(HEARTBEAT_INTERVAL)))?;
-        set(socket.set_heartbeat_timeout(ms(HEARTBEAT_TIMEOUT)))?;
-        set(socket.set_heartbeat_ttl(ms(HEARTBEAT_TIMEOUT)))?;
-        set(socket.set_reconnect_ivl(ms(RECONNECT_MIN)))?;
-        set(socket.set_reconnect_ivl_max(ms(RECONNECT_MAX)))?;
+        set(socket.set_heartbeat_ivl(ms(cfg.heartbeat_interval)))?;
+        set(socket.set_heartbeat_timeout(ms(cfg.heartbeat_timeout)))?;
+        set(socket.set_heartbeat_ttl(ms(cfg.heartbeat_timeout)))?;
+        set(socket.set_reconnect_ivl(ms(cfg.reconnect_min)))?;
+        set(socket.set_reconnect_ivl_max(ms(cfg.reconnect_max)))?;
         set(socket.set_tcp_keepalive(1))?;
+        if let Some(keys) = curve {
+            if zmq::has("curve") != Some(true) {
+                return Err(LinkError::Zmq(
+                    "transport.curve is set but this libzmq has no CURVE".into(),
+                ));
+            }
+            set(socket.set_curve_serverkey(&keys.server))?;
+            set(socket.set_curve_publickey(&keys.public))?;
+            set(socket.set_curve_secretkey(&keys.secret))?;
+        }
         socket
             .connect(endpoint)
             .map_err(|e| zmq_err(&format!("connect {endpoint}"), e))?;
         let (ring, bell) = doorbell().map_err(|e| LinkError::Zmq(format!("doorbell: {e}")))?;
-        let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
-        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(cfg.out_queue.max(1));
+        let (ack_tx, ack_rx) = mpsc::channel(cfg.ack_queue.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         std::thread::Builder::new()
@@ -110,7 +112,7 @@ impl ZmqLink {
         })
     }
 
-    /// Queues `[header, payload]` for the thread (waits while [`OUT_QUEUE`] is full).
+    /// Queues `[header, payload]` for the thread (waits while `out_queue` is full).
     pub async fn send(&mut self, parts: [Vec<u8>; 2]) -> Result<(), LinkError> {
         self.out.send(parts).await.map_err(|_| LinkError::Closed)?;
         self.bell.ring();

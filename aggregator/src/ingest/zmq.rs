@@ -21,9 +21,14 @@
 //! and not yet acked has its further frames dropped unread (`zmq_peer_backpressure`). Above
 //! `ingest.memory_limit_bytes` frames are dropped before verification, unacked
 //! (`frames_refused_memory`), like the gRPC and OTLP paths.
+//!
+//! With `[security.curve]` the ROUTER is a CURVE server: only keys the allow file lists for an
+//! agent complete the handshake, and every message carries that agent id as its `User-Id`
+//! property; a frame for another agent id is REJECTED `WRONG_IDENTITY` (see [`PeerIdentity`]).
 
 use super::{AckTo, Admission, PeerIdentity};
 use crate::counters::Counters;
+use crate::security::curve::{ServerKey, INGEST_DOMAIN};
 use crate::zmq_endpoint::{bound_endpoint, libzmq_endpoint};
 use fleetset_core::doorbell::{doorbell, Doorbell, Ring};
 use fleetset_proto::frame::from_parts;
@@ -126,21 +131,27 @@ impl Reply {
     }
 }
 
-/// A received message for admission: the frame (or why it is not one) and where its ack goes.
-type Inbound = (Result<pb::Frame, FrameError>, AckTo);
+/// A received message for admission: the frame (or why it is not one), where its ack goes and
+/// who sent it (the CURVE key's agent id, or unbound without CURVE).
+type Inbound = (Result<pb::Frame, FrameError>, AckTo, PeerIdentity);
 
 /// Milliseconds for a libzmq option (saturating at `i32::MAX`).
 fn ms(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
-/// A ROUTER socket with the `[ingest.zmq]` limits, bound at `cfg.bind`.
+/// A ROUTER socket with the `[ingest.zmq]` limits, a CURVE server with `curve` if given,
+/// bound at `cfg.bind`.
 fn router(
     ctx: &zmq::Context,
     cfg: &ZmqIngestConfig,
     max_frame_bytes: usize,
+    curve: Option<&ServerKey>,
 ) -> anyhow::Result<zmq::Socket> {
     let socket = ctx.socket(zmq::ROUTER)?;
+    if let Some(key) = curve {
+        key.apply(&socket, INGEST_DOMAIN)?;
+    }
     let max_msg = max_frame_bytes.saturating_add(HEADER_SLACK);
     socket.set_maxmsgsize(i64::try_from(max_msg).unwrap_or(i64::MAX))?;
     socket.set_handshake_ivl(ms(cfg.handshake_timeout))?;
@@ -159,16 +170,20 @@ fn router(
     Ok(socket)
 }
 
-/// Binds the ROUTER per `cfg` and returns the resolved endpoint (port 0 → the real port) and
-/// the task that serves it until `shutdown`. Errors: the socket cannot be made or bound.
+/// Binds the ROUTER per `cfg` in `ctx` and returns the resolved endpoint (port 0 → the real
+/// port) and the task that serves it until `shutdown`. With `curve` the ROUTER is a CURVE
+/// server: `ctx`'s ZAP handler ([`crate::security::zap`]) admits agent keys and names their
+/// agent id, and each frame is admitted as [`PeerIdentity::Agent`] of that id. Errors: the
+/// socket cannot be made or bound.
 pub async fn start(
+    ctx: &zmq::Context,
     cfg: &ZmqIngestConfig,
+    curve: Option<&ServerKey>,
     admission: Admission,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let ctx = zmq::Context::new();
-    let socket = router(&ctx, cfg, admission.max_frame_bytes())?;
+    let socket = router(ctx, cfg, admission.max_frame_bytes(), curve)?;
     let endpoint = bound_endpoint(&socket, &cfg.bind)?;
     let (ring, bell) = doorbell()?;
     let (ack_tx, ack_rx) = sync_channel::<Outgoing>(cfg.ack_queue.max(1));
@@ -187,10 +202,7 @@ pub async fn start(
     };
     let handle = std::thread::Builder::new()
         .name("zmq-router".into())
-        .spawn(move || {
-            let _ctx = ctx;
-            serve(thread);
-        })?;
+        .spawn(move || serve(thread))?;
 
     let task = tokio::spawn(async move {
         loop {
@@ -198,13 +210,15 @@ pub async fn start(
                 _ = shutdown.cancelled() => break,
                 n = frame_rx.recv() => n,
             };
-            let Some((frame, reply)) = next else { break };
+            let Some((frame, reply, peer)) = next else {
+                break;
+            };
             match frame {
                 // Over the memory limit: refused before verification and not acked (its
                 // ticket goes with the reply), so the agent resends after its ack timeout.
                 Ok(_) if admission.over_memory_limit() => {}
                 Ok(frame) => {
-                    if !admission.admit(frame, reply, &PeerIdentity::Unbound).await {
+                    if !admission.admit(frame, reply, &peer).await {
                         break;
                     }
                 }
@@ -336,7 +350,7 @@ impl Thread {
     /// not fit (the thread stops reading until it does).
     fn receive(&mut self) -> Option<Inbound> {
         for _ in 0..BATCH {
-            let parts = match self.socket.recv_multipart(zmq::DONTWAIT) {
+            let parts = match recv_parts(&self.socket) {
                 Ok(parts) => parts,
                 Err(zmq::Error::EAGAIN) => return None,
                 Err(e) => {
@@ -358,7 +372,7 @@ impl Thread {
 
     /// The frame in `[identity, header, payload]` and its reply; None if its peer is at
     /// `max_in_flight_per_peer` (counted) or the thread is stopping.
-    fn inbound(&mut self, parts: Vec<Vec<u8>>) -> Option<Inbound> {
+    fn inbound(&mut self, (parts, peer): (Vec<Vec<u8>>, PeerIdentity)) -> Option<Inbound> {
         let (queue, bell) = self.reply.as_ref()?;
         let mut parts = parts.into_iter();
         let identity = parts.next()?;
@@ -374,8 +388,27 @@ impl Thread {
             self.counters.clone(),
             count,
         );
-        Some((frame_of(parts), AckTo::Zmq(reply)))
+        Some((frame_of(parts), AckTo::Zmq(reply), peer))
     }
+}
+
+/// Reads one whole message without blocking: its parts and the `User-Id` libzmq attached to
+/// the peer's parts (the ZAP handler's answer for its CURVE key: its agent id; none without
+/// CURVE). The identity part the ROUTER prepends carries no metadata, so the last part is asked.
+fn recv_parts(socket: &zmq::Socket) -> zmq::Result<(Vec<Vec<u8>>, PeerIdentity)> {
+    let mut last = socket.recv_msg(zmq::DONTWAIT)?;
+    let mut parts = Vec::new();
+    while socket.get_rcvmore()? {
+        let next = socket.recv_msg(0)?;
+        parts.push(last.to_vec());
+        last = next;
+    }
+    let peer = match last.gets("User-Id") {
+        Some(id) if !id.is_empty() => PeerIdentity::Agent(id.to_string()),
+        _ => PeerIdentity::Unbound,
+    };
+    parts.push(last.to_vec());
+    Ok((parts, peer))
 }
 
 /// The frame of a ROUTER message's parts after the identity, which must be exactly

@@ -16,8 +16,13 @@
 //! it, so a stalled subscriber costs at most `hwm` × message size (plus the kernel's socket
 //! buffers); the other subscribers and ingest are not affected. The socket lives on its own
 //! thread (the `zmq` API blocks); windows reach it through a bounded channel.
+//!
+//! With `[security.curve]` the PUB is a CURVE server and only keys the allow file lists as
+//! `subscriber:<name>` can subscribe; each of them receives every window (a Live token's label
+//! selector applies to gRPC Live only).
 
 use super::Hub;
+use crate::security::curve::{ServerKey, LIVE_DOMAIN};
 use crate::zmq_endpoint::{bound_endpoint, libzmq_endpoint};
 use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
@@ -27,16 +32,22 @@ use tracing::{debug, warn};
 /// Windows waiting for the PUB thread; beyond this the newest are dropped (and logged).
 const THREAD_QUEUE: usize = 1024;
 
-/// Binds the PUB socket at `bind` with a send high-water mark of `hwm` messages per
-/// subscriber; returns the resolved endpoint and the task feeding it. Errors: the bind fails.
+/// Binds the PUB socket in `ctx` at `bind` with a send high-water mark of `hwm` messages per
+/// subscriber, a CURVE server with `curve` if given (`ctx`'s ZAP handler then admits only
+/// subscriber keys); returns the resolved endpoint and the task feeding it. Errors: the bind
+/// fails.
 pub async fn start(
+    ctx: &zmq::Context,
     bind: &str,
     hwm: i32,
+    curve: Option<&ServerKey>,
     hub: &Hub,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::PUB)?;
+    if let Some(key) = curve {
+        key.apply(&socket, LIVE_DOMAIN)?;
+    }
     socket.set_sndhwm(hwm)?;
     socket.set_linger(0)?;
     socket
@@ -47,7 +58,6 @@ pub async fn start(
     std::thread::Builder::new()
         .name("zmq-pub".into())
         .spawn(move || {
-            let _ctx = ctx;
             for parts in rx {
                 // PUB never blocks: a subscriber at its high-water mark just misses this one.
                 if let Err(e) = socket.send_multipart(parts, zmq::DONTWAIT) {

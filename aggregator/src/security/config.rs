@@ -1,5 +1,7 @@
-//! The `[security]` section: `allow_insecure`, `[security.tls]` and `[security.tokens]`.
+//! The `[security]` section: `allow_insecure`, `[security.tls]`, `[security.tokens]` and
+//! `[security.curve]`.
 
+pub use super::curve::CurveConfig;
 pub use super::tokens::TokensConfig;
 use fleetset_core::config::Section;
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,7 @@ impl TlsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// Start even with listeners on non-loopback addresses that lack TLS and client authentication (gRPC, OTLP, `/metrics`), or that cannot be secured yet (ZeroMQ); a warning naming them is logged at every start.
+    /// Start even with listeners on non-loopback addresses that lack TLS and client authentication (gRPC, OTLP, `/metrics`) or CURVE (ZeroMQ); a warning naming them is logged at every start.
     #[key(default = false)]
     pub allow_insecure: bool,
     /// TLS on the gRPC listeners.
@@ -51,4 +53,7 @@ pub struct SecurityConfig {
     /// Scoped bearer tokens for Live Subscribe, OTLP Export and `/metrics`.
     #[key(section)]
     pub tokens: TokensConfig,
+    /// ZeroMQ CURVE on the ingest ROUTER and the live PUB.
+    #[key(section)]
+    pub curve: CurveConfig,
 }

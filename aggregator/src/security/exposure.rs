@@ -7,8 +7,8 @@
 //! - gRPC (`ingest.grpc.listen`: Ingest, Live, health, reflection), OTLP (`otlp.listen`) and
 //!   `/metrics` `/healthz` (`telemetry.listen`): `security.tls.cert_file`, `key_file` and
 //!   `client_ca_file` (TLS with client certificates).
-//! - ZeroMQ ROUTER (`ingest.zmq.bind`) and PUB (`live.zmq.bind`): CURVE, not available yet, so
-//!   only `allow_insecure` lets them listen off loopback.
+//! - ZeroMQ ROUTER (`ingest.zmq.bind`) and PUB (`live.zmq.bind`): CURVE
+//!   (`security.curve.secret_file` and `allow_file`: encryption, and only listed client keys).
 
 use crate::config::ServerConfig;
 use anyhow::{anyhow, Result};
@@ -77,9 +77,9 @@ pub fn insecure_listeners(cfg: &ServerConfig) -> Vec<String> {
         ),
         ("live.zmq.bind", cfg.live.zmq.enabled, &cfg.live.zmq.bind),
     ] {
-        if on && !is_local_zmq(endpoint) {
+        if on && !is_local_zmq(endpoint) && !cfg.security.curve.enabled() {
             out.push(format!(
-                "{key} = {endpoint:?}: ZeroMQ without CURVE (bind it to 127.0.0.1 or disable it)"
+                "{key} = {endpoint:?}: ZeroMQ without CURVE (set security.curve.secret_file and security.curve.allow_file)"
             ));
         }
     }
@@ -135,6 +135,14 @@ mod tests {
         lo.security.tls.cert_file = Some("c".into());
         lo.security.tls.key_file = Some("k".into());
         lo.security.tls.client_ca_file = Some("ca".into());
+        enforce(&lo).unwrap();
+        lo.ingest.zmq.bind = "tcp://0.0.0.0:5555".into();
+        lo.live.zmq.bind = "tcp://*:5556".into();
+        let e = enforce(&lo).unwrap_err().to_string();
+        assert!(e.contains("security.curve.allow_file"), "{e}");
+        lo.security.curve.secret_file = Some("s".into());
+        assert_eq!(insecure_listeners(&lo).len(), 2);
+        lo.security.curve.allow_file = Some("a".into());
         enforce(&lo).unwrap();
         assert!(is_local_zmq("ipc:///run/x") && !is_local_zmq("tcp://*:5555"));
         assert!(is_loopback_addr("[::1]:1") && is_loopback_addr("localhost:1"));
