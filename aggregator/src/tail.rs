@@ -81,7 +81,8 @@ fn endpoint(flags: &TailFlags) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("--endpoint {url:?}"))?
         .connect_timeout(std::time::Duration::from_secs(10));
-    let tls_flags = flags.ca_file.is_some() || flags.cert_file.is_some() || flags.server_name.is_some();
+    let tls_flags =
+        flags.ca_file.is_some() || flags.cert_file.is_some() || flags.server_name.is_some();
     if !url.starts_with("https://") {
         if tls_flags {
             bail!("--ca-file, --cert-file and --server-name need an https:// --endpoint (got {url:?})");
@@ -95,7 +96,10 @@ fn endpoint(flags: &TailFlags) -> Result<Endpoint> {
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
     if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file) {
-        tls = tls.identity(Identity::from_pem(read(cert, "cert-file")?, read(key, "key-file")?));
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "cert-file")?,
+            read(key, "key-file")?,
+        ));
     }
     if let Some(name) = &flags.server_name {
         tls = tls.domain_name(name.clone());

@@ -264,7 +264,9 @@ impl tonic::transport::server::Connected for BoundedConn {
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a `host:port` listen address is loopback only (127.0.0.0/8, `[::1]`, `localhost`).

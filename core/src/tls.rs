@@ -117,9 +117,12 @@ fn build(
     files: &[PathBuf],
     contents: &[Vec<u8>],
 ) -> Result<rustls::ServerConfig> {
-    let (Some(cert_pem), Some(key_pem), Some(cert_path), Some(key_path)) =
-        (contents.first(), contents.get(1), files.first(), files.get(1))
-    else {
+    let (Some(cert_pem), Some(key_pem), Some(cert_path), Some(key_path)) = (
+        contents.first(),
+        contents.get(1),
+        files.first(),
+        files.get(1),
+    ) else {
         return Err(anyhow!("{section}.cert_file and key_file are required"));
     };
     let chain = pem_certs(cert_pem, cert_path)?;
@@ -458,7 +461,10 @@ mod tests {
         let e = TlsServer::load(&bad, "security.tls", Arc::new(|_| {}))
             .err()
             .unwrap();
-        assert!(format!("{e:#}").contains("security.tls.min_version"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("security.tls.min_version"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -100,7 +100,10 @@ fn tail_over_mtls_with_a_token_prints_a_window_and_names_what_failed() {
     assert!(ok, "tail with the token failed: {err}");
     assert!(out.starts_with("a1 seq="), "one window line: {out}");
     assert_eq!(out.lines().count(), 1, "--count 1: {out}");
-    assert!(!err.contains(&token) && !out.contains(&token), "token printed");
+    assert!(
+        !err.contains(&token) && !out.contains(&token),
+        "token printed"
+    );
 
     let (ok, _, err) = tail(&bad, true, "tail-bad-token");
     assert!(!ok, "a wrong token must fail");
@@ -123,12 +126,19 @@ fn tail_over_mtls_with_a_token_prints_a_window_and_names_what_failed() {
     ]
     .map(String::from);
     let (ok, _, err) = run_bounded(&bin("fleetset-aggregator"), &a, dir.path(), "tail-junk-ca");
-    assert!(!ok && err.contains("--ca-file") && err.contains("junk.pem"), "{err}");
+    assert!(
+        !ok && err.contains("--ca-file") && err.contains("junk.pem"),
+        "{err}"
+    );
 
-    wait_for("auth_unauthenticated counted", Duration::from_secs(20), || {
-        let c = aggregator_counters(&agg.data_dir)?;
-        (c["auth_unauthenticated"].as_u64()? >= 1).then_some(())
-    })
+    wait_for(
+        "auth_unauthenticated counted",
+        Duration::from_secs(20),
+        || {
+            let c = aggregator_counters(&agg.data_dir)?;
+            (c["auth_unauthenticated"].as_u64()? >= 1).then_some(())
+        },
+    )
     .unwrap();
     agent.stop(Duration::from_secs(10)).unwrap();
     agg.proc.stop(Duration::from_secs(10)).unwrap();

@@ -6,8 +6,8 @@ use super::config::TlsConfig;
 use crate::counters::Counters;
 use anyhow::Result;
 use fleetset_core::net::BoundedListener;
-pub use fleetset_core::tls::{TlsListener, TlsServer};
 use fleetset_core::tls::{OnTlsEvent, TlsEvent};
+pub use fleetset_core::tls::{TlsListener, TlsServer};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
