@@ -1,6 +1,6 @@
 //! The agent's configuration, declared once (`fleetset_core::config`): a few top-level keys
-//! and the sections `[collect]`, `[window]` (with `[window.lttb]`), `[transport]`, `[spool]` and
-//! `[telemetry]`. The TOML file (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the
+//! and the sections `[collect]`, `[window]` (with `[window.lttb]`), `[transport]`, `[spool]`,
+//! `[telemetry]` and `[security]`. The TOML file (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the
 //! common flags and `--set section.key=value` all resolve through these declarations;
 //! `fleetset-agent print-config` shows every key with its default, `validate` checks a file.
 //! Durations are humantime strings ("250ms", "5m").
@@ -177,6 +177,45 @@ pub struct ClientTlsConfig {
     pub server_name: Option<String>,
 }
 
+/// `[security]`: protection of the agent's own `/metrics` (TLS in `[security.tls]`, a bearer
+/// token) and the secure-by-default start check: `/metrics` on a non-loopback address needs
+/// `security.tls.cert_file`, `security.tls.key_file` and `security.metrics_token_sha256` unless
+/// `allow_insecure` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Start even with `/metrics` on a non-loopback address without TLS and a token; a warning naming the missing keys is logged at every start.
+    #[key(default = false)]
+    pub allow_insecure: bool,
+    /// SHA-256 (64 hex digits) of the bearer token `/metrics` requires (`authorization: Bearer <token>`; missing or wrong: 401, counted `auth_unauthenticated`; `/healthz` stays open). The digest of a `pki issue-token --scope metrics` token is its `sha256` in the token file; or `printf %s TOKEN | sha256sum`.
+    #[key(secret)]
+    pub metrics_token_sha256: Option<String>,
+    /// TLS of `/metrics` `/healthz`.
+    #[key(section)]
+    pub tls: fleetset_core::tls::TlsConfig,
+}
+
+impl SecurityConfig {
+    /// The keys `/metrics` on `listen` still lacks to be served off loopback (empty: secured,
+    /// or `listen` is loopback).
+    pub fn metrics_missing(&self, listen: &str) -> Vec<&'static str> {
+        if fleetset_core::net::is_loopback_addr(listen) {
+            return Vec::new();
+        }
+        let mut missing = Vec::new();
+        if self.tls.cert_file.is_none() {
+            missing.push("security.tls.cert_file");
+        }
+        if self.tls.key_file.is_none() {
+            missing.push("security.tls.key_file");
+        }
+        if self.metrics_token_sha256.is_none() {
+            missing.push("security.metrics_token_sha256");
+        }
+        missing
+    }
+}
+
 /// `[spool]`: the durable queue of unacked frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +279,9 @@ pub struct AgentConfig {
     /// Own telemetry.
     #[key(section)]
     pub telemetry: TelemetryConfig,
+    /// Protection of own `/metrics`.
+    #[key(section)]
+    pub security: SecurityConfig,
 }
 
 impl ConfigCommand for AgentConfig {
@@ -293,6 +335,30 @@ impl ConfigCommand for AgentConfig {
                     "non-empty hex",
                 ));
             }
+        }
+        if let Some(d) = &self.security.metrics_token_sha256 {
+            if hex::decode(d).map(|b| b.len() != 32).unwrap_or(true) {
+                return Err(ConfigError::invalid(
+                    "security.metrics_token_sha256",
+                    "***",
+                    "64 hex digits (the SHA-256 of the token)",
+                ));
+            }
+        }
+        let st = &self.security.tls;
+        if st.cert_file.is_some() != st.key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "security.tls.cert_file",
+                format!("{:?}", st.cert_file),
+                "set with security.tls.key_file",
+            ));
+        }
+        if !matches!(st.min_version.as_str(), "1.2" | "1.3") {
+            return Err(ConfigError::invalid(
+                "security.tls.min_version",
+                format!("{:?}", st.min_version),
+                "\"1.2\" or \"1.3\"",
+            ));
         }
         let tls = t.tls.ca_file.is_some();
         let (scheme, http) = match tls {

@@ -75,6 +75,14 @@ fleetset_core::counters! {
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
         metrics_connections_idle_closed,
+        /// `/metrics` TLS handshakes that failed or timed out (`security.tls.handshake_timeout`; e.g. a client without a trusted client certificate with `security.tls.client_ca_file` set).
+        tls_handshake_failures,
+        /// `/metrics` TLS certificate, key or client CA files reloaded after they changed on disk.
+        tls_reloads,
+        /// Changed `/metrics` TLS files that could not be loaded (the previous certificates stay in use).
+        tls_reload_failures,
+        /// `/metrics` requests refused 401: no `authorization: Bearer` token, or not the one whose digest is `security.metrics_token_sha256`.
+        auth_unauthenticated,
     }
 }
 

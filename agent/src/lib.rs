@@ -23,6 +23,7 @@ pub mod run;
 pub(crate) mod sender;
 pub(crate) mod spool;
 pub(crate) mod state;
+pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub(crate) mod transport;
 

@@ -120,17 +120,23 @@ fn start_otlp_side(
 const GAUGES: [&str; 3] = ["spool_frames", "spool_bytes", "spool_held_frames"];
 
 /// Own telemetry of the agent (see [`fleetset_core::telemetry`]): the counters through the SDK, a
-/// `/metrics` endpoint unless `telemetry.enabled = false` (a bind failure is logged, not fatal), OTLP export
-/// with `telemetry.otlp`. `None` when both are off.
+/// `/metrics` endpoint unless `telemetry.enabled = false` (a bind failure is logged, not fatal;
+/// unusable TLS files or an unsecured non-loopback address are errors, see
+/// [`crate::telemetry`]), OTLP export with `telemetry.otlp`. `None` when both are off.
 fn start_telemetry(
     cfg: &AgentConfig,
     agent_id: &str,
     counters: &Arc<Counters>,
     events: &EventLog,
 ) -> Result<Option<(Telemetry, CancellationToken)>> {
+    crate::telemetry::enforce(cfg)?;
     if !cfg.telemetry.enabled && cfg.telemetry.otlp.is_none() {
         return Ok(None);
     }
+    let tls = match cfg.telemetry.enabled {
+        true => crate::telemetry::load_tls(cfg, counters)?,
+        false => None,
+    };
     let t = Telemetry::start(
         "agent",
         agent_id,
@@ -159,7 +165,7 @@ fn start_telemetry(
             };
             Counters::add(counter, 1);
         });
-        match t.serve(&cfg.telemetry, stop.clone(), on_event) {
+        match crate::telemetry::serve(&t, cfg, tls, counters, on_event, stop.clone()) {
             Ok(addr) => {
                 info!(%addr, "own telemetry on http://{addr}/metrics");
                 events.emit(Event::Telemetry {

@@ -87,7 +87,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     Counters::add(&counters.recovered_duplicate_keys, recovery.duplicate_keys);
     let ingest_stop = CancellationToken::new();
     let tokens = Tokens::start(&cfg.security.tokens, counters.clone(), ingest_stop.clone())?;
-    let tls = crate::security::tls::TlsServer::load(&cfg.security.tls, counters.clone())?;
+    let tls = crate::security::tls::load(&cfg.security.tls, counters.clone())?;
     if let Some(tls) = &tls {
         info!(
             mtls = tls.mtls(),

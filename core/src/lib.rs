@@ -8,7 +8,8 @@
 //! - [`config`]: configuration declared once (layering, checks, `print-config`, docs);
 //! - [`secret`] files (get-or-create, fsynced, mode 0600);
 //! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push), bounded TCP listeners
-//!   ([`net`]: connection limit, idle timeout) and process plumbing ([`process`]: logging,
+//!   ([`net`]: connection limit, idle timeout), TLS on listeners ([`tls`]: certificates
+//!   reloaded from disk) and process plumbing ([`process`]: logging,
 //!   signals).
 //!
 //! The wire contract (snapshot model, codecs, frames) stays in `fleetset-proto`. This crate links
@@ -29,4 +30,5 @@ pub mod process;
 pub mod secret;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod window;

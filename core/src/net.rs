@@ -260,6 +260,21 @@ impl tonic::transport::server::Connected for BoundedConn {
     }
 }
 
+/// Whether `host` (an IP, `[v6]`, `localhost`, `*`, an interface name) is loopback only.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a `host:port` listen address is loopback only (127.0.0.0/8, `[::1]`, `localhost`).
+pub fn is_loopback_addr(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| is_loopback_host(host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

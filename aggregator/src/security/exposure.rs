@@ -12,20 +12,7 @@
 
 use crate::config::ServerConfig;
 use anyhow::{anyhow, Result};
-use std::net::IpAddr;
-
-/// Whether `host` (an IP, `[v6]`, `localhost`, `*`, an interface name) is loopback only.
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether a `host:port` address is loopback only.
-fn is_loopback_addr(addr: &str) -> bool {
-    addr.rsplit_once(':')
-        .is_some_and(|(host, _)| is_loopback_host(host))
-}
+use fleetset_core::net::is_loopback_addr;
 
 /// Whether a ZeroMQ endpoint is local: `ipc://`/`inproc://`, or `tcp://` on loopback.
 fn is_local_zmq(endpoint: &str) -> bool {
