@@ -111,6 +111,8 @@ fleetset_core::counters! {
         /// ZeroMQ CURVE handshakes refused by the ZAP handler (key not in
         /// `security.curve.allow_file`, or not admitted on that socket).
         zmq_auth_denied,
+        /// CURVE allow files re-read after they changed on disk (the new list is in use).
+        curve_allow_reloads,
         /// Changed CURVE allow files that could not be read or parsed (the previous list stays).
         curve_allow_reload_failures,
     }

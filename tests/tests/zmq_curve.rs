@@ -278,9 +278,14 @@ fn a_listed_dealer_publishing_another_agents_id_is_rejected_wrong_identity() {
     assert!(stored.contains(&"host-b".to_string()), "{stored:?}");
     assert!(!stored.contains(&"host-a".to_string()), "{stored:?}");
 
-    // A key issued while the aggregator runs is admitted once the allow file is re-read (the
-    // DEALER's reconnects retry the handshake meanwhile).
+    // A key issued while the aggregator runs is admitted once the allow file is re-read. (Not
+    // before: libzmq ends a session refused by ZAP without reconnecting, so the test waits for
+    // the reload; the real agent recreates its link after `transport.ack_timeout`.)
     pki(&["issue-agent", "--dir", keys.to_str().unwrap(), "host-d"]);
+    wait_for("allow file reload", Duration::from_secs(20), || {
+        (metric(&agg, "fleetset_aggregator_curve_allow_reloads_total") >= 1.0).then_some(())
+    })
+    .unwrap();
     let new = dealer_send(dir.path(), &keys, &agg.zmq, "host-d", "host-d");
     assert_eq!(new.status, AckStatus::Committed as i32, "{new:?}");
     // A broken allow file is counted and the previous list stays in force.

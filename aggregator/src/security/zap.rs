@@ -172,6 +172,7 @@ impl State {
             Ok(allow) => {
                 info!(clients = allow.len(), "CURVE allow file reloaded");
                 self.allow = allow;
+                Counters::add(&self.counters.curve_allow_reloads, 1);
             }
             Err(e) => {
                 Counters::add(&self.counters.curve_allow_reload_failures, 1);
