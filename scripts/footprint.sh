@@ -9,17 +9,20 @@
 #             ZeroMQ (certificates made with the openssl CLI in the scratch directory)
 #   CURVE=1   the ZeroMQ link with CURVE (keys made by `fleetset-aggregator pki` in the scratch
 #             directory)
+#   AGGREGATOR_BIN, AGENT_BIN  use these binaries instead of building them (the aggregator's
+#             own footprint is not measured, so a debug build does; the agent should be the
+#             `agent` profile's)
 # Needs collectd (Debian: apt-get install collectd-core). Builds the release binaries and the
 # agent in its size-optimized `agent` profile (as shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-120}"
 command -v collectd >/dev/null || { echo "collectd not found: apt-get install collectd-core" >&2; exit 1; }
-cargo build --release --bins -q
+aggregator_bin="${AGGREGATOR_BIN:-${CARGO_TARGET_DIR:-target}/release/fleetset-aggregator}"
+agent_bin="${AGENT_BIN:-${CARGO_TARGET_DIR:-target}/agent/fleetset-agent}"
+[ -n "${AGGREGATOR_BIN:-}" ] || cargo build --release --bins -q
 # The agent as shipped: the size-optimized `agent` profile (Cargo.toml).
-cargo build --profile agent -p fleetset-agent -q
-target="${CARGO_TARGET_DIR:-target}/release"
-agent_bin="${CARGO_TARGET_DIR:-target}/agent/fleetset-agent"
+[ -n "${AGENT_BIN:-}" ] || cargo build --profile agent -p fleetset-agent -q
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -45,8 +48,8 @@ fi
 curve_server=() curve_agent=()
 if [ "${CURVE:-0}" = 1 ]; then
   keys="$work/keys"
-  "$target/fleetset-aggregator" pki init --dir "$keys" 2>/dev/null
-  "$target/fleetset-aggregator" pki issue-agent --dir "$keys" footprint 2>/dev/null
+  "$aggregator_bin" pki init --dir "$keys" 2>/dev/null
+  "$aggregator_bin" pki issue-agent --dir "$keys" footprint 2>/dev/null
   a="$keys/agents/footprint"
   curve_server=(--set "security.curve.secret_file=$keys/curve_server.secret"
     --set "security.curve.allow_file=$keys/curve_allow.txt")
@@ -54,7 +57,7 @@ if [ "${CURVE:-0}" = 1 ]; then
     --set "transport.curve.public_file=$a/curve_client.public" --set "transport.curve.secret_file=$a/curve_client.secret")
 fi
 
-"$target/fleetset-aggregator" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
+"$aggregator_bin" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
   --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" \
   "${tls_server[@]}" "${curve_server[@]}" 2>"$work/aggregator.log" &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
