@@ -81,26 +81,65 @@ impl TestCa {
     }
 }
 
+/// Runs `fleetset-aggregator pki ARGS…`; its stdout, trimmed. Panics with its stderr when it
+/// fails.
+pub fn run_pki(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin("fleetset-aggregator"))
+        .arg("pki")
+        .args(args)
+        .output()
+        .expect("run pki");
+    assert!(
+        out.status.success(),
+        "pki {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("pki prints UTF-8")
+        .trim()
+        .to_string()
+}
+
+/// A valid one-window frame of `agent_id` (seq 1, 60 s from 2023-11-14T22:13:20Z, 10 points
+/// of `cpu_percent`), MessagePack, signed with `hmac_key` when given.
+pub fn one_window_frame(agent_id: &str, hmac_key: Option<Vec<u8>>) -> fleetset_proto::pb::Frame {
+    use fleetset_proto::{seal, Encoding, Point, SealOptions, Snapshot, WindowStats};
+    let start = 1_700_000_000_000;
+    let pts: Vec<Point> = (0..10)
+        .map(|i| Point {
+            ts_ms: start + i * 6_000,
+            value: i as f64,
+        })
+        .collect();
+    let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
+    let mut s = Snapshot {
+        agent_id: agent_id.into(),
+        seq: 1,
+        start,
+        end: start + 60_000,
+        ..Default::default()
+    };
+    s.stats.insert(
+        "cpu_percent".into(),
+        WindowStats::from_values(&values).expect("stats of 10 values"),
+    );
+    s.data.insert("cpu_percent".into(), pts);
+    let opts = SealOptions {
+        encoding: Encoding::Msgpack,
+        hmac_key,
+        ..Default::default()
+    };
+    seal(&s, &opts).expect("seal")
+}
+
 /// `fleetset-aggregator pki init --dir dir/pki` (server certificate for localhost and
 /// 127.0.0.1) and `pki issue-agent` for each of `agents`; returns the pki directory.
 pub fn fleetset_pki(dir: &Path, agents: &[&str]) -> PathBuf {
     let pki = dir.join("pki");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin("fleetset-aggregator"))
-            .arg("pki")
-            .args(args)
-            .output()
-            .expect("run pki");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let d = pki.to_str().unwrap();
-    run(&["init", "--dir", d]);
+    run_pki(&["init", "--dir", d]);
     for a in agents {
-        run(&["issue-agent", "--dir", d, a]);
+        run_pki(&["issue-agent", "--dir", d, a]);
     }
     pki
 }

@@ -14,19 +14,8 @@ use std::time::Duration;
 
 /// `fleetset-aggregator pki ARGS… --dir dir`; its stdout.
 fn pki(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("fleetset-aggregator"))
-        .arg("pki")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let dir = dir.to_str().unwrap();
+    run_pki(&[args, &["--dir", dir]].concat())
 }
 
 /// Runs `program args…` (stdin closed) for at most `timeout`; (exit success, stdout, stderr).

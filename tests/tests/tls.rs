@@ -8,7 +8,6 @@
 //! `serve` on 0.0.0.0 without security settings refuses to start.
 
 use fleetset_proto::pb::{self, AckStatus};
-use fleetset_proto::{seal, Encoding, Point, SealOptions, Snapshot, WindowStats};
 use fleetset_tests::*;
 use prost::Message;
 use std::path::Path;
@@ -111,32 +110,7 @@ fn frame(agent_id: &str) -> pb::Frame {
 
 /// [`frame`] signed with `key`.
 fn signed_frame(agent_id: &str, key: Option<Vec<u8>>) -> pb::Frame {
-    let start = 1_700_000_000_000;
-    let pts: Vec<Point> = (0..10)
-        .map(|i| Point {
-            ts_ms: start + i * 6_000,
-            value: i as f64,
-        })
-        .collect();
-    let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-    let mut s = Snapshot {
-        agent_id: agent_id.into(),
-        seq: 1,
-        start,
-        end: start + 60_000,
-        ..Default::default()
-    };
-    s.stats.insert(
-        "cpu_percent".into(),
-        WindowStats::from_values(&values).unwrap(),
-    );
-    s.data.insert("cpu_percent".into(), pts);
-    let opts = SealOptions {
-        encoding: Encoding::Msgpack,
-        hmac_key: key,
-        ..Default::default()
-    };
-    seal(&s, &opts).unwrap()
+    one_window_frame(agent_id, key)
 }
 
 fn counter(data_dir: &Path, name: &str) -> u64 {

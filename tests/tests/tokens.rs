@@ -11,18 +11,8 @@ use std::time::Duration;
 
 /// `pki issue-token --dir dir ARGS…`: the token it printed.
 fn issue(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin("fleetset-aggregator"))
-        .args(["pki", "issue-token", "--dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dir = dir.to_str().unwrap();
+    let token = run_pki(&[&["issue-token", "--dir", dir], args].concat());
     assert!(token.starts_with("fst_") && token.len() > 40, "{token}");
     token
 }

@@ -10,7 +10,6 @@
 
 use fleetset_proto::frame::to_parts;
 use fleetset_proto::pb::{self, AckStatus, RejectReason};
-use fleetset_proto::{seal, Encoding, Point, SealOptions, Snapshot, WindowStats};
 use fleetset_tests::*;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -19,16 +18,7 @@ use std::time::Duration;
 
 /// Runs `fleetset-aggregator pki ARGS`; panics with its stderr on failure.
 fn pki(args: &[&str]) {
-    let out = Command::new(bin("fleetset-aggregator"))
-        .arg("pki")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pki {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_pki(args);
 }
 
 /// `pki init` in `dir/keys` and `pki issue-agent` for each of `agents`; returns the key dir.
@@ -193,31 +183,7 @@ fn the_agent_over_curve_is_stored_and_only_listed_subscribers_see_windows() {
 
 /// A valid one-window frame of `agent_id` as `[header, payload]` files in `dir`.
 fn frame_files(dir: &Path, agent_id: &str) -> (PathBuf, PathBuf) {
-    let start = 1_700_000_000_000;
-    let pts: Vec<Point> = (0..10)
-        .map(|i| Point {
-            ts_ms: start + i * 6_000,
-            value: i as f64,
-        })
-        .collect();
-    let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-    let mut s = Snapshot {
-        agent_id: agent_id.into(),
-        seq: 1,
-        start,
-        end: start + 60_000,
-        ..Default::default()
-    };
-    s.stats.insert(
-        "cpu_percent".into(),
-        WindowStats::from_values(&values).unwrap(),
-    );
-    s.data.insert("cpu_percent".into(), pts);
-    let opts = SealOptions {
-        encoding: Encoding::Msgpack,
-        ..Default::default()
-    };
-    let [header, payload] = to_parts(&seal(&s, &opts).unwrap());
+    let [header, payload] = to_parts(&one_window_frame(agent_id, None));
     let (h, p) = (
         dir.join(format!("{agent_id}.header")),
         dir.join(format!("{agent_id}.payload")),
