@@ -147,3 +147,77 @@ pub fn prom_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// `/healthz` probes judged as a kubelet judges them with its defaults (`timeoutSeconds: 1`,
+/// `failureThreshold: 3`): a probe slower than 1 s fails, and only three failures in a row
+/// restart the container. A wedged process fails every probe; one slow answer on a loaded 2-core
+/// CI machine does not make it unhealthy.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Probes made.
+    pub polls: u64,
+    /// Probes with no `ok` answer within [`http_get`]'s 10 s.
+    pub unanswered: u64,
+    /// Longest run of consecutive failed probes (slower than 1 s or unanswered).
+    pub worst_streak: u64,
+    /// Slowest answered probe.
+    pub worst: Duration,
+    streak: u64,
+}
+
+impl Liveness {
+    /// Probe timeout, as kubelet's default `timeoutSeconds`.
+    pub const TIMEOUT: Duration = Duration::from_secs(1);
+    /// Consecutive failures that restart a container, as kubelet's default `failureThreshold`.
+    pub const FAILURE_THRESHOLD: u64 = 3;
+
+    /// One `GET /healthz` on a fresh connection to `addr`, recorded; returns its latency.
+    pub fn probe(&mut self, addr: &str) -> Duration {
+        let t = Instant::now();
+        let ok = http_get(addr, "/healthz").is_ok_and(|b| b.ends_with("ok\n"));
+        let took = t.elapsed();
+        self.polls += 1;
+        self.unanswered += u64::from(!ok);
+        if ok {
+            self.worst = self.worst.max(took);
+        }
+        if ok && took < Self::TIMEOUT {
+            self.streak = 0;
+        } else {
+            self.streak += 1;
+            self.worst_streak = self.worst_streak.max(self.streak);
+        }
+        took
+    }
+
+    /// Panics unless every probe was answered `ok` and no run of failures reached the
+    /// threshold; `what` names the situation in the message.
+    pub fn assert_alive(&self, what: &str) {
+        assert!(self.polls > 0, "{what}: /healthz never probed");
+        assert_eq!(self.unanswered, 0, "{what}: /healthz unanswered: {self:?}");
+        assert!(
+            self.worst_streak < Self::FAILURE_THRESHOLD,
+            "{what}: {} probes in a row over {:?}: {self:?}",
+            self.worst_streak,
+            Self::TIMEOUT
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that is gone fails every probe: the model must call that dead.
+    #[test]
+    #[should_panic(expected = "/healthz unanswered")]
+    fn a_port_that_never_answers_is_not_alive() {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut health = Liveness::default();
+        for _ in 0..3 {
+            health.probe(&addr);
+        }
+        assert_eq!(health.worst_streak, 3);
+        health.assert_alive("nothing listening");
+    }
+}
