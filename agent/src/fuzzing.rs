@@ -2,7 +2,8 @@
 //! with the targets): the spool's file reader and replay's CSV reader, exactly as the agent
 //! runs them.
 
-use crate::replay::{plan_names, read_file, ReplayFlags, ReplayReport};
+pub use crate::replay::CsvRead;
+use crate::replay::{read_inputs, ReplayFlags};
 use anyhow::{Context, Result};
 use clap::Parser;
 use fleetset_proto::pb;
@@ -27,32 +28,9 @@ pub fn replay_flags(args: &[&str]) -> Result<ReplayFlags> {
     Ok(Replay::try_parse_from(argv).context("replay flags")?.flags)
 }
 
-/// What replay read from its CSV files.
-#[derive(Debug, Default)]
-pub struct CsvRead {
-    /// The report of the rows read.
-    pub report: ReplayReport,
-    /// Metric names, indexed by the samples' metric index.
-    pub metrics: Vec<String>,
-    /// Samples `(ts_ms, metric index, value)` of every file, in file order.
-    pub samples: Vec<(i64, usize, f64)>,
-    /// The smallest median step of the files, ms.
-    pub step_ms: i64,
-}
-
-/// Reads `flags.files` as `replay` does before windowing: names planned from the headers,
-/// then every file's rows. Errors: a file has no header, timestamp column or value column,
-/// or malformed CSV.
-pub fn replay_csv(flags: &ReplayFlags) -> Result<CsvRead> {
-    let names = plan_names(flags)?;
-    let mut out = CsvRead {
-        step_ms: i64::MAX,
-        ..CsvRead::default()
-    };
-    for (path, names) in flags.files.iter().zip(&names) {
-        let f = read_file(path, flags, names, &mut out.metrics, &mut out.report)?;
-        out.step_ms = out.step_ms.min(f.median_step_ms);
-        out.samples.extend(f.samples);
-    }
-    Ok(out)
+/// Reads `csv` as `replay` reads each of `flags.files` before windowing (every named file
+/// reads as these bytes; nothing touches the filesystem): names planned from the header, then
+/// the rows. Errors: no header, timestamp column or value column, or malformed CSV.
+pub fn replay_csv(flags: &ReplayFlags, csv: &[u8]) -> Result<CsvRead> {
+    read_inputs(flags, &|_| Ok(Box::new(csv)))
 }

@@ -28,6 +28,7 @@ use fleetset_core::names::metric_name;
 use fleetset_core::window::{window_start, ClosedWindow};
 use fleetset_proto::HostInfo;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -150,7 +151,8 @@ pub(crate) struct FileSamples {
     pub(crate) median_step_ms: i64,
 }
 
-pub(crate) fn read_file(
+fn read_file(
+    input: impl Read,
     path: &Path,
     flags: &ReplayFlags,
     names: &HashMap<String, String>,
@@ -164,8 +166,7 @@ pub(crate) fn read_file(
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sep)
         .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .from_reader(input);
     let headers = reader
         .headers()
         .with_context(|| format!("{}: no header row", path.display()))?
@@ -253,15 +254,14 @@ pub(crate) fn read_file(
 }
 
 /// Metric name of every value column, per file (in `flags.files` order): column → metric.
-pub(crate) fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, String>>> {
+fn plan_names(flags: &ReplayFlags, open: &Opener) -> Result<Vec<HashMap<String, String>>> {
     let sep = u8::try_from(flags.separator).unwrap_or(b',');
     let mut per_file = Vec::new();
     let mut uses: HashMap<String, usize> = HashMap::new();
     for path in &flags.files {
         let mut r = csv::ReaderBuilder::new()
             .delimiter(sep)
-            .from_path(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .from_reader(open(path)?);
         let cols: Vec<String> = r
             .headers()?
             .iter()
@@ -301,19 +301,55 @@ pub(crate) fn plan_names(flags: &ReplayFlags) -> Result<Vec<HashMap<String, Stri
         .collect())
 }
 
+/// Opens one input of `flags.files` for reading (a file, or bytes in the fuzz target).
+pub(crate) type Opener<'a> = dyn Fn(&Path) -> Result<Box<dyn Read + 'a>> + 'a;
+
+/// Opens `path` as a file. Errors: it cannot be opened (named).
+pub(crate) fn open_file(path: &Path) -> Result<Box<dyn Read>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(std::io::BufReader::new(f)))
+}
+
+/// What replay read from its CSV inputs, before windowing.
+#[derive(Debug, Default)]
+pub struct CsvRead {
+    /// The report of the rows read.
+    pub report: ReplayReport,
+    /// Metric names, indexed by the samples' metric index.
+    pub metrics: Vec<String>,
+    /// Samples `(ts_ms, metric index, value)` of every input, in input order.
+    pub samples: Vec<(i64, usize, f64)>,
+    /// The smallest median step of the inputs, ms (`i64::MAX` with no steps at all).
+    pub step_ms: i64,
+}
+
+/// Reads every input of `flags.files` through `open` (each is opened twice: headers to plan the
+/// metric names, then rows). Errors: an input cannot be opened, has no header, timestamp
+/// column or value column, or holds malformed CSV.
+pub(crate) fn read_inputs(flags: &ReplayFlags, open: &Opener) -> Result<CsvRead> {
+    let names = plan_names(flags, open)?;
+    let mut out = CsvRead {
+        step_ms: i64::MAX,
+        ..CsvRead::default()
+    };
+    for (path, names) in flags.files.iter().zip(&names) {
+        let input = open(path)?;
+        let f = read_file(input, path, flags, names, &mut out.metrics, &mut out.report)?;
+        out.step_ms = out.step_ms.min(f.median_step_ms);
+        out.samples.extend(f.samples);
+    }
+    Ok(out)
+}
+
 /// Replays `flags.files` (see the module docs); returns what it found and did.
 pub async fn replay(flags: ReplayFlags, shutdown: CancellationToken) -> Result<ReplayReport> {
     let cfg = flags.agent.load()?;
-    let mut report = ReplayReport::default();
-    let names = plan_names(&flags)?;
-    let mut metrics: Vec<String> = Vec::new();
-    let mut samples: Vec<(i64, usize, f64)> = Vec::new();
-    let mut step = i64::MAX;
-    for (path, names) in flags.files.iter().zip(&names) {
-        let f = read_file(path, &flags, names, &mut metrics, &mut report)?;
-        step = step.min(f.median_step_ms);
-        samples.extend(f.samples);
-    }
+    let CsvRead {
+        mut report,
+        metrics,
+        mut samples,
+        step_ms: step,
+    } = read_inputs(&flags, &open_file)?;
     samples.sort_by_key(|s| s.0); // stable: repeated timestamps keep file order
     let window_ms = cfg.window.length.as_millis() as i64;
 
@@ -421,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let flags = crate::fuzzing::replay_flags(&[path.to_str().unwrap()]).unwrap();
-        let read = crate::fuzzing::replay_csv(&flags).unwrap();
+        let read = read_inputs(&flags, &open_file).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(read.report.rows, 7);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The agent's CSV replay reader (`agent/src/replay.rs`: header planning, then rows): fuzzed
-//! bytes written as a CSV file and read with flags chosen by the first byte (separator, numeric
-//! timestamp unit, a strftime format, selected value columns). The report must add up and
-//! every metric name must be valid.
+//! bytes read in memory exactly as replay reads a CSV file (no filesystem per execution), with
+//! flags chosen by the first byte (separator, numeric timestamp unit, a strftime format,
+//! selected value columns). The report must add up and every metric name must be valid.
 #![no_main]
 
 use fleetset_agent::fuzzing::{replay_csv, replay_flags};
@@ -9,24 +9,12 @@ use fleetset_agent::replay::ReplayFlags;
 use fleetset_fuzz::Input;
 use fleetset_proto::model::is_valid_metric_name;
 use libfuzzer_sys::fuzz_target;
-use std::path::PathBuf;
 use std::sync::OnceLock;
-
-/// The CSV file of this process under the temp dir.
-fn file() -> &'static PathBuf {
-    static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("fleetset-fuzz-replay-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("temp dir");
-        d.join("input.csv")
-    })
-}
 
 /// The 32 flag combinations, parsed once.
 fn flags(choice: u8) -> &'static ReplayFlags {
     static FLAGS: OnceLock<Vec<ReplayFlags>> = OnceLock::new();
     let all = FLAGS.get_or_init(|| {
-        let path = file().to_str().expect("utf-8 temp path").to_string();
         (0..32u8)
             .map(|c| {
                 let sep = [",", ";", "\t", "|"][usize::from(c % 4)];
@@ -40,7 +28,7 @@ fn flags(choice: u8) -> &'static ReplayFlags {
                         "value,b",
                     ]);
                 }
-                args.push(&path);
+                args.push("input.csv");
                 replay_flags(&args).expect("replay flags")
             })
             .collect()
@@ -51,8 +39,7 @@ fn flags(choice: u8) -> &'static ReplayFlags {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let flags = flags(input.u8());
-    std::fs::write(file(), input.rest()).expect("write csv");
-    if let Ok(read) = replay_csv(flags) {
+    if let Ok(read) = replay_csv(flags, input.rest()) {
         let r = &read.report;
         assert!(r.bad_timestamps <= r.rows);
         assert!(r.out_of_order + r.repeated_timestamps <= r.rows);
