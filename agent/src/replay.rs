@@ -146,9 +146,9 @@ fn parse_any_ts(s: &str, format: Option<&str>, unit: TimestampUnit) -> Option<i6
 }
 
 /// Samples of one file: `(ts_ms, metric, value)` in file order, and the file's median step (ms).
-pub(crate) struct FileSamples {
-    pub(crate) samples: Vec<(i64, usize, f64)>,
-    pub(crate) median_step_ms: i64,
+struct FileSamples {
+    samples: Vec<(i64, usize, f64)>,
+    median_step_ms: i64,
 }
 
 fn read_file(
@@ -304,10 +304,11 @@ fn plan_names(flags: &ReplayFlags, open: &Opener) -> Result<Vec<HashMap<String, 
 /// Opens one input of `flags.files` for reading (a file, or bytes in the fuzz target).
 pub(crate) type Opener<'a> = dyn Fn(&Path) -> Result<Box<dyn Read + 'a>> + 'a;
 
-/// Opens `path` as a file. Errors: it cannot be opened (named).
-pub(crate) fn open_file(path: &Path) -> Result<Box<dyn Read>> {
+/// Opens `path` as a file (unbuffered: the csv reader buffers). Errors: it cannot be opened
+/// (named).
+fn open_file(path: &Path) -> Result<Box<dyn Read>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(Box::new(std::io::BufReader::new(f)))
+    Ok(Box::new(f))
 }
 
 /// What replay read from its CSV inputs, before windowing.
