@@ -89,18 +89,18 @@ pub struct CollectConfig {
     #[key(flag = "source")]
     pub source: SourceArg,
     /// Host metric sample interval.
-    #[key(default = Duration::from_secs(1), unit = "duration", min = Duration::from_millis(10), flag = "sample-interval")]
+    #[key(default = Duration::from_secs(1), unit = "duration", min = Duration::from_millis(10), flag = "sample-interval", live)]
     #[serde(with = "humantime_serde")]
     pub sample_interval: Duration,
     /// Top-N process scan interval (a scan costs ~0.05 ms per process).
-    #[key(default = Duration::from_secs(15), unit = "duration", min = Duration::from_millis(10))]
+    #[key(default = Duration::from_secs(15), unit = "duration", min = Duration::from_millis(10), live)]
     #[serde(with = "humantime_serde")]
     pub process_interval: Duration,
     /// Processes (by RSS) each window reports.
-    #[key(default = 10, unit = "processes", max = 1000)]
+    #[key(default = 10, unit = "processes", max = 1000, live)]
     pub top_processes: usize,
     /// Send clear process names (default: only salted hashes leave the host).
-    #[key(default = false)]
+    #[key(default = false, live)]
     pub send_process_names: bool,
     /// Salt for process-name hashes (default: 32 random bytes created once in the state directory).
     #[key(secret)]
@@ -137,6 +137,9 @@ pub struct TransportConfig {
     pub encoding: EncodingArg,
     /// Payload compression (before the checksum): `none` or `zstd`.
     pub compression: CompressionArg,
+    /// Frame format version to seal: the current one, or the previous one while the aggregators are older than this agent (README "Version skew").
+    #[key(default = fleetset_proto::FRAME_VERSION, min = fleetset_proto::OLDEST_FRAME_VERSION, max = fleetset_proto::FRAME_VERSION)]
+    pub frame_version: u32,
     /// Frames sent and not yet acked, at most.
     #[key(default = 64, unit = "frames", min = 1, max = 65_536, limit = "-")]
     pub max_in_flight: usize,
@@ -259,7 +262,7 @@ pub struct AgentConfig {
     #[key(default = PathBuf::from("/var/lib/fleetset-agent"), flag = "state-dir")]
     pub state_dir: PathBuf,
     /// Operator labels, stored as `label_<k>` columns (`--label site=eu-1`, repeatable).
-    #[key(map, flag = "label")]
+    #[key(map, flag = "label", live)]
     pub labels: BTreeMap<String, String>,
     /// Append what the agent framed, spooled, sent, had acked and dropped to this JSON Lines file (one short line per event, about six per window; never rotated). See README "Counters and status".
     #[key(flag = "events")]

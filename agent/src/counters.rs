@@ -71,6 +71,13 @@ fleetset_core::counters! {
         samples_overwritten,
         /// Process scans run.
         process_scans,
+        /// Configuration reloads (SIGHUP, `--watch-config`) that applied changed live keys.
+        config_reloads,
+        /// Configuration reloads refused because the new configuration was invalid (the running
+        /// one stayed; the error is on `/healthz?verbose` and in the log).
+        config_reload_failures,
+        /// The configuration generation running now: 1 at start, +1 per applied reload (gauge).
+        config_generation,
         /// `/metrics` `/healthz` connections closed because `telemetry.max_connections` were open (the oldest, for a new one).
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.

@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sample this host and publish one frame per window until SIGINT/SIGTERM.
+    /// Sample this host and publish one frame per window until SIGINT/SIGTERM; SIGHUP (and
+    /// `--watch-config`) reloads the configuration.
     Run(Box<RunFlags>),
     /// Replay CSV files of timestamped measurements through the normal pipeline, then exit.
     Replay(Box<fleetset_agent::replay::ReplayFlags>),
@@ -38,12 +39,11 @@ fn main() -> Result<()> {
     init_logging("info");
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(flags) => {
-            let config = flags.load()?;
-            until_signal(|shutdown| async move {
-                fleetset_agent::run(config, shutdown).await.map(|_| ())
-            })
-        }
+        Command::Run(flags) => until_signal(|shutdown| async move {
+            fleetset_agent::run::run_reloading(*flags, shutdown)
+                .await
+                .map(|_| ())
+        }),
         Command::Replay(flags) => until_signal(|shutdown| async move {
             let report = fleetset_agent::replay::replay(*flags, shutdown).await?;
             println!("{}", serde_json::to_string(&report)?);

@@ -24,11 +24,13 @@ use crate::sender::{self, lock, SenderConfig, SharedSpool};
 use crate::spool::{Spool, Spooled};
 use crate::state::StateDir;
 use anyhow::{Context, Result};
+use fleetset_core::config::ReloadStatus;
 use fleetset_core::downsample::Downsampler;
 use fleetset_core::telemetry::Telemetry;
 use fleetset_core::window::{build_snapshot, ClosedWindow, ProcessNaming};
-use fleetset_proto::{seal, HostInfo, SealOptions};
+use fleetset_proto::{seal_as, HostInfo, SealOptions, Versioned};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -50,6 +52,8 @@ pub struct Pipeline {
     downsampler: Downsampler,
     naming: ProcessNaming,
     seal: SealOptions,
+    /// `transport.frame_version`.
+    frame_version: u32,
     state: StateDir,
     next_seq: u64,
     /// `next_seq` as persisted: frames below it may be sent.
@@ -69,6 +73,8 @@ pub struct Pipeline {
     events: Arc<EventLog>,
     /// The pipeline's counters.
     pub counters: Arc<Counters>,
+    /// Configuration reloads (shown by `/healthz?verbose`; the run loop records them).
+    pub reload: Arc<ReloadStatus>,
 }
 
 /// Windows queued for the best-effort `--otlp-endpoint` export; more are dropped and counted.
@@ -117,7 +123,12 @@ fn start_otlp_side(
 }
 
 /// Counters exposed as gauges (levels, not totals).
-const GAUGES: [&str; 3] = ["spool_frames", "spool_bytes", "spool_held_frames"];
+const GAUGES: [&str; 4] = [
+    "spool_frames",
+    "spool_bytes",
+    "spool_held_frames",
+    "config_generation",
+];
 
 /// Own telemetry of the agent (see [`fleetset_core::telemetry`]): the counters through the SDK, a
 /// `/metrics` endpoint unless `telemetry.enabled = false` (a bind failure is logged, not fatal;
@@ -128,6 +139,7 @@ fn start_telemetry(
     agent_id: &str,
     counters: &Arc<Counters>,
     events: &EventLog,
+    reload: &Arc<ReloadStatus>,
 ) -> Result<Option<(Telemetry, CancellationToken)>> {
     crate::telemetry::enforce(cfg)?;
     if !cfg.telemetry.enabled && cfg.telemetry.otlp.is_none() {
@@ -142,7 +154,8 @@ fn start_telemetry(
         agent_id,
         cfg.telemetry.otlp.as_deref(),
         fleetset_core::telemetry::EXPORT_INTERVAL,
-    )?;
+    )?
+    .with_reload_status(reload.clone());
     let names: Vec<String> = counters
         .snapshot()
         .iter()
@@ -365,7 +378,8 @@ impl Pipeline {
                 }
             })
         };
-        let telemetry = start_telemetry(cfg, &agent_id, &counters, &events)?;
+        let reload = Arc::new(ReloadStatus::default());
+        let telemetry = start_telemetry(cfg, &agent_id, &counters, &events, &reload)?;
         let otlp_side = start_otlp_side(cfg, &counters);
         info!(%agent_id, aggregator = %cfg.transport.aggregator, transport = ?cfg.transport.protocol, encoding = ?cfg.transport.encoding,
             next_seq, spool = %spool_dir.display(), "agent pipeline started");
@@ -383,6 +397,7 @@ impl Pipeline {
                 compression: cfg.transport.compression.into(),
                 hmac_key,
             },
+            frame_version: cfg.transport.frame_version,
             state,
             next_seq,
             durable_seq,
@@ -398,7 +413,18 @@ impl Pipeline {
             otlp_side,
             events,
             counters,
+            reload,
         })
+    }
+
+    /// Applies the live keys of a reloaded configuration (labels, sample interval, process-name
+    /// sending, MinMax-LTTB settings) to the windows submitted from now on. The run loop calls
+    /// it at a window boundary, so every window is framed under one configuration.
+    pub fn apply_reload(&mut self, cfg: &AgentConfig) {
+        self.host.labels = cfg.labels.clone();
+        self.sample_interval_ms = cfg.collect.sample_interval.as_millis() as u64;
+        self.downsampler = cfg.window.lttb;
+        self.naming.send_names = cfg.collect.send_process_names;
     }
 
     /// Sets the raw sample interval recorded in snapshots (replay: the file's median step).
@@ -431,7 +457,11 @@ impl Pipeline {
         snap.seq = self.next_seq;
         snap.host = self.host.clone();
         snap.sample_interval_ms = self.sample_interval_ms;
-        let frame = seal(&snap, &self.seal).context("sealing a snapshot")?;
+        let versioned = Versioned {
+            version: self.frame_version,
+            config_generation: self.counters.config_generation.load(Ordering::Relaxed),
+        };
+        let frame = seal_as(&snap, &self.seal, versioned).context("sealing a snapshot")?;
         self.events.emit(Event::Framed {
             seq: snap.seq,
             window_start: snap.start,

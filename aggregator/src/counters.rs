@@ -11,6 +11,9 @@ fleetset_core::counters! {
     pub struct Flow {
         /// Frames received on any transport.
         frames_received,
+        /// Frames accepted at the previous frame version (agents not yet upgraded; README
+        /// "Version skew"): 0 for a while means the whole fleet seals the current version.
+        frames_previous_version,
         /// Payload bytes of the frames received.
         bytes_received,
         /// Frames whose rows were committed.
@@ -115,6 +118,13 @@ fleetset_core::counters! {
         curve_allow_reloads,
         /// Changed CURVE allow files that could not be read or parsed (the previous list stays).
         curve_allow_reload_failures,
+        /// Configuration reloads (SIGHUP, `--watch-config`) that applied changed live keys.
+        config_reloads,
+        /// Configuration reloads refused because the new configuration was invalid (the running
+        /// one stayed; the error is on `/healthz?verbose` and in the log).
+        config_reload_failures,
+        /// The configuration generation running now: 1 at start, +1 per applied reload (gauge).
+        config_generation,
     }
 }
 

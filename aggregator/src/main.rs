@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Receive frames over ZeroMQ and gRPC and commit them to Parquet until SIGINT/SIGTERM.
+    /// Receive frames over ZeroMQ and gRPC and commit them to Parquet until SIGINT/SIGTERM;
+    /// SIGHUP (and `--watch-config`) reloads the configuration.
     Serve(Box<ServeFlags>),
     /// Run an aggregator and two local agents for a while, then show what was stored.
     #[cfg(feature = "demo")]
@@ -51,14 +52,11 @@ fn main() -> Result<()> {
     };
     init_logging(default_level);
     match cli.command {
-        Command::Serve(flags) => {
-            let config = flags.load()?;
-            block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
-                fleetset_aggregator::server::serve(config, shutdown).await
-            })
-        }
+        Command::Serve(flags) => block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            fleetset_aggregator::server::serve(*flags, shutdown).await
+        }),
         #[cfg(feature = "demo")]
         Command::Demo(flags) => block_on(demo::run(flags)),
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),

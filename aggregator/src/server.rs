@@ -2,15 +2,17 @@
 //! the gRPC server, and stop them in order (listeners first, then a final commit whose acks are
 //! still delivered).
 
-use crate::config::ServerConfig;
+use crate::config::{ServeFlags, ServerConfig};
 use crate::counters::{Counters, Listener};
-use crate::ingest::{grpc::IngestService, zmq, Admission};
+use crate::ingest::{grpc::IngestService, zmq, Admission, LiveContract};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
 use crate::security::curve::{read_secret, ServerKey};
 use crate::security::tokens::Tokens;
 use crate::security::zap::ZapHandler;
 use crate::store::{self, files};
 use anyhow::{Context, Result};
+use fleetset_core::config::reload;
+use fleetset_core::config::{ReloadStatus, Reloader};
 use fleetset_core::net::BoundedListener;
 use fleetset_proto::pb::ingest_server::IngestServer;
 use fleetset_proto::pb::live_server::LiveServer;
@@ -64,6 +66,9 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     /// Shared counters.
     pub counters: Arc<Counters>,
+    /// Configuration reloads (shown by `/healthz?verbose`).
+    pub reload: Arc<ReloadStatus>,
+    contract: LiveContract,
     telemetry: fleetset_core::telemetry::Telemetry,
     data_dir: std::path::PathBuf,
     ingest_stop: CancellationToken,
@@ -95,8 +100,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         );
         tokio::spawn(tls.clone().watch(ingest_stop.clone()));
     }
-    let (telemetry, metrics_addr) =
-        start_telemetry(cfg, &counters, &tokens, tls.clone(), ingest_stop.clone())?;
+    let reload = Arc::new(ReloadStatus::default());
+    let (telemetry, metrics_addr) = start_telemetry(
+        cfg,
+        &counters,
+        &tokens,
+        tls.clone(),
+        &reload,
+        ingest_stop.clone(),
+    )?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
     let store_stop = CancellationToken::new();
@@ -227,6 +239,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         ingest_tasks.push(task);
         Some(addr)
     };
+    let contract = admission.live_contract();
     drop(admission);
 
     let (log_counters, log_stop, log_dir) =
@@ -270,6 +283,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         otlp_addr,
         metrics_addr,
         counters,
+        reload,
+        contract,
         telemetry,
         data_dir,
         ingest_stop,
@@ -328,6 +343,7 @@ fn start_telemetry(
     counters: &Arc<Counters>,
     tokens: &Arc<Tokens>,
     tls: Option<Arc<crate::security::tls::TlsServer>>,
+    reload: &Arc<ReloadStatus>,
     stop: CancellationToken,
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
@@ -335,7 +351,8 @@ fn start_telemetry(
         &format!("aggregator:{}", cfg.telemetry.listen),
         cfg.telemetry.otlp.as_deref(),
         fleetset_core::telemetry::EXPORT_INTERVAL,
-    )?;
+    )?
+    .with_reload_status(reload.clone());
     let names: Vec<String> = counters
         .snapshot()
         .into_iter()
@@ -343,7 +360,7 @@ fn start_telemetry(
         .chain(["rejected_".to_string()])
         .collect();
     let c = counters.clone();
-    telemetry.observe_counters(&names, &[], move || c.snapshot());
+    telemetry.observe_counters(&names, &["config_generation"], move || c.snapshot());
     let addr = if !cfg.telemetry.enabled {
         None
     } else {
@@ -432,12 +449,52 @@ async fn start_otlp(
     Ok((bound, task))
 }
 
-/// Runs the aggregator until SIGINT/SIGTERM (`shutdown`). Errors: a listener off loopback is
-/// not secured (see [`crate::security::exposure`]), or [`start`] failed.
-pub async fn serve(cfg: ServerConfig, shutdown: CancellationToken) -> Result<()> {
+impl Server {
+    /// Applies the live keys of a reloaded configuration: the snapshot limits (`ingest.max_*`)
+    /// for frames admitted from now on. (Certificates, token files and CURVE allow files are
+    /// re-read by their own watchers when they change on disk.)
+    pub fn apply_reload(&self, cfg: &ServerConfig) {
+        self.contract.set(cfg.ingest.contract());
+        Counters::add(&self.counters.config_reloads, 1);
+        let (generation, _, _) = self.reload.counts();
+        self.counters
+            .config_generation
+            .store(generation, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs the aggregator with the configuration from `flags` until SIGINT/SIGTERM (`shutdown`),
+/// reloading it on SIGHUP and (with `--watch-config`) when the file changes
+/// (`fleetset_core::config::reload`): an invalid configuration keeps the running one (counted
+/// `config_reload_failures`, shown by `/healthz?verbose`); changed keys that need a restart are
+/// reported, not applied. Errors: an invalid configuration at start, a listener off loopback
+/// that is not secured (see [`crate::security::exposure`]), or [`start`] failed.
+pub async fn serve(flags: ServeFlags, shutdown: CancellationToken) -> Result<()> {
+    let cfg = flags.load()?;
     crate::security::exposure::enforce(&cfg)?;
     let server = start(&cfg).await?;
-    shutdown.cancelled().await;
+    server
+        .counters
+        .config_generation
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let mut triggers = reload::triggers(flags.file.clone(), flags.watch, shutdown.clone());
+    let mut reloader = Reloader::new(flags, cfg, server.reload.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(trigger) = triggers.recv() => match reloader.reload() {
+                Ok(Some(r)) => {
+                    info!(?trigger, applied = ?r.applied, pending_restart = ?r.pending_restart, "configuration reloaded");
+                    server.apply_reload(&r.config);
+                }
+                Ok(None) => info!(?trigger, "configuration reloaded: no live key changed"),
+                Err(e) => {
+                    warn!(?trigger, error = %e, "configuration reload refused; the running configuration stays");
+                    Counters::add(&server.counters.config_reload_failures, 1);
+                }
+            },
+        }
+    }
     server.stop().await;
     Ok(())
 }

@@ -70,10 +70,10 @@ fn dedup_timestamps(sorted: &[(i64, f64)], report: &mut CleanReport) -> Vec<Poin
 #[serde(default, deny_unknown_fields)]
 pub struct Downsampler {
     /// MinMax-LTTB output points per series per window (LTTB keeps the first and last point plus one per bucket).
-    #[key(default = 60, unit = "points", min = 3)]
+    #[key(default = 60, unit = "points", min = 3, live)]
     pub threshold: usize,
     /// MinMax preselection ratio (tsdownsample's default 4): the min and max of `threshold × ratio / 2` buckets go to LTTB.
-    #[key(default = 4, min = 2)]
+    #[key(default = 4, min = 2, live)]
     pub ratio: usize,
 }
 

@@ -95,6 +95,8 @@ pub struct Telemetry {
     pub meter: Meter,
     /// `agent` or `aggregator`: the second part of every metric name.
     pub role: &'static str,
+    /// What configuration reloads did, for `/healthz?verbose` ([`Telemetry::with_reload_status`]).
+    reload: Option<Arc<crate::config::ReloadStatus>>,
 }
 
 /// The OpenTelemetry name of a process counter: `fleetset.<role>.` + the counter name with its
@@ -148,7 +150,15 @@ impl Telemetry {
             reader,
             meter,
             role,
+            reload: None,
         })
+    }
+
+    /// Shows `status` in `/healthz?verbose` (configuration generation, reload failures and the
+    /// last error, keys pending a restart).
+    pub fn with_reload_status(mut self, status: Arc<crate::config::ReloadStatus>) -> Telemetry {
+        self.reload = Some(status);
+        self
     }
 
     /// Registers the process counters returned by `read` (name → value, see the module
@@ -228,7 +238,8 @@ impl Telemetry {
 
     /// [`Telemetry::serve`] with `/metrics` guarded by `auth` (given the request's
     /// `authorization` header, if any; `Err(status)` answers that HTTP status, e.g. 401 or 403,
-    /// with an empty body; `/healthz` stays open for probes), over the listener that `wrap`
+    /// with an empty body; `/healthz` stays open for probes — `/healthz?verbose` shows the
+    /// reload status, with error text only to callers `auth` admits), over the listener that `wrap`
     /// makes of the bounded one (e.g. one that yields TLS connections).
     pub fn serve_with<L>(
         &self,
@@ -256,6 +267,7 @@ impl Telemetry {
         };
         let listener = wrap(crate::net::BoundedListener::new(listener, limits, on_event));
         let me = self.clone();
+        let (reload, health_auth) = (self.reload.clone(), auth.clone());
         let app = axum::Router::new()
             .route(
                 "/metrics",
@@ -283,7 +295,31 @@ impl Telemetry {
                     }
                 }),
             )
-            .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+            .route(
+                "/healthz",
+                axum::routing::get(
+                    move |query: axum::extract::RawQuery, headers: axum::http::HeaderMap| {
+                        let (reload, auth) = (reload.clone(), health_auth.clone());
+                        async move {
+                            let verbose = query.0.is_some_and(|q| {
+                                q.split('&')
+                                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+                            });
+                            match (verbose, reload) {
+                                (true, Some(r)) => {
+                                    let header = headers
+                                        .get(axum::http::header::AUTHORIZATION)
+                                        .map(|v| v.as_bytes());
+                                    let reasons = auth.is_none_or(|a| a(header).is_ok());
+                                    r.verbose(reasons)
+                                }
+                                (true, None) => "[+]ping ok\n".to_string(),
+                                (false, _) => "ok\n".to_string(),
+                            }
+                        }
+                    },
+                ),
+            );
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -48,11 +48,16 @@ impl RingBuffer {
 
     /// Appends a sample, overwriting the oldest when full.
     pub fn push(&mut self, sample: (i64, f64)) {
-        if self.buf.len() == self.capacity {
+        while self.buf.len() >= self.capacity {
             self.buf.pop_front();
             self.overwritten += 1;
         }
         self.buf.push_back(sample);
+    }
+
+    /// Holds at most `capacity` samples (at least 1) from the next push on.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
     }
 
     /// Removes and returns all samples, oldest first.
@@ -113,6 +118,18 @@ impl WindowAssembler {
             processes: HashMap::new(),
             top_n,
         }
+    }
+
+    /// Applies a reloaded configuration to the window being filled: `samples_per_window`
+    /// expected samples per metric (ring buffers hold twice that) and `top_n` processes.
+    /// Call it at a window boundary (right after `push` returned the closed window): the
+    /// window just started has at most one sample time yet.
+    pub fn reshape(&mut self, samples_per_window: usize, top_n: usize) {
+        self.capacity = samples_per_window.saturating_mul(2).max(4);
+        for ring in self.series.values_mut() {
+            ring.set_capacity(self.capacity);
+        }
+        self.top_n = top_n;
     }
 
     /// The start of the window being filled, if any sample arrived.

@@ -23,8 +23,13 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 
-/// The frame format version this crate writes and accepts.
-pub const FRAME_VERSION: u32 = 1;
+/// The frame format version this crate writes by default. Version 2 adds the header's
+/// `config_generation`; otherwise it is version 1.
+pub const FRAME_VERSION: u32 = 2;
+
+/// The oldest frame version this crate accepts: the previous one, so an aggregator upgraded
+/// first keeps taking the frames of agents not yet upgraded (README "Version skew").
+pub const OLDEST_FRAME_VERSION: u32 = 1;
 
 /// Default largest accepted frame (header + payload), bytes: 8 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
@@ -37,8 +42,8 @@ pub enum FrameError {
     /// The header is missing or is not a protobuf `FrameHeader`.
     #[error("malformed header: {0}")]
     MalformedHeader(String),
-    /// `version` is not [`FRAME_VERSION`].
-    #[error("unsupported frame version {got} (this build speaks {FRAME_VERSION})")]
+    /// `version` is not between [`OLDEST_FRAME_VERSION`] and [`FRAME_VERSION`].
+    #[error("unsupported frame version {got} (this build accepts {OLDEST_FRAME_VERSION} to {FRAME_VERSION})")]
     BadVersion {
         /// The header's version.
         got: u32,
@@ -188,9 +193,38 @@ fn mac(key: &[u8], header: &pb::FrameHeader, payload: &[u8]) -> HmacSha256 {
     m
 }
 
-/// Encodes, compresses, checksums and optionally signs `snapshot` into a frame whose header
-/// copies the snapshot's `agent_id`, `seq` and window.
+/// Encodes, compresses, checksums and optionally signs `snapshot` into a [`FRAME_VERSION`]
+/// frame whose header copies the snapshot's `agent_id`, `seq` and window
+/// (`config_generation` 0: unknown).
 pub fn seal(snapshot: &Snapshot, opts: &SealOptions) -> Result<pb::Frame, CodecError> {
+    seal_as(snapshot, opts, Versioned::default())
+}
+
+/// The frame version to seal and what only that version carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versioned {
+    /// [`OLDEST_FRAME_VERSION`] ..= [`FRAME_VERSION`]: an agent upgraded before its
+    /// aggregators seals the previous version until they are upgraded.
+    pub version: u32,
+    /// Version 2: the configuration generation that framed the window (ignored for 1).
+    pub config_generation: u64,
+}
+
+impl Default for Versioned {
+    fn default() -> Self {
+        Versioned {
+            version: FRAME_VERSION,
+            config_generation: 0,
+        }
+    }
+}
+
+/// [`seal`] at `versioned.version`.
+pub fn seal_as(
+    snapshot: &Snapshot,
+    opts: &SealOptions,
+    versioned: Versioned,
+) -> Result<pb::Frame, CodecError> {
     let encoded = encode_snapshot(snapshot, opts.encoding)?;
     let payload = match opts.compression {
         Compression::None => encoded,
@@ -198,7 +232,7 @@ pub fn seal(snapshot: &Snapshot, opts: &SealOptions) -> Result<pb::Frame, CodecE
         Compression::Zstd => zstd::bulk::compress(&encoded, 3).map_err(CodecError::Compress)?,
     };
     let mut header = pb::FrameHeader {
-        version: FRAME_VERSION,
+        version: versioned.version,
         encoding: opts.encoding as i32,
         compression: opts.compression as i32,
         agent_id: snapshot.agent_id.clone(),
@@ -207,6 +241,10 @@ pub fn seal(snapshot: &Snapshot, opts: &SealOptions) -> Result<pb::Frame, CodecE
         window_end_ms: snapshot.end,
         payload_sha256: sha256(&payload).to_vec(),
         hmac_sha256: Vec::new(),
+        config_generation: match versioned.version {
+            1 => 0,
+            _ => versioned.config_generation,
+        },
     };
     if let Some(key) = &opts.hmac_key {
         header.hmac_sha256 = mac(key, &header, &payload).finalize().into_bytes().to_vec();
@@ -262,7 +300,7 @@ pub fn verify_with(
             limit: opts.max_frame_bytes,
         });
     }
-    if header.version != FRAME_VERSION {
+    if !(OLDEST_FRAME_VERSION..=FRAME_VERSION).contains(&header.version) {
         return Err(FrameError::BadVersion {
             got: header.version,
         });
@@ -434,9 +472,15 @@ mod tests {
         f.payload[10] ^= 0x01;
         assert_eq!(reason(&f, &v), RejectReason::ChecksumMismatch);
 
-        let mut f = good.clone();
-        f.header.as_mut().unwrap().version = 99;
-        assert_eq!(reason(&f, &v), RejectReason::BadVersion);
+        for version in [0, FRAME_VERSION + 1, 99] {
+            let mut f = good.clone();
+            f.header.as_mut().unwrap().version = version;
+            assert_eq!(
+                reason(&f, &v),
+                RejectReason::BadVersion,
+                "version {version}"
+            );
+        }
 
         let mut f = good.clone();
         f.header.as_mut().unwrap().encoding = 42;

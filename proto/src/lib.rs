@@ -32,7 +32,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use codec::{decode_snapshot, encode_snapshot, CodecError};
 pub use contract::{Contract, Violation};
-pub use frame::{seal, verify, verify_with, FrameError, SealOptions, VerifyOptions, FRAME_VERSION};
+pub use frame::{
+    seal, seal_as, verify, verify_with, FrameError, SealOptions, VerifyOptions, Versioned,
+    FRAME_VERSION, OLDEST_FRAME_VERSION,
+};
 pub use keys::{ack_verifies, agent_key, sign_ack, HmacKeys};
 pub use model::{HostInfo, Point, ProcessRecord, Snapshot, WindowStats};
 pub use pb::{AckStatus, Compression, Encoding, RejectReason};

@@ -167,16 +167,16 @@ pub struct IngestConfig {
     #[key(default = 4 * DEFAULT_MAX_FRAME_BYTES, unit = "bytes", min = 1024, limit = "rejected_oversize")]
     pub max_decompressed_bytes: usize,
     /// Latest accepted window start, after the aggregator's clock (later: WINDOW_OUT_OF_RANGE).
-    #[key(default = Duration::from_secs(600), unit = "duration", limit = "rejected_window_out_of_range")]
+    #[key(default = Duration::from_secs(600), unit = "duration", limit = "rejected_window_out_of_range", live)]
     #[serde(with = "humantime_serde")]
     pub max_skew: Duration,
     /// Earliest accepted window start, before the aggregator's clock (earlier:
     /// WINDOW_OUT_OF_RANGE); unset: no bound, so replays of years-old data are stored.
-    #[key(unit = "duration", limit = "rejected_window_out_of_range")]
+    #[key(unit = "duration", limit = "rejected_window_out_of_range", live)]
     #[serde(with = "humantime_serde")]
     pub max_age: Option<Duration>,
     /// Longest accepted window (`end − start`; the shortest is 1 ms).
-    #[key(default = Duration::from_secs(86_400), unit = "duration", min = Duration::from_millis(1), limit = "rejected_invalid_snapshot")]
+    #[key(default = Duration::from_secs(86_400), unit = "duration", min = Duration::from_millis(1), limit = "rejected_invalid_snapshot", live)]
     #[serde(with = "humantime_serde")]
     pub max_window: Duration,
     /// Metrics per snapshot.
@@ -184,20 +184,41 @@ pub struct IngestConfig {
         default = 1000,
         unit = "metrics",
         min = 1,
-        limit = "rejected_invalid_snapshot"
+        limit = "rejected_invalid_snapshot",
+        live
     )]
     pub max_metrics: usize,
     /// Operator labels per snapshot.
-    #[key(default = 32, unit = "labels", limit = "rejected_invalid_snapshot")]
+    #[key(
+        default = 32,
+        unit = "labels",
+        limit = "rejected_invalid_snapshot",
+        live
+    )]
     pub max_labels: usize,
     /// Process records per snapshot.
-    #[key(default = 100, unit = "processes", limit = "rejected_invalid_snapshot")]
+    #[key(
+        default = 100,
+        unit = "processes",
+        limit = "rejected_invalid_snapshot",
+        live
+    )]
     pub max_processes: usize,
     /// Longest label value.
-    #[key(default = 256, unit = "bytes", limit = "rejected_invalid_snapshot")]
+    #[key(
+        default = 256,
+        unit = "bytes",
+        limit = "rejected_invalid_snapshot",
+        live
+    )]
     pub max_label_value_bytes: usize,
     /// Longest host string (hostname, os, kernel, agent version) and process name.
-    #[key(default = 256, unit = "bytes", limit = "rejected_invalid_snapshot")]
+    #[key(
+        default = 256,
+        unit = "bytes",
+        limit = "rejected_invalid_snapshot",
+        live
+    )]
     pub max_string_bytes: usize,
     /// Frames admitted and waiting for the store's answer before their ack, at most; beyond it
     /// admission waits, so the transports stop reading (push-back, nothing dropped).

@@ -192,10 +192,29 @@ pub struct AdmissionLimits {
     pub memory_limit_bytes: u64,
 }
 
+/// The snapshot limits (`ingest.max_*`) in use, shared by every clone of an [`Admission`] and
+/// replaced by a configuration reload; frames already verified keep their verdict.
+#[derive(Clone, Debug)]
+pub struct LiveContract(Arc<std::sync::RwLock<Contract>>);
+
+impl LiveContract {
+    /// The limits now.
+    pub fn get(&self) -> Contract {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks frames verified from now on against `contract`.
+    pub fn set(&self, contract: Contract) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = contract;
+    }
+}
+
 /// Verification and hand-off to the store, shared by both transports.
 #[derive(Clone)]
 pub struct Admission {
-    verify: Arc<(VerifyOptions, Contract)>,
+    verify: Arc<VerifyOptions>,
+    /// The snapshot limits (`ingest.max_*`); replaced by a configuration reload.
+    contract: LiveContract,
     /// Permits for verifications running at once (`ingest.verify_threads`).
     verify_slots: Arc<Semaphore>,
     memory: Arc<MemoryLimit>,
@@ -227,7 +246,8 @@ impl Admission {
                 limits.max_pending_acks,
                 verify.keys.clone(),
             ),
-            verify: Arc::new((verify, contract)),
+            verify: Arc::new(verify),
+            contract: LiveContract(Arc::new(std::sync::RwLock::new(contract))),
             verify_slots: Arc::new(Semaphore::new(limits.verify_threads.max(1))),
             memory: Arc::new(MemoryLimit::new(limits.memory_limit_bytes)),
             store,
@@ -237,6 +257,12 @@ impl Admission {
         }
     }
 
+    /// The snapshot limits this admission checks frames against, shared: setting them (a
+    /// configuration reload) applies to the frames admitted from then on.
+    pub fn live_contract(&self) -> LiveContract {
+        self.contract.clone()
+    }
+
     /// The counters this admission counts into.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -244,7 +270,7 @@ impl Admission {
 
     /// Largest frame accepted, bytes.
     pub fn max_frame_bytes(&self) -> usize {
-        self.verify.0.max_frame_bytes
+        self.verify.max_frame_bytes
     }
 
     /// The memory limiter (shared with the OTLP receiver, which refuses Exports with it).
@@ -294,7 +320,7 @@ impl Admission {
         a.reason = reason as i32;
         a.detail = text;
         let sha = header.map_or(&[][..], |h| h.payload_sha256.as_slice());
-        if !reply.send(signed(&self.verify.0.keys, a, sha)) {
+        if !reply.send(signed(&self.verify.keys, a, sha)) {
             Counters::add(&self.counters.acks_undeliverable, 1);
         }
     }
@@ -318,6 +344,9 @@ impl Admission {
         match verified {
             Ok(snapshot) => {
                 let header = frame.header.unwrap_or_default();
+                if header.version < fleetset_proto::FRAME_VERSION {
+                    Counters::add(&self.counters.frames_previous_version, 1);
+                }
                 // Built before the hand-off (which moves the snapshot), published after it, so a
                 // `since` barrier sent after a subscription starts orders correctly (see live::grpc).
                 let live = self.hub.has_subscribers().then(|| LiveWindow {
@@ -368,9 +397,10 @@ impl Admission {
     ) -> Option<(pb::Frame, Result<fleetset_proto::Snapshot, FrameError>)> {
         let permit = self.verify_slots.clone().acquire_owned().await.ok()?;
         let verify = self.verify.clone();
+        let contract = self.contract.get();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let verified = verify_with(&frame, &verify.0, &verify.1);
+            let verified = verify_with(&frame, &verify, &contract);
             (frame, verified)
         })
         .await

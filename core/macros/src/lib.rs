@@ -9,6 +9,8 @@
 //! - `secret`: the value is never printed (errors, `print-config`);
 //! - `map`: a table of free string keys (e.g. labels), set with `k=v`;
 //! - `section`: the field is a nested section (`[parent.child]`);
+//! - `live`: a changed value takes effect on a configuration reload (SIGHUP, `--watch-config`)
+//!   without a restart; every other key needs a restart (a reload reports it as pending);
 //! - `limit = "counter"`: the key bounds what input may cost (a size, count, rate or timeout),
 //!   and `counter` is the counter that counts each time the bound bites (`"-"`: not counted
 //!   separately, e.g. a queue that only pushes back; `{owner}` in it stands for the name of the
@@ -33,6 +35,7 @@ struct KeyAttr {
     secret: bool,
     map: bool,
     section: bool,
+    live: bool,
     limit: Option<LitStr>,
 }
 
@@ -75,6 +78,8 @@ fn key_attr(attrs: &[syn::Attribute]) -> syn::Result<KeyAttr> {
                 k.map = true;
             } else if p.is_ident("section") {
                 k.section = true;
+            } else if p.is_ident("live") {
+                k.live = true;
             } else if p.is_ident("limit") {
                 k.limit = Some(meta.value()?.parse()?);
             } else {
@@ -146,7 +151,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             Some(c) => quote! { Some(#c) },
             None => quote! { None },
         };
-        let (secret, map) = (k.secret, k.map);
+        let (secret, map, live) = (k.secret, k.map, k.live);
         let wrap = format_ident!("__{}Value", name);
         describe.push(quote! {
             out.push(::fleetset_core::config::KeyDoc {
@@ -157,6 +162,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 flag: #flag,
                 secret: #secret,
                 map: #map,
+                live: #live,
                 section: false,
                 limit: #limit,
                 check: {

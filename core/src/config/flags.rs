@@ -20,6 +20,8 @@ pub trait ConfigCommand: Section {
 pub struct ConfigArgs<C> {
     /// `--config FILE`.
     pub file: Option<PathBuf>,
+    /// `--watch-config`: reload when the file changes (besides SIGHUP; see [`super::reload`]).
+    pub watch: bool,
     /// Common flags (in declaration order), then `--set` values (in command-line order).
     pub overrides: Vec<(String, String, Source)>,
     config: PhantomData<fn() -> C>,
@@ -29,6 +31,7 @@ impl<C> Default for ConfigArgs<C> {
     fn default() -> Self {
         ConfigArgs {
             file: None,
+            watch: false,
             overrides: Vec::new(),
             config: PhantomData,
         }
@@ -40,6 +43,7 @@ impl<C: ConfigCommand> ConfigArgs<C> {
     pub fn new(file: Option<PathBuf>, sets: &[(&str, &str)]) -> Self {
         ConfigArgs {
             file,
+            watch: false,
             overrides: sets
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string(), Source::Set))
@@ -88,6 +92,7 @@ impl<C: Section> FromArgMatches for ConfigArgs<C> {
 
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
         self.file = m.get_one::<PathBuf>("config").cloned();
+        self.watch = m.get_flag("watch-config");
         self.overrides.clear();
         for k in C::keys() {
             let Some(flag) = k.flag else { continue };
@@ -120,6 +125,12 @@ impl<C: Section> Args for ConfigArgs<C> {
                     .value_name("FILE")
                     .value_parser(clap::value_parser!(PathBuf))
                     .help("TOML configuration file (see `print-config` for every key)"),
+            )
+            .arg(
+                Arg::new("watch-config")
+                    .long("watch-config")
+                    .action(ArgAction::SetTrue)
+                    .help("Reload the configuration when the --config file changes (as on SIGHUP: invalid → the running configuration stays; `print-config` says which keys apply live)"),
             )
             .arg(
                 Arg::new("set")

@@ -12,15 +12,19 @@
 //! - the checks: unknown keys, wrong types and out-of-range values are errors that name the key,
 //!   the value and what is allowed ([`ConfigError`]);
 //! - `print-config` ([`render_toml`]: the effective configuration as commented TOML with every
-//!   default filled in) and the README's key tables ([`render_markdown`]).
+//!   default filled in) and the README's key tables ([`render_markdown`]), each key marked
+//!   `live` (applied on reload) or `restart`;
+//! - hot reload ([`reload`]): SIGHUP and `--watch-config` apply the live keys.
 
 mod flags;
 mod layer;
+pub mod reload;
 mod render;
 
 pub use flags::{ConfigArgs, ConfigCommand};
 pub use fleetset_core_macros::Section;
 pub use layer::{load, Source, Sources};
+pub use reload::{ReloadStatus, Reloaded, Reloader};
 pub use render::{check_docs, render_limits, render_markdown, render_toml};
 
 /// One declared key (or, with `section`, the header of a nested section).
@@ -40,6 +44,8 @@ pub struct KeyDoc {
     pub secret: bool,
     /// A table of free string keys (`labels.site = "eu-1"`), set with `k=v` on the command line.
     pub map: bool,
+    /// A changed value takes effect on a reload (SIGHUP, `--watch-config`) without a restart.
+    pub live: bool,
     /// This entry is a section header, not a key.
     pub section: bool,
     /// A limit on what input may cost: the counter that counts when it bites (`"-"`: none).
@@ -59,6 +65,7 @@ impl KeyDoc {
             flag: None,
             secret: false,
             map: false,
+            live: false,
             section: true,
             limit: None,
             check: None,

@@ -41,7 +41,8 @@ pub fn render_toml<C: Section>(config: &C, title: &str) -> String {
         } else {
             format!(" Unit: {}.", k.unit)
         };
-        let _ = writeln!(out, "\n# {}{unit}", k.doc);
+        let reload = if k.live { "live" } else { "restart" };
+        let _ = writeln!(out, "\n# {}{unit} Reload: {reload}.", k.doc);
         let key = name(&k.path);
         match lookup(&table, &k.path) {
             Some(_) if k.secret => {
@@ -68,20 +69,22 @@ fn default_cell(table: &Table, k: &KeyDoc) -> String {
     }
 }
 
-/// The declaration as a Markdown table (`| key | default | unit | flag | meaning |`), defaults
-/// from `C::default()`.
+/// The declaration as a Markdown table (`| key | default | unit | flag | reload | meaning |`;
+/// reload: `live` or `restart`), defaults from `C::default()`.
 pub fn render_markdown<C: Section>() -> String {
     let table = Table::try_from(C::default()).unwrap_or_default();
-    let mut out =
-        String::from("| key | default | unit | flag | meaning |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| key | default | unit | flag | reload | meaning |\n|---|---|---|---|---|---|\n",
+    );
     for k in C::keys().iter().filter(|k: &&KeyDoc| !k.section) {
         let flag = k.flag.map_or(String::new(), |f| format!("`--{f}`"));
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {flag} | {} |",
+            "| `{}` | {} | {} | {flag} | {} | {} |",
             k.path,
             default_cell(&table, k),
             k.unit,
+            if k.live { "live" } else { "restart" },
             k.doc.replace('|', "\\|")
         );
     }
