@@ -15,7 +15,7 @@ struct Store {
     #[serde(with = "humantime_serde")]
     commit_interval: Duration,
     /// Rows per commit.
-    #[key(default = 500, unit = "rows", min = 1, max = 1_000_000)]
+    #[key(default = 500, unit = "rows", min = 1, max = 1_000_000, live)]
     commit_rows: usize,
     /// Fleet key.
     #[key(secret)]
@@ -51,7 +51,7 @@ struct Ingest {
 #[serde(default, deny_unknown_fields)]
 struct Root {
     /// Labels.
-    #[key(map, flag = "label")]
+    #[key(map, flag = "label", live)]
     labels: BTreeMap<String, String>,
     /// The store.
     #[key(section)]
@@ -276,4 +276,73 @@ fn limits_are_declared_documented_and_counted() {
     let e = check_docs::<Unbounded>("t", &readme, &example, &limits, &counters).unwrap_err();
     assert!(e.contains("max_bytes") && e.contains("limit"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reload_applies_live_keys_reports_restart_keys_and_keeps_everything_on_an_invalid_file() {
+    let f = file("[store]\ncommit_rows = 7\ndata_dir = \"/d\"\n");
+    let args = ConfigArgs::<Root>::new(Some(f.clone()), &[("labels.rack", "r1")]);
+    let status = std::sync::Arc::new(ReloadStatus::default());
+    let mut reloader = Reloader::new(args.clone(), args.load().unwrap(), status.clone());
+    assert!(reloader.reload().unwrap().is_none(), "nothing changed");
+
+    std::fs::write(
+        &f,
+        "labels = { site = \"eu\" }\n[store]\ncommit_rows = 9\ndata_dir = \"/e\"\n",
+    )
+    .unwrap();
+    let r = reloader.reload().unwrap().expect("live keys changed");
+    assert_eq!(r.applied, ["labels", "store.commit_rows"]);
+    assert_eq!(r.pending_restart, ["store.data_dir"]);
+    assert_eq!(r.config.store.commit_rows, 9);
+    assert_eq!(
+        r.config.store.data_dir, "/d",
+        "a restart key keeps its running value"
+    );
+    assert_eq!(
+        r.config.labels.len(),
+        2,
+        "the command line still applies: {:?}",
+        r.config.labels
+    );
+    assert_eq!(status.counts(), (2, 1, 0));
+    assert!(status
+        .verbose(true)
+        .contains("config-restart-pending keys changed that need a restart: store.data_dir"));
+
+    std::fs::write(&f, "[store]\ncommit_rows = 0\n").unwrap();
+    let e = reloader.reload().unwrap_err().to_string();
+    assert!(e.contains("store.commit_rows"), "{e}");
+    assert_eq!(
+        reloader.running().store.commit_rows,
+        9,
+        "the running configuration stays"
+    );
+    assert_eq!(status.counts(), (2, 1, 1));
+    assert!(status
+        .verbose(true)
+        .contains("[-]config-reload failed, generation 2 still running"));
+    assert!(status.verbose(false).contains("reason withheld"));
+    assert!(
+        !status.verbose(false).contains("commit_rows"),
+        "no detail without the token"
+    );
+}
+
+#[test]
+fn print_config_and_the_key_table_say_which_keys_reload_live() {
+    let toml = render_toml(&Root::default(), "t");
+    assert!(
+        toml.contains("# Rows per commit. Unit: rows. Reload: live.\ncommit_rows = 500"),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("# Data directory. Reload: restart.\ndata_dir"),
+        "{toml}"
+    );
+    let md = render_markdown::<Root>();
+    assert!(
+        md.contains("| `store.commit_rows` | `500` | rows |  | live | Rows per commit. |"),
+        "{md}"
+    );
 }
