@@ -19,7 +19,6 @@ use fleetset_core::time::now_ms;
 use fleetset_core::window::WindowAssembler;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 /// Agent version carried in every snapshot's host attributes.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -82,17 +81,10 @@ struct PendingReload {
 impl PendingReload {
     /// Reloads on `trigger`; the new configuration waits in `next` for the window boundary.
     fn reload(&mut self, trigger: Trigger, counters: &Counters) {
-        match self.reloader.reload() {
-            Ok(Some(r)) => {
-                info!(?trigger, applied = ?r.applied, pending_restart = ?r.pending_restart,
-                    "configuration reloaded; live keys apply from the next window");
-                self.next = Some(r.config);
-            }
-            Ok(None) => info!(?trigger, "configuration reloaded: no live key changed"),
-            Err(e) => {
-                warn!(?trigger, error = %e, "configuration reload refused; the running configuration stays");
-                Counters::add(&counters.config_reload_failures, 1);
-            }
+        match self.reloader.reload_logged(trigger) {
+            Ok(Some(config)) => self.next = Some(config),
+            Ok(None) => {}
+            Err(_) => Counters::add(&counters.config_reload_failures, 1),
         }
     }
 }

@@ -482,16 +482,10 @@ pub async fn serve(flags: ServeFlags, shutdown: CancellationToken) -> Result<()>
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(trigger) = triggers.recv() => match reloader.reload() {
-                Ok(Some(r)) => {
-                    info!(?trigger, applied = ?r.applied, pending_restart = ?r.pending_restart, "configuration reloaded");
-                    server.apply_reload(&r.config);
-                }
-                Ok(None) => info!(?trigger, "configuration reloaded: no live key changed"),
-                Err(e) => {
-                    warn!(?trigger, error = %e, "configuration reload refused; the running configuration stays");
-                    Counters::add(&server.counters.config_reload_failures, 1);
-                }
+            Some(trigger) = triggers.recv() => match reloader.reload_logged(trigger) {
+                Ok(Some(config)) => server.apply_reload(&config),
+                Ok(None) => {}
+                Err(_) => Counters::add(&server.counters.config_reload_failures, 1),
             },
         }
     }

@@ -118,6 +118,28 @@ impl<C: ConfigCommand + Clone + PartialEq> Reloader<C> {
         &self.running
     }
 
+    /// [`Reloader::reload`] for `trigger`, logged: `Some` is the configuration to apply now
+    /// (live keys changed), `None` that nothing is to be applied (unchanged, or refused: the
+    /// caller counts a refusal by [`ReloadStatus::counts`] or its own counter).
+    pub fn reload_logged(&mut self, trigger: Trigger) -> Result<Option<C>, ConfigError> {
+        match self.reload() {
+            Ok(Some(r)) => {
+                tracing::info!(?trigger, applied = ?r.applied, pending_restart = ?r.pending_restart,
+                    "configuration reloaded");
+                Ok(Some(r.config))
+            }
+            Ok(None) => {
+                tracing::info!(?trigger, "configuration reloaded: no live key changed");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(?trigger, error = %e,
+                    "configuration reload refused; the running configuration stays");
+                Err(e)
+            }
+        }
+    }
+
     /// Loads and checks the configuration again. `Ok(None)`: nothing live changed (pending
     /// restart keys are still recorded). Errors: the new configuration is invalid (named as
     /// `validate` names it); the running configuration stays and the failure is counted.
