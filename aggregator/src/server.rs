@@ -5,13 +5,14 @@
 use crate::config::{ServeFlags, ServerConfig};
 use crate::counters::{Counters, Listener};
 use crate::ingest::{grpc::IngestService, zmq, Admission, LiveContract};
+use crate::live::grpc::SubscriberSettings;
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
 use crate::security::curve::{read_secret, ServerKey};
 use crate::security::tokens::Tokens;
 use crate::security::zap::ZapHandler;
 use crate::store::{self, files};
 use anyhow::{Context, Result};
-use fleetset_core::config::reload;
+use fleetset_core::config::reload::{self, Live};
 use fleetset_core::config::{ReloadStatus, Reloader};
 use fleetset_core::net::BoundedListener;
 use fleetset_proto::pb::ingest_server::IngestServer;
@@ -69,6 +70,7 @@ pub struct Server {
     /// Configuration reloads (shown by `/healthz?verbose`).
     pub reload: Arc<ReloadStatus>,
     contract: LiveContract,
+    subscribers: Live<SubscriberSettings>,
     telemetry: fleetset_core::telemetry::Telemetry,
     data_dir: std::path::PathBuf,
     ingest_stop: CancellationToken,
@@ -111,6 +113,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     )?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
+    let subscribers = Live::new(cfg.live.subscriber_settings());
     let store_stop = CancellationToken::new();
     let store_task = tokio::spawn(store::run(
         cfg.store.clone(),
@@ -186,11 +189,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         .max_decoding_message_size(max_msg);
         let live = LiveServer::new(LiveService {
             hub: hub.clone(),
-            overflow: cfg.live.subscriber_overflow,
+            settings: subscribers.clone(),
             shutdown: ingest_stop.clone(),
             data_dir: data_dir.clone(),
             store: store_tx.clone(),
-            history_batch_windows: cfg.live.history_batch_windows,
             slots: Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers)),
             counters: counters.clone(),
             tokens: tokens.clone(),
@@ -285,6 +287,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         counters,
         reload,
         contract,
+        subscribers,
         telemetry,
         data_dir,
         ingest_stop,
@@ -451,10 +454,11 @@ async fn start_otlp(
 
 impl Server {
     /// Applies the live keys of a reloaded configuration: the snapshot limits (`ingest.max_*`)
-    /// for frames admitted from now on. (Certificates, token files and CURVE allow files are
+    /// for frames admitted from now on, the subscriber settings for streams opened from now on. (Certificates, token files and CURVE allow files are
     /// re-read by their own watchers when they change on disk.)
     pub fn apply_reload(&self, cfg: &ServerConfig) {
         self.contract.set(cfg.ingest.contract());
+        self.subscribers.set(cfg.live.subscriber_settings());
         Counters::add(&self.counters.config_reloads, 1);
         let (generation, _, _) = self.reload.counts();
         self.counters

@@ -194,20 +194,7 @@ pub struct AdmissionLimits {
 
 /// The snapshot limits (`ingest.max_*`) in use, shared by every clone of an [`Admission`] and
 /// replaced by a configuration reload; frames already verified keep their verdict.
-#[derive(Clone, Debug)]
-pub struct LiveContract(Arc<std::sync::RwLock<Contract>>);
-
-impl LiveContract {
-    /// The limits now.
-    pub fn get(&self) -> Contract {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Checks frames verified from now on against `contract`.
-    pub fn set(&self, contract: Contract) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = contract;
-    }
-}
+pub type LiveContract = fleetset_core::config::reload::Live<Contract>;
 
 /// Verification and hand-off to the store, shared by both transports.
 #[derive(Clone)]
@@ -247,7 +234,7 @@ impl Admission {
                 verify.keys.clone(),
             ),
             verify: Arc::new(verify),
-            contract: LiveContract(Arc::new(std::sync::RwLock::new(contract))),
+            contract: LiveContract::new(contract),
             verify_slots: Arc::new(Semaphore::new(limits.verify_threads.max(1))),
             memory: Arc::new(MemoryLimit::new(limits.memory_limit_bytes)),
             store,

@@ -1,6 +1,16 @@
 //! The `[live]` section: the live queue, slow subscribers and `[live.zmq]`.
 
 use fleetset_core::config::Section;
+
+impl LiveConfig {
+    /// What new gRPC Subscribe streams start with.
+    pub fn subscriber_settings(&self) -> super::grpc::SubscriberSettings {
+        super::grpc::SubscriberSettings {
+            overflow: self.subscriber_overflow,
+            history_batch_windows: self.history_batch_windows,
+        }
+    }
+}
 use serde::{Deserialize, Serialize};
 
 /// `[live.zmq]`: the ZeroMQ PUB socket of live windows.
@@ -26,6 +36,7 @@ pub struct LiveConfig {
     #[key(default = 1024, unit = "windows", min = 1)]
     pub queue: usize,
     /// What a gRPC subscriber that falls behind gets: `lag` (a Lag message, then on) or `disconnect`.
+    #[key(live)]
     pub subscriber_overflow: super::grpc::Overflow,
     /// gRPC Subscribe streams open at once; one more is answered RESOURCE_EXHAUSTED and counted
     /// (`live_subscribers_refused`).
@@ -38,7 +49,7 @@ pub struct LiveConfig {
     pub max_subscribers: usize,
     /// Windows read from the store and sent per page of a `since_ms` history (a page holds more
     /// only when more windows share one start); memory per subscriber is about one page.
-    #[key(default = 1000, unit = "windows", min = 1, limit = "-")]
+    #[key(default = 1000, unit = "windows", min = 1, limit = "-", live)]
     pub history_batch_windows: usize,
     /// The ZeroMQ PUB socket.
     #[key(section)]

@@ -58,20 +58,28 @@ pub enum Overflow {
     Disconnect,
 }
 
+/// The settings a Subscribe stream starts with; streams already open keep theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberSettings {
+    /// What a subscriber that falls behind gets (`live.subscriber_overflow`).
+    pub overflow: Overflow,
+    /// Windows per history page (`live.history_batch_windows`).
+    pub history_batch_windows: usize,
+}
+
 /// The `Live` service.
 pub struct LiveService {
     /// Where live windows come from.
     pub hub: Hub,
-    /// Overflow policy.
-    pub overflow: Overflow,
+    /// What new streams start with (`live.subscriber_overflow`, `live.history_batch_windows`);
+    /// a configuration reload replaces it.
+    pub settings: fleetset_core::config::reload::Live<SubscriberSettings>,
     /// Ends open streams on shutdown.
     pub shutdown: CancellationToken,
     /// The store's data directory, for `since` history.
     pub data_dir: std::path::PathBuf,
     /// The store's channel, for the `since` barrier.
     pub store: mpsc::Sender<StoreMsg>,
-    /// Windows per history page (`live.history_batch_windows`).
-    pub history_batch_windows: usize,
     /// One permit per open Subscribe stream (`live.max_subscribers`).
     pub slots: Arc<Semaphore>,
     /// Shared counters (`live_subscribers_refused`).
@@ -201,13 +209,14 @@ impl Live for LiveService {
         let since_ms = request.get_ref().since_ms;
         // Live first, so nothing published while history is read is missed.
         let mut rx = self.hub.subscribe();
+        let settings = self.settings.get();
         let store = (
             self.data_dir.clone(),
             self.store.clone(),
-            self.history_batch_windows,
+            settings.history_batch_windows,
         );
         let (tx, out) = mpsc::channel::<Result<pb::SubscribeResponse, Status>>(16);
-        let (overflow, shutdown) = (self.overflow, self.shutdown.clone());
+        let (overflow, shutdown) = (settings.overflow, self.shutdown.clone());
         info!(?filter, token = %grant.name, "subscriber connected");
         tokio::spawn(async move {
             let _slot = slot; // held while the stream is served

@@ -237,6 +237,28 @@ fn put(table: &mut toml::Table, path: &str, value: Option<toml::Value>) {
     }
 }
 
+/// A setting that a reload replaces while readers hold it: every clone sees the value last
+/// [`Live::set`]; readers take a copy ([`Live::get`]) per use (a frame, a new stream).
+#[derive(Debug, Clone, Default)]
+pub struct Live<T>(Arc<std::sync::RwLock<T>>);
+
+impl<T: Clone> Live<T> {
+    /// A shared `value`.
+    pub fn new(value: T) -> Live<T> {
+        Live(Arc::new(std::sync::RwLock::new(value)))
+    }
+
+    /// The value now.
+    pub fn get(&self) -> T {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the value for every later [`Live::get`].
+    pub fn set(&self, value: T) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+}
+
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
