@@ -27,6 +27,14 @@ TARGET=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR="${FLEETSET_STATIC_TARGET_DIR:-$HOME/.cache/fleetset-target-static}"
 read -r -a STORAGE <<<"${FLEETSET_BUILDAH_STORAGE:---storage-driver vfs}"
 
+# Run from `cargo test` (tests/tests/deploy.rs), the environment holds that cargo's CARGO_*,
+# LD_LIBRARY_PATH and the like; build scripts that watch them would make every run a rebuild.
+while IFS= read -r var; do
+  case "$var" in
+    CARGO_HOME | CARGO_TARGET_DIR) ;;
+    CARGO | CARGO_* | LD_LIBRARY_PATH | RUSTC | RUSTC_* | RUSTDOC | RUSTFLAGS | OUT_DIR) unset "$var" ;;
+  esac
+done < <(compgen -e)
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --target "$TARGET" -p fleetset-agent -p fleetset-aggregator >&2
 BIN="$CARGO_TARGET_DIR/$TARGET/release"
@@ -50,15 +58,23 @@ printf 'root:x:0:\nfleetset:x:65532:\n' >"$ctx/etc/group"
 chmod 0644 "$ctx/etc/nsswitch.conf" "$ctx/etc/passwd" "$ctx/etc/group"
 
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+# The commit's time, not the build's: the same commit and binaries give the same image.
+created="$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
+epoch="$(git log -1 --format=%ct 2>/dev/null || date +%s)"
 for target in agent aggregator; do
   name="fleetset-$target:$VERSION"
+  old="$(buildah "${STORAGE[@]}" images --noheading --no-trunc --format '{{.ID}}' "$name" 2>/dev/null || true)"
   buildah "${STORAGE[@]}" bud --isolation chroot --pull=never --quiet \
     --file deploy/container/Containerfile --target "$target" \
-    --build-arg VERSION="$VERSION" \
+    --build-arg VERSION="$VERSION" --timestamp "$epoch" \
     --label org.opencontainers.image.revision="$revision" \
-    --label org.opencontainers.image.created="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --label org.opencontainers.image.created="$created" \
     --tag "$name" "$ctx" >/dev/null
   id="$(buildah "${STORAGE[@]}" images --noheading --no-trunc --format '{{.ID}}' "$name")"
+  # The image this tag named before, now untagged: removed (kept if a container uses it).
+  if [[ -n "$old" && "$old" != "$id" ]]; then
+    buildah "${STORAGE[@]}" rmi "$old" >/dev/null 2>&1 || true
+  fi
   size="$(buildah "${STORAGE[@]}" images --noheading --format '{{.Size}}' "$name" | tr -d ' ')"
   echo "$name $id $size"
 done
