@@ -21,6 +21,25 @@ if ! command -v openssl >/dev/null; then
   fi
 fi
 
+# tests/tests/deploy.rs checks deploy/ with the tools that consume it: systemd-analyze (the
+# units) and kubectl's kustomize (the manifests; kubernetes-validate and hadolint come from
+# tests/requirements.txt). Its image test needs buildah and file; it is skipped when CI=true
+# unless FLEETSET_IMAGE_TEST=1 (static release builds of both binaries).
+if ! command -v systemd-analyze >/dev/null && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+fi
+for tool in systemd-analyze kubectl; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "FAIL: $tool not found (tests/tests/deploy.rs needs it; kubectl: client 1.32 with kustomize)" >&2
+    exit 1
+  fi
+done
+if [[ "${CI:-}" != true || "${FLEETSET_IMAGE_TEST:-}" == 1 ]]; then
+  if ! command -v buildah >/dev/null || ! command -v file >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq buildah file >/dev/null
+  fi
+fi
+
 # The agent must stay small: no Arrow or Parquet anywhere in its dependency tree.
 if cargo tree -p fleetset-agent -e normal,build --prefix none | grep -qE '^(arrow|parquet)'; then
   echo "FAIL: fleetset-agent depends on arrow or parquet:" >&2
