@@ -263,24 +263,27 @@ fn kustomize(dir: &Path) -> String {
     text(&out.stdout)
 }
 
-/// `kubernetes-validate --strict --kubernetes-version 1.32.0` of `yaml` (every document): Ok
-/// only if it exits 0 and reports no error or warning.
-fn validate_k8s(yaml: &str) -> Result<(), String> {
+/// Runs `cmd` with `input` on its stdin; its exit status, stdout and stderr.
+fn with_stdin(mut cmd: Command, input: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(venv_tool("kubernetes-validate"))
-        .args(["--strict", "--kubernetes-version", "1.32.0", "--quiet", "-"])
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn kubernetes-validate");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `kubernetes-validate --strict --kubernetes-version 1.32.0` of `yaml` (every document): Ok
+/// only if it exits 0 and reports no error or warning.
+fn validate_k8s(yaml: &str) -> Result<(), String> {
+    let mut cmd = Command::new(venv_tool("kubernetes-validate"));
+    cmd.args(["--strict", "--kubernetes-version", "1.32.0", "--quiet", "-"]);
+    let out = with_stdin(cmd, yaml);
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     if out.status.success() && !said.contains("ERROR") && !said.contains("WARN") {
         Ok(())
@@ -292,24 +295,12 @@ fn validate_k8s(yaml: &str) -> Result<(), String> {
 /// The documents of `yaml` as JSON values (PyYAML of the test virtualenv, a dependency of
 /// kubernetes-validate).
 fn yaml_docs(yaml: &str) -> Vec<serde_json::Value> {
-    use std::io::Write;
-    let mut child = Command::new(python())
-        .args([
-            "-c",
-            "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new(python());
+    cmd.args([
+        "-c",
+        "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+    ]);
+    let out = with_stdin(cmd, yaml);
     assert!(out.status.success(), "yaml: {}", text(&out.stderr));
     serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
 }

@@ -55,7 +55,7 @@ fn scenario(agent_id: &str, encoding: Encoding) -> Vec<(pb::Frame, AckStatus, Re
     let mid = corrupt.payload.len() / 2;
     corrupt.payload[mid] ^= 0x40;
     let mut bad_version = good(3, None);
-    bad_version.header.as_mut().unwrap().version = 2;
+    bad_version.header.as_mut().unwrap().version = fleetset_proto::FRAME_VERSION + 1;
     let oversize = seal(&snapshot(agent_id, 4, None, 6000), &opts).unwrap();
     assert!(oversize.payload.len() > MAX_FRAME);
     // Within the ROUTER's ZMQ_MAXMSGSIZE slack (64 KiB): acked OVERSIZE, not disconnected.
