@@ -118,9 +118,10 @@ impl<C: ConfigCommand + Clone + PartialEq> Reloader<C> {
         &self.running
     }
 
-    /// [`Reloader::reload`] for `trigger`, logged: `Some` is the configuration to apply now
-    /// (live keys changed), `None` that nothing is to be applied (unchanged, or refused: the
-    /// caller counts a refusal by [`ReloadStatus::counts`] or its own counter).
+    /// [`Reloader::reload`] for `trigger`, logged: `Ok(Some)` is the configuration to apply now
+    /// (live keys changed), `Ok(None)` that nothing is to be applied. Errors: the new
+    /// configuration is invalid (already recorded in the [`ReloadStatus`]; the caller counts it
+    /// in its own `config_reload_failures`).
     pub fn reload_logged(&mut self, trigger: Trigger) -> Result<Option<C>, ConfigError> {
         match self.reload() {
             Ok(Some(r)) => {
