@@ -89,6 +89,11 @@ impl PendingReload {
     }
 }
 
+/// `d` in ms, saturating at `i64::MAX` (durations from the configuration; no wrapping cast).
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 async fn next_trigger(pending: &mut Option<PendingReload>) -> Option<Trigger> {
     match pending {
         Some(p) => p.triggers.recv().await,
@@ -122,8 +127,8 @@ async fn run_with(
         next: None,
     });
 
-    let window_ms = cfg.window.length.as_millis() as i64;
-    let mut interval_ms = cfg.collect.sample_interval.as_millis() as i64;
+    let window_ms = ms(cfg.window.length);
+    let mut interval_ms = ms(cfg.collect.sample_interval);
     let mut windows = WindowAssembler::new(
         window_ms,
         (window_ms / interval_ms) as usize,
@@ -170,7 +175,7 @@ async fn run_with(
         }
         // A window boundary: the reloaded configuration applies from the window just started.
         if let Some(next) = reload.as_mut().and_then(|r| r.next.take()) {
-            interval_ms = next.collect.sample_interval.as_millis() as i64;
+            interval_ms = ms(next.collect.sample_interval);
             windows.reshape(
                 (window_ms / interval_ms) as usize,
                 next.collect.top_processes,
