@@ -1,5 +1,6 @@
-//! Generates the prost messages and tonic service for `proto/fleetset/v1/fleetset.proto`
-//! with protox (pure Rust), so builds need no system `protoc`.
+//! Generates the prost messages and tonic services for `proto/fleetset/v1/fleetset.proto`, and
+//! the OpAMP messages of `proto/opamp/` (package `opamp.proto`), with protox (pure Rust), so
+//! builds need no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -14,5 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    let opamp = protox::compile(["opamp.proto"], ["proto/opamp"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
+        .compile_fds(opamp)?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   (names, seq, window, caps, stats), and how unchecked strings are shown.
 //! - [`frame`]: sealing a snapshot into a checksummed (SHA-256, optional HMAC-SHA256) [`pb::Frame`]
 //!   and verifying a received frame, with a [`frame::FrameError`] that names what is wrong.
+//! - [`opamp`]: OpAMP `AgentToServer` / `ServerToAgent` (the control plane's wire protocol).
 //! - [`keys`]: per-agent HMAC keys derived from a fleet master key, and signed acks.
 
 #![warn(missing_docs)]
@@ -24,6 +25,13 @@ pub mod model;
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("fleetset.v1");
+}
+
+/// OpAMP messages (package `opamp.proto`), generated from `proto/opamp/opamp.proto` and
+/// `anyvalue.proto`, written from the OpAMP specification (open-telemetry/opamp-spec).
+#[allow(missing_docs, clippy::all)]
+pub mod opamp {
+    include!(concat!(env!("OUT_DIR"), "/opamp.proto.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of `fleetset/v1/fleetset.proto`, for gRPC server reflection.

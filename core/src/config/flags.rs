@@ -24,6 +24,8 @@ pub struct ConfigArgs<C> {
     pub watch: bool,
     /// Common flags (in declaration order), then `--set` values (in command-line order).
     pub overrides: Vec<(String, String, Source)>,
+    /// The control plane's remote configuration, layered over the file (live keys only).
+    pub remote: Option<super::Remote>,
     config: PhantomData<fn() -> C>,
 }
 
@@ -33,6 +35,7 @@ impl<C> Default for ConfigArgs<C> {
             file: None,
             watch: false,
             overrides: Vec::new(),
+            remote: None,
             config: PhantomData,
         }
     }
@@ -48,16 +51,18 @@ impl<C: ConfigCommand> ConfigArgs<C> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string(), Source::Set))
                 .collect(),
+            remote: None,
             config: PhantomData,
         }
     }
 
-    /// The sources: the file, the environment, then the command line.
+    /// The sources: the file, the remote configuration, the environment, then the command line.
     pub fn sources(&self) -> Sources {
         Sources {
             file: self.file.clone(),
             env: true,
             overrides: self.overrides.clone(),
+            remote: self.remote.clone(),
         }
     }
 

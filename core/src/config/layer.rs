@@ -1,5 +1,6 @@
-//! Layering: defaults < TOML file < environment < common flags < `--set`, key by key, with every
-//! value checked against its declaration before it is used.
+//! Layering: defaults < TOML file < remote configuration (the control plane's, live keys only)
+//! < environment < common flags < `--set`, key by key, with every value checked against its
+//! declaration before it is used.
 
 use super::{ConfigError, KeyDoc, Section};
 use std::fmt;
@@ -17,6 +18,8 @@ pub enum Source {
     Flag(&'static str),
     /// `--set`.
     Set,
+    /// The control plane's remote configuration (named, e.g. `generation 4`).
+    Remote(String),
 }
 
 impl fmt::Display for Source {
@@ -26,6 +29,7 @@ impl fmt::Display for Source {
             Source::Env(v) => write!(f, "from environment variable {v}"),
             Source::Flag(n) => write!(f, "from --{n}"),
             Source::Set => write!(f, "from --set"),
+            Source::Remote(n) => write!(f, "in the remote configuration ({n})"),
         }
     }
 }
@@ -39,6 +43,19 @@ pub struct Sources {
     pub env: bool,
     /// Command-line values in order: `(dotted key, value as text, where from)`.
     pub overrides: Vec<(String, String, Source)>,
+    /// The control plane's remote configuration, layered over the file: only keys declared
+    /// `live` may appear in it (where the binary sends its data, its credentials and every
+    /// other restart key stay the local file's).
+    pub remote: Option<Remote>,
+}
+
+/// A remote configuration: TOML text and what to call it in errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// The TOML body (a fragment: only the keys it changes).
+    pub toml: String,
+    /// Its name in errors, e.g. `generation 4`.
+    pub name: String,
 }
 
 /// Builds a `C` from its defaults and `sources`, then checks the declared ranges.
@@ -61,6 +78,15 @@ pub fn load<C: Section>(sources: &Sources) -> Result<C, ConfigError> {
             message: syntax_message(&text, &e),
         })?;
         absorb(&keys, &mut table, file, "", &Source::File(shown))?;
+    }
+    if let Some(remote) = &sources.remote {
+        let source = Source::Remote(remote.name.clone());
+        let body: Table = toml::from_str(&remote.toml).map_err(|e| ConfigError::Syntax {
+            path: format!("remote configuration ({})", remote.name),
+            message: syntax_message(&remote.toml, &e),
+        })?;
+        only_live(&keys, &body, "", &source)?;
+        absorb(&keys, &mut table, body, "", &source)?;
     }
     if sources.env {
         for k in keys.iter().filter(|k| !k.section) {
@@ -180,6 +206,32 @@ fn check(k: &KeyDoc, v: &Value, source: &Source) -> Result<(), ConfigError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Refuses a remote configuration (sub)table `src` at `prefix` that sets a key not declared
+/// `live` (a restart key: destination, credentials, listeners, paths).
+fn only_live(
+    keys: &[KeyDoc],
+    src: &Table,
+    prefix: &str,
+    source: &Source,
+) -> Result<(), ConfigError> {
+    for (name, value) in src {
+        let path = join(prefix, name);
+        match (find(keys, &path), value) {
+            (Some(k), Value::Table(t)) if k.section => only_live(keys, t, &path, source)?,
+            (Some(k), v) if !k.live && !k.section => {
+                return Err(ConfigError::Type {
+                    key: path.clone(),
+                    origin: source.clone(),
+                    value: shown(k, v),
+                    why: "not changeable remotely: only keys that reload live (print-config: \"Reload: live\") may be set by the control plane".into(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Takes every key of a file's (sub)table `src` at `prefix` into `root`, checking each.

@@ -23,7 +23,7 @@ mod render;
 
 pub use flags::{ConfigArgs, ConfigCommand};
 pub use fleetset_core_macros::Section;
-pub use layer::{load, Source, Sources};
+pub use layer::{load, Remote, Source, Sources};
 pub use reload::{ReloadStatus, Reloaded, Reloader};
 pub use render::{check_docs, render_limits, render_markdown, render_toml};
 

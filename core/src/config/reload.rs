@@ -118,6 +118,17 @@ impl<C: ConfigCommand + Clone + PartialEq> Reloader<C> {
         &self.running
     }
 
+    /// The sources this reloader loads from.
+    pub fn args(&self) -> &ConfigArgs<C> {
+        &self.args
+    }
+
+    /// Replaces the remote configuration layered over the file (the control plane's; `None`:
+    /// the local sources only) for the next and later reloads.
+    pub fn set_remote(&mut self, remote: Option<super::Remote>) {
+        self.args.remote = remote;
+    }
+
     /// [`Reloader::reload`] for `trigger`, logged: `Ok(Some)` is the configuration to apply now
     /// (live keys changed), `Ok(None)` that nothing is to be applied. Errors: the new
     /// configuration is invalid (already recorded in the [`ReloadStatus`]; the caller counts it

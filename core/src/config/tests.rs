@@ -346,3 +346,44 @@ fn print_config_and_the_key_table_say_which_keys_reload_live() {
         "{md}"
     );
 }
+
+#[test]
+fn a_remote_configuration_overrides_the_file_on_live_keys_only() {
+    let f = file("[store]\ncommit_rows = 7\ndata_dir = \"/d\"\n");
+    let remote = |toml: &str| Remote {
+        toml: toml.into(),
+        name: "generation 3".into(),
+    };
+    let mut args = ConfigArgs::<Root>::new(Some(f), &[("labels.rack", "r1")]);
+    args.remote = Some(remote("labels = { site = \"eu\" }\n[store]\ncommit_rows = 9\n"));
+    let c = args.load().unwrap();
+    assert_eq!(c.store.commit_rows, 9, "remote over the file");
+    assert_eq!(c.store.data_dir, "/d");
+    assert_eq!(c.labels.len(), 2, "remote labels merge with the command line's");
+
+    // The command line still wins over the remote configuration.
+    let mut args = ConfigArgs::<Root>::new(None, &[("store.commit_rows", "5")]);
+    args.remote = Some(remote("[store]\ncommit_rows = 9\n"));
+    assert_eq!(args.load().unwrap().store.commit_rows, 5);
+
+    // A restart key (where data goes, credentials, …) is refused, named with the generation.
+    args.remote = Some(remote("[store]\ndata_dir = \"/elsewhere\"\n"));
+    let e = args.load().unwrap_err().to_string();
+    assert!(
+        e.contains("store.data_dir")
+            && e.contains("generation 3")
+            && e.contains("not changeable remotely"),
+        "{e}"
+    );
+    args.remote = Some(remote("[store]\nkey_hex = \"abcd\"\n"));
+    let e = args.load().unwrap_err().to_string();
+    assert!(e.contains("store.key_hex") && !e.contains("abcd"), "{e}");
+    // Out of range and not TOML: named too.
+    let mut args = ConfigArgs::<Root>::new(None, &[]);
+    args.remote = Some(remote("[store]\ncommit_rows = 0\n"));
+    let e = args.load().unwrap_err().to_string();
+    assert!(e.contains("store.commit_rows"), "{e}");
+    args.remote = Some(remote("[store\n"));
+    let e = args.load().unwrap_err().to_string();
+    assert!(e.contains("remote configuration (generation 3)"), "{e}");
+}
