@@ -355,11 +355,17 @@ fn a_remote_configuration_overrides_the_file_on_live_keys_only() {
         name: "generation 3".into(),
     };
     let mut args = ConfigArgs::<Root>::new(Some(f), &[("labels.rack", "r1")]);
-    args.remote = Some(remote("labels = { site = \"eu\" }\n[store]\ncommit_rows = 9\n"));
+    args.remote = Some(remote(
+        "labels = { site = \"eu\" }\n[store]\ncommit_rows = 9\n",
+    ));
     let c = args.load().unwrap();
     assert_eq!(c.store.commit_rows, 9, "remote over the file");
     assert_eq!(c.store.data_dir, "/d");
-    assert_eq!(c.labels.len(), 2, "remote labels merge with the command line's");
+    assert_eq!(
+        c.labels.len(),
+        2,
+        "remote labels merge with the command line's"
+    );
 
     // The command line still wins over the remote configuration.
     let mut args = ConfigArgs::<Root>::new(None, &[("store.commit_rows", "5")]);
