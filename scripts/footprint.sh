@@ -58,7 +58,7 @@ if [ "${CURVE:-0}" = 1 ]; then
 fi
 
 "$aggregator_bin" serve --data-dir "$work/data" --zmq-bind tcp://127.0.0.1:0 --zmq-pub tcp://127.0.0.1:0 \
-  --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" \
+  --grpc-listen 127.0.0.1:0 --otlp-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$work/ready.json" \
   "${tls_server[@]}" "${curve_server[@]}" 2>"$work/aggregator.log" &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 key=zmq; [ "${TLS:-0}" = 1 ] && key=grpc

@@ -1,6 +1,6 @@
 //! The agent's configuration, declared once (`fleetset_core::config`): a few top-level keys
 //! and the sections `[collect]`, `[window]` (with `[window.lttb]`), `[transport]`, `[spool]`,
-//! `[telemetry]` and `[security]`. The TOML file (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the
+//! `[telemetry]`, `[security]` and `[control]`. The TOML file (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the
 //! common flags and `--set section.key=value` all resolve through these declarations;
 //! `fleetset-agent print-config` shows every key with its default, `validate` checks a file.
 //! Durations are humantime strings ("250ms", "5m").
@@ -285,6 +285,9 @@ pub struct AgentConfig {
     /// Protection of own `/metrics`.
     #[key(section)]
     pub security: SecurityConfig,
+    /// The fleet control plane (OpAMP).
+    #[key(section)]
+    pub control: crate::control::ControlConfig,
 }
 
 impl ConfigCommand for AgentConfig {
@@ -383,12 +386,29 @@ impl ConfigCommand for AgentConfig {
                 "set with transport.tls.key_file and transport.tls.ca_file",
             ));
         }
-        if let Some(url) = &t.otlp_endpoint {
-            if !url.starts_with(scheme) {
+        for (key, url) in [
+            ("transport.otlp_endpoint", &t.otlp_endpoint),
+            ("control.endpoint", &self.control.endpoint),
+        ] {
+            if let Some(url) = url {
+                if !url.starts_with(scheme) {
+                    return Err(ConfigError::invalid(key, format!("{url:?}"), http));
+                }
+            }
+        }
+        if let (Some(url), Some(_)) = (&self.control.endpoint, &self.control.token_file) {
+            let host = url.strip_prefix("http://").map(|rest| {
+                let authority = rest.split('/').next().unwrap_or(rest);
+                authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+            });
+            if host.is_some_and(|h| !fleetset_core::net::is_loopback_host(h))
+                && !self.security.allow_insecure
+            {
                 return Err(ConfigError::invalid(
-                    "transport.otlp_endpoint",
+                    "control.endpoint",
                     format!("{url:?}"),
-                    http,
+                    "https:// (transport.tls.ca_file) when control.token_file is sent to a \
+                     non-loopback host, or security.allow_insecure = true",
                 ));
             }
         }

@@ -88,6 +88,16 @@ fleetset_core::counters! {
         tls_reloads,
         /// Changed `/metrics` TLS files that could not be loaded (the previous certificates stay in use).
         tls_reload_failures,
+        /// OpAMP exchanges with the control plane that succeeded (`control.endpoint`).
+        control_reports,
+        /// OpAMP exchanges that failed (connect, TLS, timeout, HTTP status, an answer over `control.max_response_bytes` or not OpAMP, a server error); retried at the next poll.
+        control_errors,
+        /// Remote configurations applied (at a window boundary).
+        remote_configs_applied,
+        /// Remote configurations refused (invalid over the local file, a restart key, failed before): reported FAILED, the running configuration stays.
+        remote_configs_failed,
+        /// Starts on the last known good configuration because the agent stopped uncleanly while a remote configuration was on trial.
+        remote_configs_fallback,
         /// `/metrics` requests refused 401: no `authorization: Bearer` token, or not the one whose digest is `security.metrics_token_sha256`.
         auth_unauthenticated,
     }

@@ -12,6 +12,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod control;
 pub(crate) mod counters;
 pub mod events;
 #[doc(hidden)]

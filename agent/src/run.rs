@@ -9,6 +9,7 @@ use crate::collect::{
     host::HostCollector, synthetic::SyntheticCollector, Collector, ProcessSample,
 };
 use crate::config::{AgentConfig, RunFlags, SourceArg};
+use crate::control::{Control, Event, Prepared};
 use crate::counters::Counters;
 use crate::pipeline::Pipeline;
 use crate::state::{derive_agent_id, StateDir};
@@ -65,9 +66,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<RunRep
 /// under the settings it started with, and in-flight frames and the spool are untouched. An
 /// invalid file keeps the running configuration (counted `config_reload_failures`, shown by
 /// `/healthz?verbose`). Errors: as [`run`], and an invalid configuration at start.
-pub async fn run_reloading(flags: RunFlags, shutdown: CancellationToken) -> Result<RunReport> {
-    let cfg = flags.load()?;
-    run_with(cfg, Some(flags), shutdown).await
+///
+/// With `control.endpoint` set, the remote configuration that should run (see
+/// [`crate::control`]) is layered over the local sources from the start, and offers from the
+/// control plane reload the same way.
+pub async fn run_reloading(mut flags: RunFlags, shutdown: CancellationToken) -> Result<RunReport> {
+    let local = flags.load()?;
+    let (cfg, prepared) = crate::control::prepare(&mut flags, local)?;
+    run_with(cfg, Some((flags, prepared)), shutdown).await
 }
 
 /// A reload that waits for the next window boundary.
@@ -76,6 +82,8 @@ struct PendingReload {
     triggers: tokio::sync::mpsc::Receiver<Trigger>,
     /// A checked configuration to apply when the current window closes.
     next: Option<AgentConfig>,
+    /// The control plane, with `control.endpoint`.
+    control: Option<Control>,
 }
 
 impl PendingReload {
@@ -87,6 +95,15 @@ impl PendingReload {
             Err(_) => Counters::add(&counters.config_reload_failures, 1),
         }
     }
+
+    /// Handles an offer or confirmation of the control plane.
+    fn control(&mut self, event: Event, counters: &Counters) {
+        if let Some(c) = self.control.as_mut() {
+            if let Some(config) = c.handle(event, &mut self.reloader, counters) {
+                self.next = Some(config);
+            }
+        }
+    }
 }
 
 /// `d` in ms, saturating at `i64::MAX` (durations from the configuration; no wrapping cast).
@@ -94,16 +111,33 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-async fn next_trigger(pending: &mut Option<PendingReload>) -> Option<Trigger> {
-    match pending {
-        Some(p) => p.triggers.recv().await,
-        None => std::future::pending().await,
+/// What the reload side of the run loop waits for.
+enum Wake {
+    /// SIGHUP or a changed file (`None`: the triggers stopped).
+    Trigger(Option<Trigger>),
+    /// The control plane.
+    Control(Event),
+}
+
+async fn next_wake(pending: &mut Option<PendingReload>) -> Wake {
+    let Some(p) = pending else {
+        return std::future::pending().await;
+    };
+    let control = async {
+        match p.control.as_mut() {
+            Some(c) => c.next().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        t = p.triggers.recv() => Wake::Trigger(t),
+        e = control => Wake::Control(e),
     }
 }
 
 async fn run_with(
     cfg: AgentConfig,
-    flags: Option<RunFlags>,
+    flags: Option<(RunFlags, Option<Prepared>)>,
     shutdown: CancellationToken,
 ) -> Result<RunReport> {
     let agent_id = resolve_agent_id(&cfg)?;
@@ -121,11 +155,24 @@ async fn run_with(
     counters
         .config_generation
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let mut reload = flags.map(|flags| PendingReload {
-        triggers: reload::triggers(flags.file.clone(), flags.watch, shutdown.clone()),
-        reloader: Reloader::new(flags, cfg.clone(), pipeline.reload.clone()),
-        next: None,
-    });
+    let mut reload = match flags {
+        None => None,
+        Some((flags, prepared)) => Some(PendingReload {
+            triggers: reload::triggers(flags.file.clone(), flags.watch, shutdown.clone()),
+            reloader: Reloader::new(flags, cfg.clone(), pipeline.reload.clone()),
+            next: None,
+            control: match prepared {
+                Some(p) => Some(Control::start(
+                    p,
+                    &cfg,
+                    agent_id.clone(),
+                    counters.clone(),
+                    shutdown.clone(),
+                )?),
+                None => None,
+            },
+        }),
+    };
 
     let window_ms = ms(cfg.window.length);
     let mut interval_ms = ms(cfg.collect.sample_interval);
@@ -147,9 +194,11 @@ async fn run_with(
     let result: Result<()> = loop {
         let closed = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            trigger = next_trigger(&mut reload) => {
-                if let (Some(t), Some(r)) = (trigger, reload.as_mut()) {
-                    r.reload(t, &counters);
+            wake = next_wake(&mut reload) => {
+                match (wake, reload.as_mut()) {
+                    (Wake::Trigger(Some(t)), Some(r)) => r.reload(t, &counters),
+                    (Wake::Control(e), Some(r)) => r.control(e, &counters),
+                    _ => {}
                 }
                 None
             }
@@ -174,7 +223,7 @@ async fn run_with(
             break Err(e);
         }
         // A window boundary: the reloaded configuration applies from the window just started.
-        if let Some(next) = reload.as_mut().and_then(|r| r.next.take()) {
+        if let Some((next, r)) = reload.as_mut().and_then(|r| Some((r.next.take()?, r))) {
             interval_ms = ms(next.collect.sample_interval);
             windows.reshape(
                 (window_ms / interval_ms) as usize,
@@ -192,8 +241,14 @@ async fn run_with(
             counters
                 .config_generation
                 .store(generation, std::sync::atomic::Ordering::Relaxed);
+            if let Some(c) = r.control.as_mut() {
+                c.applied(&next, &counters);
+            }
         }
     };
+    if let (Ok(()), Some(c)) = (&result, reload.as_mut().and_then(|r| r.control.as_mut())) {
+        c.stop();
+    }
     counters
         .samples_overwritten
         .store(windows.overwritten(), std::sync::atomic::Ordering::Relaxed);

@@ -2,11 +2,13 @@
 //! the modules that use them: `[store]` (`store::config`), `[ingest]` with `[ingest.zmq]` and
 //! `[ingest.grpc]` (`ingest::config`), `[live]` with `[live.zmq]` (`live::config`), `[otlp]`
 //! (`ingest::otlp::config`), `[telemetry]` (`fleetset_core::telemetry`) and `[security]` with
-//! `[security.tls]`, `[security.tokens]` and `[security.curve]` (`security::config`). The TOML file
+//! `[security.tls]`, `[security.tokens]` and `[security.curve]` (`security::config`), `[control]`
+//! (`control::config`). The TOML file
 //! (`--config`), the environment (`FLEETSET_<SECTION>_<KEY>`), the common flags and
 //! `--set section.key=value` resolve through them; `fleetset-aggregator print-config` shows
 //! every key with its default, `validate` checks a file.
 
+pub use crate::control::ControlConfig;
 pub use crate::ingest::config::IngestConfig;
 pub use crate::ingest::otlp::config::OtlpConfig;
 pub use crate::live::config::LiveConfig;
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Once listening, write the bound addresses as JSON here (`{"zmq":…, "grpc":…, "zmq_pub":…, "otlp":…, "metrics":…, "pid":…}`; for scripts and tests).
+    /// Once listening, write the bound addresses as JSON here (`{"zmq":…, "grpc":…, "zmq_pub":…, "otlp":…, "metrics":…, "control":…, "pid":…}`; for scripts and tests).
     #[key(flag = "ready-file")]
     pub ready_file: Option<PathBuf>,
     /// The Parquet store.
@@ -42,6 +44,9 @@ pub struct ServerConfig {
     /// Transport security and authentication of every listener.
     #[key(section)]
     pub security: SecurityConfig,
+    /// The fleet control plane (OpAMP, inventory, configuration rollout).
+    #[key(section)]
+    pub control: ControlConfig,
 }
 
 /// The command line of `serve`: `--config`, the common flags and `--set`.
@@ -58,6 +63,7 @@ impl ServerConfig {
         cfg.live.zmq.bind = "tcp://127.0.0.1:0".into();
         cfg.otlp.listen = "127.0.0.1:0".into();
         cfg.telemetry.listen = "127.0.0.1:0".into();
+        cfg.control.listen = "127.0.0.1:0".into();
         cfg
     }
 }
@@ -89,6 +95,7 @@ impl ConfigCommand for ServerConfig {
             &self.ingest.grpc.listen,
         )?;
         addr("otlp.listen", self.otlp.enabled, &self.otlp.listen)?;
+        addr("control.listen", self.control.enabled, &self.control.listen)?;
         if let Some(k) = &self.ingest.hmac_key_hex {
             if !hex::decode(k).is_ok_and(|k| !k.is_empty()) {
                 return Err(ConfigError::invalid(

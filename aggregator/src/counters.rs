@@ -125,6 +125,24 @@ fleetset_core::counters! {
         config_reload_failures,
         /// The configuration generation running now: 1 at start, +1 per applied reload (gauge).
         config_generation,
+        /// OpAMP reports processed (`POST /v1/opamp`).
+        control_reports,
+        /// Control-plane requests refused: not protobuf / JSON, over `control.max_request_bytes`,
+        /// a promoted body over `control.max_config_bytes` or not TOML.
+        control_requests_refused,
+        /// OpAMP reports refused because the caller's identity (mTLS certificate, `agent`
+        /// token) is not the agent id it reports as, or it has none while identities are required.
+        control_identity_refused,
+        /// OpAMP reports and frames of agents not tracked: the inventory held `control.max_agents`.
+        control_agents_untracked,
+        /// Remote configurations sent to agents.
+        control_configs_offered,
+        /// Rollouts stopped by the health gate and rolled back automatically.
+        control_rollbacks_automatic,
+        /// Control-plane connections closed at accept: `control.max_connections` open.
+        control_connections_refused,
+        /// Control-plane connections closed after `control.idle_timeout` without a byte received.
+        control_connections_idle_closed,
     }
 }
 
@@ -158,6 +176,8 @@ pub enum Listener {
     Otlp,
     /// `/metrics` and `/healthz` (`telemetry`).
     Metrics,
+    /// The control plane (`control`).
+    Control,
 }
 
 impl Counters {
@@ -171,6 +191,8 @@ impl Counters {
             (Listener::Otlp, ConnEvent::IdleClosed) => &f.otlp_connections_idle_closed,
             (Listener::Metrics, ConnEvent::Refused) => &f.metrics_connections_refused,
             (Listener::Metrics, ConnEvent::IdleClosed) => &f.metrics_connections_idle_closed,
+            (Listener::Control, ConnEvent::Refused) => &f.control_connections_refused,
+            (Listener::Control, ConnEvent::IdleClosed) => &f.control_connections_idle_closed,
         }
     }
 

@@ -7,11 +7,14 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod counters;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;

@@ -36,6 +36,9 @@ enum Command {
     /// Key material: a CA, server and agent certificates, CURVE keys, the fleet master key and
     /// scoped bearer tokens (`pki init`, `pki issue-agent`, `pki issue-token`).
     Pki(fleetset_aggregator::pki::PkiFlags),
+    /// The fleet control plane: the agents (`fleet agents`) and their configuration
+    /// (`fleet config promote|status|history|rollback`).
+    Fleet(fleetset_aggregator::fleet::FleetFlags),
     /// Print the counters of the aggregator using this data directory (written every 5 s).
     Status {
         /// The aggregator's data directory.
@@ -62,6 +65,7 @@ fn main() -> Result<()> {
         Command::Tail(flags) => block_on(fleetset_aggregator::tail::run(flags)),
         Command::Export(flags) => fleetset_aggregator::export::run(&flags),
         Command::Pki(flags) => fleetset_aggregator::pki::run(&flags),
+        Command::Fleet(flags) => block_on(fleetset_aggregator::fleet::run(flags)),
         Command::Validate(flags) => {
             let summary = flags.validate()?;
             fleetset_aggregator::security::exposure::enforce(&flags.load()?)?;

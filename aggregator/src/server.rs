@@ -65,6 +65,10 @@ pub struct Server {
     pub otlp_addr: Option<SocketAddr>,
     /// The bound Prometheus `/metrics` address, if on.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound control-plane address (OpAMP, fleet admin API), if on.
+    pub control_addr: Option<SocketAddr>,
+    /// The control plane, if on.
+    pub control: Option<Arc<crate::control::ControlPlane>>,
     /// Shared counters.
     pub counters: Arc<Counters>,
     /// Configuration reloads (shown by `/healthz?verbose`).
@@ -123,7 +127,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         counters.clone(),
         store_stop.clone(),
     ));
-    let admission = Admission::new(
+    let mut admission = Admission::new(
         cfg.ingest.verify_options()?,
         cfg.ingest.contract(),
         store_tx.clone(),
@@ -131,8 +135,29 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         counters.clone(),
         cfg.ingest.admission_limits(),
     );
-
     let mut ingest_tasks = Vec::new();
+    let (control, control_addr) = if cfg.control.enabled {
+        let plane = crate::control::ControlPlane::open(
+            &data_dir,
+            &cfg.control,
+            tokens.clone(),
+            counters.clone(),
+            tls.as_ref().is_some_and(|t| t.mtls()),
+        )?;
+        let (addr, task) = crate::control::start(
+            plane.clone(),
+            &cfg.control,
+            tls.clone(),
+            ingest_stop.clone(),
+        )
+        .await?;
+        ingest_tasks.push(task);
+        admission = admission.with_control(plane.clone());
+        (Some(plane), Some(addr))
+    } else {
+        (None, None)
+    };
+
     // One libzmq context for the ROUTER and the PUB, so one ZAP handler serves both.
     let zmq_ctx = ::zmq::Context::new();
     let (curve, zap) = start_curve(cfg, &zmq_ctx, &counters)?;
@@ -206,6 +231,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("gRPC reflection service")?;
+        let fleet = control.clone().map(|plane| {
+            fleetset_proto::pb::fleet_server::FleetServer::new(
+                crate::control::admin::FleetService { plane },
+            )
+        });
         let stop = ingest_stop.clone();
         let (grpc_cfg, grpc_counters) = (cfg.ingest.grpc.connections.clone(), counters.clone());
         let tls = tls.clone();
@@ -219,6 +249,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
                 .server()
                 .add_service(service)
                 .add_service(live)
+                .add_optional_service(fleet)
                 .add_service(health_service)
                 .add_service(reflection);
             if let Err(e) = crate::security::tls::serve(router, listener, tls, stop).await {
@@ -263,7 +294,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         }
     });
 
-    info!(data_dir = %data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, otlp = ?otlp_addr, metrics = ?metrics_addr, "aggregator listening");
+    info!(data_dir = %data_dir.display(), zmq = ?zmq_endpoint, zmq_pub = ?zmq_pub_endpoint, grpc = ?grpc_addr, otlp = ?otlp_addr, metrics = ?metrics_addr, control = ?control_addr, "aggregator listening");
     if let Some(path) = &cfg.ready_file {
         let body = serde_json::json!({
             "zmq": zmq_endpoint,
@@ -271,6 +302,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             "zmq_pub": zmq_pub_endpoint,
             "otlp": otlp_addr.map(|a| a.to_string()),
             "metrics": metrics_addr.map(|a| a.to_string()),
+            "control": control_addr.map(|a| a.to_string()),
             "data_dir": data_dir,
             "pid": std::process::id(),
         });
@@ -284,6 +316,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         zmq_pub_endpoint,
         otlp_addr,
         metrics_addr,
+        control_addr,
+        control,
         counters,
         reload,
         contract,
@@ -459,6 +493,9 @@ impl Server {
     pub fn apply_reload(&self, cfg: &ServerConfig) {
         self.contract.set(cfg.ingest.contract());
         self.subscribers.set(cfg.live.subscriber_settings());
+        if let Some(c) = &self.control {
+            c.config.set(cfg.control.clone());
+        }
         Counters::add(&self.counters.config_reloads, 1);
         let (generation, _, _) = self.reload.counts();
         self.counters

@@ -4,7 +4,8 @@
 //! `--key-file` for mTLS, `--server-name`); a bearer token comes from `--token-file` or
 //! `FLEETSET_TOKEN`, never from a flag value (it would show in `ps`), and is never printed.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::client::ClientFlags;
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use fleetset_core::names::parse_label;
 use fleetset_proto::pb::{self, live_client::LiveClient, subscribe_response::Event};
@@ -16,18 +17,9 @@ pub struct TailFlags {
     /// The aggregator's gRPC endpoint: `http://host:port`, or `https://host:port` for TLS.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
-    /// CA certificates (PEM) the aggregator's certificate must chain to (`https://` only).
-    #[arg(long)]
-    pub ca_file: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for mTLS, with `--key-file`.
-    #[arg(long, requires = "key_file")]
-    pub cert_file: Option<std::path::PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, requires = "cert_file")]
-    pub key_file: Option<std::path::PathBuf>,
-    /// Name the server certificate must carry (and SNI); default: the endpoint's host.
-    #[arg(long)]
-    pub server_name: Option<String>,
+    /// TLS and the token (scope `subscribe`).
+    #[command(flatten)]
+    pub client: ClientFlags,
     /// Only these agents (repeatable).
     #[arg(long = "agent")]
     pub agents: Vec<String>,
@@ -43,10 +35,6 @@ pub struct TailFlags {
     /// Stop after this many windows (default: run until interrupted).
     #[arg(long)]
     pub count: Option<u64>,
-    /// File holding a bearer token with scope `subscribe` (needed when the aggregator has
-    /// `security.tokens.file`); or set FLEETSET_TOKEN.
-    #[arg(long)]
-    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The `authorization` value from `--token-file` or `FLEETSET_TOKEN` (None: neither).
@@ -54,15 +42,10 @@ pub struct TailFlags {
 fn bearer(
     flags: &TailFlags,
 ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
-    let token = match &flags.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading token file {}", path.display()))?,
-        ),
-        None => std::env::var("FLEETSET_TOKEN").ok(),
+    let Some(token) = flags.client.token()? else {
+        return Ok(None);
     };
-    let Some(token) = token else { return Ok(None) };
-    format!("Bearer {}", token.trim())
+    format!("Bearer {token}")
         .parse()
         .map(Some)
         .map_err(|_| anyhow::anyhow!("the bearer token is not printable ASCII"))
@@ -81,27 +64,23 @@ fn endpoint(flags: &TailFlags) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("--endpoint {url:?}"))?
         .connect_timeout(std::time::Duration::from_secs(10));
-    let tls_flags =
-        flags.ca_file.is_some() || flags.cert_file.is_some() || flags.server_name.is_some();
+    flags.client.check_scheme(url)?;
     if !url.starts_with("https://") {
-        if tls_flags {
-            bail!("--ca-file, --cert-file and --server-name need an https:// --endpoint (got {url:?})");
-        }
         return Ok(endpoint);
     }
     let mut tls = ClientTlsConfig::new();
-    if let Some(ca) = &flags.ca_file {
+    if let Some(ca) = &flags.client.ca_file {
         let pem = read(ca, "ca-file")?;
         fleetset_core::tls::pem_certs(&pem, ca).context("--ca-file")?;
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
-    if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file) {
+    if let (Some(cert), Some(key)) = (&flags.client.cert_file, &flags.client.key_file) {
         tls = tls.identity(Identity::from_pem(
             read(cert, "cert-file")?,
             read(key, "key-file")?,
         ));
     }
-    if let Some(name) = &flags.server_name {
+    if let Some(name) = &flags.client.server_name {
         tls = tls.domain_name(name.clone());
     }
     endpoint

@@ -9,7 +9,7 @@
 //! - [`secret`] files (get-or-create, fsynced, mode 0600);
 //! - own telemetry ([`telemetry`]: `/metrics`, `/healthz`, OTLP push), bounded TCP listeners
 //!   ([`net`]: connection limit, idle timeout), TLS on listeners ([`tls`]: certificates
-//!   reloaded from disk) and process plumbing ([`process`]: logging,
+//!   reloaded from disk), an HTTP/1.1 client ([`http`]: OpAMP, `fleet` commands) and process plumbing ([`process`]: logging,
 //!   signals).
 //!
 //! The wire contract (snapshot model, codecs, frames) stays in `fleetset-proto`. This crate links
@@ -24,6 +24,7 @@ pub mod config;
 pub mod counters;
 pub mod doorbell;
 pub mod downsample;
+pub mod http;
 pub mod names;
 pub mod net;
 pub mod process;

@@ -119,6 +119,9 @@ pub struct Aggregator {
     pub grpc: String,
     /// Bound OTLP/gRPC receiver, `http://127.0.0.1:PORT` (empty when turned off).
     pub otlp: String,
+    /// Bound control plane (OpAMP, fleet admin API), `http://127.0.0.1:PORT` (empty when turned
+    /// off; `https://` is the caller's to add with TLS).
+    pub control: String,
     /// The aggregator's process id.
     pub pid: u32,
     /// Bound own-telemetry HTTP address (`/metrics`, `/healthz`), `127.0.0.1:PORT` (empty when
@@ -148,6 +151,7 @@ impl Aggregator {
             ("--grpc-listen", "127.0.0.1:0"),
             ("--zmq-pub", "tcp://127.0.0.1:0"),
             ("--otlp-listen", "127.0.0.1:0"),
+            ("--control-listen", "127.0.0.1:0"),
         ] {
             if !extra.contains(&flag) {
                 args.extend([flag.to_string(), default.to_string()]);
@@ -185,6 +189,10 @@ impl Aggregator {
                 .map(|a| format!("http://{a}"))
                 .unwrap_or_default(),
             metrics: info["metrics"].as_str().unwrap_or_default().to_string(),
+            control: info["control"]
+                .as_str()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
             pid: info["pid"].as_u64().unwrap_or_default() as u32,
         })
     }

@@ -220,6 +220,8 @@ fn secrets_are_never_shown() {
             "tcp://127.0.0.1:0",
             "--otlp-listen",
             "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
         ];
         args.extend(extra);
         let o = run(

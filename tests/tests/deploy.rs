@@ -944,6 +944,8 @@ fn images_build_and_the_image_agent_delivers_to_the_image_aggregator() {
             "127.0.0.1:0",
             "--otlp-listen",
             "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
             "--commit-interval",
             "200ms",
         ],

@@ -467,6 +467,7 @@ fn serve_on_all_interfaces_without_security_settings_refuses_to_start() {
     for named in [
         "ingest.grpc.listen",
         "otlp.listen",
+        "control.listen",
         "ingest.zmq.bind",
         "live.zmq.bind",
         "telemetry.listen",

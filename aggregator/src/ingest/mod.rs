@@ -210,6 +210,8 @@ pub struct Admission {
     hub: Hub,
     counters: Arc<Counters>,
     warned: Arc<Mutex<HashSet<(String, i32)>>>,
+    /// The control plane's inventory, told of every verified and rejected frame.
+    control: Option<Arc<crate::control::ControlPlane>>,
 }
 
 /// Bound on remembered (agent, reason) pairs for warn-once logging (keys are valid agent ids,
@@ -241,7 +243,15 @@ impl Admission {
             hub,
             counters,
             warned: Arc::default(),
+            control: None,
         }
+    }
+
+    /// This admission, telling `control`'s inventory of every frame (last window, frames per
+    /// second, rejects by reason).
+    pub fn with_control(mut self, control: Arc<crate::control::ControlPlane>) -> Admission {
+        self.control = Some(control);
+        self
     }
 
     /// The snapshot limits this admission checks frames against, shared: setting them (a
@@ -299,6 +309,9 @@ impl Admission {
             }
             w.insert((if valid { raw_id } else { "" }.to_string(), reason as i32))
         };
+        if let Some(c) = self.control.as_ref().filter(|_| valid) {
+            c.observe_reject(raw_id, reason);
+        }
         let text = detail(&err.to_string());
         if first {
             warn!(agent_id, seq, reason = reason.as_str_name(), error = %text, "frame rejected (further rejections of this agent for this reason are counted, not logged)");
@@ -333,6 +346,9 @@ impl Admission {
                 let header = frame.header.unwrap_or_default();
                 if header.version < fleetset_proto::FRAME_VERSION {
                     Counters::add(&self.counters.frames_previous_version, 1);
+                }
+                if let Some(c) = &self.control {
+                    c.observe_frame(&snapshot);
                 }
                 // Built before the hand-off (which moves the snapshot), published after it, so a
                 // `since` barrier sent after a subscription starts orders correctly (see live::grpc).

@@ -142,6 +142,7 @@ fn issued_tokens_are_appended_as_digests_keeping_the_file() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         name: "t".into(),
+        agent_id: None,
     };
     let a = token::add(&flags(Scope::Subscribe, &[("site", "eu-1")])).unwrap();
     let b = token::add(&flags(Scope::Otlp, &[])).unwrap();

@@ -13,7 +13,7 @@ pub struct TokenFlags {
     /// The key directory (its `tokens.toml` gets the new token's digest).
     #[arg(long)]
     pub dir: PathBuf,
-    /// What the token may do (repeatable): subscribe, otlp, metrics, admin.
+    /// What the token may do (repeatable): subscribe, otlp, metrics, agent, admin.
     #[arg(long = "scope", value_enum, required = true)]
     pub scopes: Vec<Scope>,
     /// A label the token's subscriptions are restricted to, `key=value` (repeatable).
@@ -22,6 +22,10 @@ pub struct TokenFlags {
     /// Who the token is for (shown in logs; not a secret).
     #[arg(long, default_value = "")]
     pub name: String,
+    /// The agent a token with scope `agent` speaks for (its OpAMP reports as another id are
+    /// refused); required with `--scope agent`.
+    #[arg(long)]
+    pub agent_id: Option<String>,
 }
 
 /// Issues the token (see module docs).
@@ -39,6 +43,17 @@ pub fn issue(f: &TokenFlags) -> Result<()> {
 
 /// Appends a new token's entry to `DIR/tokens.toml`; returns the token.
 pub(super) fn add(f: &TokenFlags) -> Result<String> {
+    if f.scopes.contains(&Scope::Agent) != f.agent_id.is_some() {
+        anyhow::bail!("--agent-id goes with --scope agent, and --scope agent needs --agent-id");
+    }
+    if let Some(id) = f.agent_id.as_deref() {
+        if !fleetset_proto::contract::is_valid_agent_id(id) {
+            anyhow::bail!(
+                "--agent-id {}: not a valid agent id",
+                fleetset_proto::contract::shown(id)
+            );
+        }
+    }
     let path = f.dir.join("tokens.toml");
     let old = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -58,6 +73,7 @@ pub(super) fn add(f: &TokenFlags) -> Result<String> {
             sha256: digest_hex(&token),
             scopes: f.scopes.clone(),
             selector: f.selector.iter().cloned().collect(),
+            agent_id: f.agent_id.clone(),
         }],
     };
     let mut text = old;

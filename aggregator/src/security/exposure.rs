@@ -5,7 +5,7 @@
 //!
 //! What each listener needs off loopback:
 //! - gRPC (`ingest.grpc.listen`: Ingest, Live, health, reflection), OTLP (`otlp.listen`) and
-//!   `/metrics` `/healthz` (`telemetry.listen`): `security.tls.cert_file`, `key_file` and
+//!   `/metrics` `/healthz` (`telemetry.listen`) and the control plane (`control.listen`): `security.tls.cert_file`, `key_file` and
 //!   `client_ca_file` (TLS with client certificates).
 //! - ZeroMQ ROUTER (`ingest.zmq.bind`) and PUB (`live.zmq.bind`): CURVE
 //!   (`security.curve.secret_file` and `allow_file`: encryption, and only listed client keys).
@@ -51,6 +51,7 @@ pub fn insecure_listeners(cfg: &ServerConfig) -> Vec<String> {
         &cfg.ingest.grpc.listen,
     );
     grpc("otlp.listen", cfg.otlp.enabled, &cfg.otlp.listen);
+    grpc("control.listen", cfg.control.enabled, &cfg.control.listen);
     grpc(
         "telemetry.listen",
         cfg.telemetry.enabled,

@@ -61,6 +61,8 @@ pub enum Scope {
     Otlp,
     /// `GET /metrics`.
     Metrics,
+    /// OpAMP reports (`POST /v1/opamp`) of the one agent named by the token's `agent_id`.
+    Agent,
     /// Everything.
     Admin,
 }
@@ -79,6 +81,10 @@ pub struct TokenEntry {
     /// Labels every window sent to this token's subscriptions must carry.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// The agent a token with scope `agent` speaks for (OpAMP reports as any other agent id
+    /// are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
 
 /// The token file's shape.
@@ -97,6 +103,8 @@ pub struct Grant {
     pub name: String,
     /// Labels every window sent under this grant must carry (empty: all).
     pub selector: Vec<(String, String)>,
+    /// The agent the token speaks for (scope `agent`).
+    pub agent_id: Option<String>,
 }
 
 /// Why a request was refused.
@@ -198,6 +206,11 @@ impl Tokens {
         *w = Some(Arc::new(set));
     }
 
+    /// True when a token file is configured (requests need tokens).
+    pub fn enabled(&self) -> bool {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Checks an `authorization` header value for `scope`; counts refusals.
     pub fn check(&self, authorization: Option<&[u8]>, scope: Scope) -> Result<Grant, AuthError> {
         let set = self.set.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -277,6 +290,7 @@ fn authorize(
             true => Vec::new(),
             false => entry.selector.clone().into_iter().collect(),
         },
+        agent_id: entry.agent_id.clone(),
     })
 }
 
@@ -356,6 +370,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            agent_id: None,
         }
     }
 

@@ -278,6 +278,8 @@ pub enum Trigger {
     Signal,
     /// `--watch-config` saw the file's content change.
     FileChanged,
+    /// The control plane offered a new remote configuration (OpAMP).
+    Remote,
 }
 
 /// Starts the reload triggers (from inside a tokio runtime): SIGHUP always (on Unix), and with

@@ -1,0 +1,549 @@
+//! The promotion registry (seed 003's model, for agent configuration): every promotion is a
+//! generation — body, hash, selector, rollout policy, who promoted it, note, time, outcome —
+//! kept in an append-only history, with each agent's assigned generation. Persisted atomically
+//! (`DATA_DIR/control/registry.json`: temporary file, fsync, rename, directory fsync; mode 0600) after every change, so a restart keeps the history, the
+//! current generation and every rollout's progress.
+//!
+//! Generation 0 is "no remote configuration": the agent's local file alone.
+
+use super::inventory::AgentRecord;
+use anyhow::{anyhow, bail, Context, Result};
+use fleetset_core::secret::replace_private;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How a promotion was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `fleet config promote`.
+    Promote,
+    /// `fleet config rollback`: an earlier generation's body, to every matching agent at once.
+    Rollback,
+}
+
+/// Where a generation's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Canaries have it; the health gate is being watched.
+    Canary,
+    /// The gate passed; the rest of the selector gets it in batches.
+    RollingOut,
+    /// Every matching agent has it.
+    Complete,
+    /// The gate failed: every agent that got it went back to its previous generation.
+    RolledBack,
+    /// A later promotion or rollback replaced it before it completed.
+    Superseded,
+}
+
+/// The rollout policy of a promotion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Canaries: `N%` of the matching agents (at least one) or a count `N`.
+    pub canary: String,
+    /// How long every canary must stay healthy after applying it, ms.
+    pub bake_ms: i64,
+    /// Agents per batch after the gate: `N%` of the matching agents (at least one) or `N`.
+    pub batch: String,
+    /// A canary whose newest window is older than this is stalled (the gate fails), ms.
+    pub stall_ms: i64,
+}
+
+/// One generation of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// 1, 2, …
+    pub generation: u64,
+    /// The configuration body (TOML; only keys that reload live).
+    pub body: String,
+    /// SHA-256 of `body`, hex (OpAMP `config_hash`).
+    pub hash: String,
+    /// Labels an agent must carry to get it (empty: every agent).
+    pub selector: BTreeMap<String, String>,
+    /// How it is rolled out.
+    pub policy: Policy,
+    /// Name of the token that promoted it (empty with tokens off).
+    pub promoted_by: String,
+    /// Why.
+    pub note: String,
+    /// When, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// Promote or rollback.
+    pub kind: Kind,
+    /// For a rollback: the generation whose body it restores.
+    pub restores: Option<u64>,
+    /// Where its rollout stands.
+    pub outcome: Outcome,
+    /// Why it was rolled back (or what superseded it).
+    pub reason: String,
+    /// When the outcome last changed, ms.
+    pub outcome_ms: i64,
+    /// Agents chosen as canaries.
+    pub canaries: Vec<String>,
+    /// Agents given it, with the generation each had before (for an automatic rollback).
+    pub previous: BTreeMap<String, u64>,
+    /// When every canary had applied it (the bake started), ms (0: not yet).
+    pub baking_since_ms: i64,
+    /// Rejected frames of each canary when it got the generation ("rejects not rising").
+    pub rejects_at_start: BTreeMap<String, u64>,
+}
+
+/// The registry file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RegistryFile {
+    generations: Vec<Generation>,
+    /// The generation each agent must run (absent: 0).
+    assigned: BTreeMap<String, u64>,
+}
+
+/// The promotion registry.
+pub struct Registry {
+    file: RegistryFile,
+    path: PathBuf,
+    max_history: usize,
+}
+
+/// SHA-256 of a configuration body, hex.
+pub fn body_hash(body: &str) -> String {
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
+/// `N%` of `of` (at least 1) or the count `N`, at most `of`. Errors: neither form.
+pub fn parse_share(spec: &str, of: usize) -> Result<usize> {
+    let n = match spec.trim().strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{spec:?}: expected N% or N"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                bail!("{spec:?}: a percentage in (0, 100]");
+            }
+            ((of as f64) * p / 100.0).ceil() as usize
+        }
+        None => spec
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{spec:?}: expected N% or N"))?,
+    };
+    Ok(n.max(1).min(of))
+}
+
+/// The canary order: agents sorted by SHA-256 of their id (deterministic, spread across sites).
+fn by_hash(ids: &mut [String]) {
+    ids.sort_by_cached_key(|id| Sha256::digest(id.as_bytes()));
+}
+
+impl Registry {
+    /// The registry persisted under `dir`. Errors: the file exists and cannot be read or parsed.
+    pub fn open(dir: &Path, max_history: usize) -> Result<Registry> {
+        let path = dir.join("registry.json");
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a promotion registry", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Registry {
+            file,
+            path,
+            max_history,
+        })
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let active = |g: &Generation| matches!(g.outcome, Outcome::Canary | Outcome::RollingOut);
+        let assigned: std::collections::BTreeSet<u64> =
+            self.file.assigned.values().copied().collect();
+        while self.file.generations.len() > self.max_history {
+            // Drop the oldest generation no agent runs and no rollout uses.
+            let Some(i) = self
+                .file
+                .generations
+                .iter()
+                .position(|g| !active(g) && !assigned.contains(&g.generation))
+            else {
+                break;
+            };
+            self.file.generations.remove(i);
+        }
+        replace_private(&self.path, &serde_json::to_string_pretty(&self.file)?)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// The history, oldest first.
+    pub fn history(&self) -> &[Generation] {
+        &self.file.generations
+    }
+
+    /// Generation `n`.
+    pub fn generation(&self, n: u64) -> Option<&Generation> {
+        self.file.generations.iter().find(|g| g.generation == n)
+    }
+
+    /// The generation `agent_id` must run (0: none) and its body and hash.
+    pub fn target(&self, agent_id: &str) -> (u64, String, String) {
+        let n = self.file.assigned.get(agent_id).copied().unwrap_or(0);
+        match self.generation(n) {
+            Some(g) => (n, g.body.clone(), g.hash.clone()),
+            None => (0, String::new(), body_hash("")),
+        }
+    }
+
+    /// The generation whose body hashes to `hash` that `agent_id` was given, if any (the
+    /// newest), else the newest with that hash.
+    pub fn generation_of_hash(&self, agent_id: &str, hash: &str) -> u64 {
+        let mut with_hash = self
+            .file
+            .generations
+            .iter()
+            .rev()
+            .filter(|g| g.hash == hash);
+        let all: Vec<&Generation> = with_hash.by_ref().collect();
+        all.iter()
+            .find(|g| g.previous.contains_key(agent_id))
+            .or(all.first())
+            .map_or(0, |g| g.generation)
+    }
+
+    fn next_number(&self) -> u64 {
+        self.file
+            .generations
+            .iter()
+            .map(|g| g.generation)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
+    }
+
+    /// Supersedes every rollout in progress (at `now_ms`, naming `by`).
+    fn supersede_active(&mut self, by: u64, now_ms: i64) {
+        for g in &mut self.file.generations {
+            if matches!(g.outcome, Outcome::Canary | Outcome::RollingOut) {
+                g.outcome = Outcome::Superseded;
+                g.reason = format!("superseded by generation {by}");
+                g.outcome_ms = now_ms;
+            }
+        }
+    }
+
+    /// Records a promotion of `body` to the agents matching `selector` (among `agents`) and
+    /// assigns it to its canaries. Returns the generation. Errors: no agent matches, a bad
+    /// share, or the registry cannot be written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn promote(
+        &mut self,
+        body: String,
+        selector: BTreeMap<String, String>,
+        policy: Policy,
+        promoted_by: String,
+        note: String,
+        agents: &[AgentRecord],
+        now_ms: i64,
+    ) -> Result<Generation> {
+        let mut ids: Vec<String> = agents
+            .iter()
+            .filter(|a| a.matches(&selector))
+            .map(|a| a.agent_id.clone())
+            .collect();
+        if ids.is_empty() {
+            bail!("no agent in the inventory matches the selector {selector:?}");
+        }
+        let canaries = parse_share(&policy.canary, ids.len()).context("--canary")?;
+        parse_share(&policy.batch, ids.len()).context("--batch")?;
+        by_hash(&mut ids);
+        ids.truncate(canaries);
+        let n = self.next_number();
+        self.supersede_active(n, now_ms);
+        let mut g = Generation {
+            generation: n,
+            hash: body_hash(&body),
+            body,
+            selector,
+            policy,
+            promoted_by,
+            note,
+            time_ms: now_ms,
+            kind: Kind::Promote,
+            restores: None,
+            outcome: Outcome::Canary,
+            reason: String::new(),
+            outcome_ms: now_ms,
+            canaries: ids.clone(),
+            previous: BTreeMap::new(),
+            baking_since_ms: 0,
+            rejects_at_start: BTreeMap::new(),
+        };
+        for id in &ids {
+            self.give(&mut g, id, agents);
+        }
+        self.file.generations.push(g.clone());
+        self.save()?;
+        Ok(g)
+    }
+
+    /// Assigns `g` to `agent_id`, remembering what it had.
+    fn give(&mut self, g: &mut Generation, agent_id: &str, agents: &[AgentRecord]) {
+        let had = self
+            .file
+            .assigned
+            .insert(agent_id.to_string(), g.generation)
+            .unwrap_or(0);
+        g.previous.entry(agent_id.to_string()).or_insert(had);
+        let rejects = agents
+            .iter()
+            .find(|a| a.agent_id == agent_id)
+            .map_or(0, |a| a.rejects.values().sum());
+        g.rejects_at_start.insert(agent_id.to_string(), rejects);
+    }
+
+    /// `fleet config rollback`: a new generation restoring generation `to` (default: the one
+    /// before the newest promotion; 0: no remote configuration) to every agent matching its
+    /// selector at once. Errors: no such generation, or the registry cannot be written.
+    pub fn rollback(
+        &mut self,
+        to: Option<u64>,
+        promoted_by: String,
+        note: String,
+        agents: &[AgentRecord],
+        now_ms: i64,
+    ) -> Result<Generation> {
+        let to = match to {
+            Some(n) => n,
+            None => {
+                let latest = self
+                    .file
+                    .generations
+                    .iter()
+                    .rev()
+                    .find(|g| g.outcome != Outcome::RolledBack)
+                    .ok_or_else(|| anyhow!("nothing to roll back: the history is empty"))?;
+                self.file
+                    .generations
+                    .iter()
+                    .rev()
+                    .find(|g| {
+                        g.generation < latest.generation
+                            && g.hash != latest.hash
+                            && g.outcome == Outcome::Complete
+                    })
+                    .map_or(0, |g| g.generation)
+            }
+        };
+        let (body, selector) = match to {
+            0 => (String::new(), BTreeMap::new()),
+            n => {
+                let g = self
+                    .generation(n)
+                    .ok_or_else(|| anyhow!("no generation {n} in the history"))?;
+                (g.body.clone(), g.selector.clone())
+            }
+        };
+        let n = self.next_number();
+        self.supersede_active(n, now_ms);
+        let mut g = Generation {
+            generation: n,
+            hash: body_hash(&body),
+            body,
+            selector: selector.clone(),
+            policy: Policy {
+                canary: "100%".into(),
+                bake_ms: 0,
+                batch: "100%".into(),
+                stall_ms: i64::MAX,
+            },
+            promoted_by,
+            note,
+            time_ms: now_ms,
+            kind: Kind::Rollback,
+            restores: Some(to),
+            outcome: Outcome::Complete,
+            reason: String::new(),
+            outcome_ms: now_ms,
+            canaries: Vec::new(),
+            previous: BTreeMap::new(),
+            baking_since_ms: 0,
+            rejects_at_start: BTreeMap::new(),
+        };
+        // Every agent that runs a remote generation and matches: fleet-wide for `to`'s selector.
+        let ids: Vec<String> = agents
+            .iter()
+            .filter(|a| a.matches(&selector) || self.file.assigned.contains_key(&a.agent_id))
+            .map(|a| a.agent_id.clone())
+            .collect();
+        for id in &ids {
+            self.give(&mut g, id, agents);
+        }
+        self.file.generations.push(g.clone());
+        self.save()?;
+        Ok(g)
+    }
+
+    /// Advances every rollout in progress and gives completed generations to matching agents
+    /// that have none yet (new or returning agents catch up); persists if anything changed.
+    /// Returns the generations whose outcome changed.
+    pub fn tick(&mut self, agents: &[AgentRecord], now_ms: i64) -> Result<Vec<Generation>> {
+        let mut changed = Vec::new();
+        let mut gens = std::mem::take(&mut self.file.generations);
+        for g in gens
+            .iter_mut()
+            .filter(|g| matches!(g.outcome, Outcome::Canary | Outcome::RollingOut))
+        {
+            let before = g.outcome;
+            let given = g.previous.len();
+            self.advance(g, agents, now_ms);
+            if g.outcome != before || g.previous.len() != given {
+                changed.push(g.clone());
+            }
+        }
+        // Catch-up: an agent matching a completed generation's selector, never given one.
+        for a in agents {
+            if self.file.assigned.contains_key(&a.agent_id) {
+                continue;
+            }
+            if let Some(g) = gens
+                .iter_mut()
+                .rev()
+                .find(|g| g.outcome == Outcome::Complete && a.matches(&g.selector))
+            {
+                self.give(g, &a.agent_id, agents);
+                changed.push(g.clone());
+            }
+        }
+        self.file.generations = gens;
+        if !changed.is_empty() {
+            self.save()?;
+        }
+        Ok(changed)
+    }
+
+    /// One step of `g`'s rollout: fail it (rolling every agent that got it back), start or
+    /// finish the bake, or give the next batch.
+    fn advance(&mut self, g: &mut Generation, agents: &[AgentRecord], now_ms: i64) {
+        let record = |id: &str| agents.iter().find(|a| a.agent_id == id);
+        let given: Vec<String> = g.previous.keys().cloned().collect();
+        let watched: &[String] = match g.outcome {
+            Outcome::Canary => &g.canaries,
+            _ => &given,
+        };
+        let mut all_applied = true;
+        for id in watched {
+            let Some(a) = record(id) else {
+                all_applied = false;
+                continue;
+            };
+            if let Some(why) = gate_failure(g, a, now_ms) {
+                self.roll_back(g, format!("agent {id}: {why}"), now_ms);
+                return;
+            }
+            all_applied &= a.config_hash == g.hash
+                && a.remote_config_status == "APPLIED"
+                && a.healthy != Some(false);
+        }
+        if !all_applied {
+            return;
+        }
+        if g.outcome == Outcome::Canary {
+            if g.baking_since_ms == 0 {
+                g.baking_since_ms = now_ms;
+            }
+            if now_ms.saturating_sub(g.baking_since_ms) < g.policy.bake_ms {
+                return;
+            }
+            g.outcome = Outcome::RollingOut;
+            g.outcome_ms = now_ms;
+        }
+        let mut rest: Vec<String> = agents
+            .iter()
+            .filter(|a| a.matches(&g.selector) && !g.previous.contains_key(&a.agent_id))
+            .map(|a| a.agent_id.clone())
+            .collect();
+        if rest.is_empty() {
+            g.outcome = Outcome::Complete;
+            g.outcome_ms = now_ms;
+            return;
+        }
+        let total = agents.iter().filter(|a| a.matches(&g.selector)).count();
+        let batch = parse_share(&g.policy.batch, total).unwrap_or(1);
+        by_hash(&mut rest);
+        for id in rest.into_iter().take(batch) {
+            self.give(g, &id, agents);
+        }
+    }
+
+    /// Every agent that got `g` goes back to the generation it had before.
+    fn roll_back(&mut self, g: &mut Generation, reason: String, now_ms: i64) {
+        for (id, had) in &g.previous {
+            match had {
+                0 => self.file.assigned.remove(id),
+                n => self.file.assigned.insert(id.clone(), *n),
+            };
+        }
+        g.outcome = Outcome::RolledBack;
+        g.reason = format!("automatic rollback: {reason}");
+        g.outcome_ms = now_ms;
+    }
+
+    /// Per-agent status counts of generation `n`: (given, applying, applied, failed, healthy).
+    pub fn status_counts(&self, n: u64, agents: &[AgentRecord]) -> BTreeMap<&'static str, usize> {
+        let mut c: BTreeMap<&'static str, usize> =
+            ["assigned", "pending", "applied", "failed", "healthy"]
+                .into_iter()
+                .map(|k| (k, 0))
+                .collect();
+        let Some(g) = self.generation(n) else {
+            return c;
+        };
+        for a in agents
+            .iter()
+            .filter(|a| self.file.assigned.get(&a.agent_id) == Some(&n))
+        {
+            *c.entry("assigned").or_default() += 1;
+            let has = a.config_hash == g.hash;
+            let key = match (has, a.remote_config_status.as_str()) {
+                (true, "APPLIED") => "applied",
+                (true, "FAILED") => "failed",
+                _ => "pending",
+            };
+            *c.entry(key).or_default() += 1;
+            if has && a.remote_config_status == "APPLIED" && a.healthy == Some(true) {
+                *c.entry("healthy").or_default() += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Why `a` fails `g`'s health gate, if it does: it reported FAILED for this configuration,
+/// went stale, stopped delivering windows, or its rejects rose since it got the generation.
+fn gate_failure(g: &Generation, a: &AgentRecord, now_ms: i64) -> Option<String> {
+    if a.config_hash == g.hash && a.remote_config_status == "FAILED" {
+        return Some(format!("reported FAILED: {}", a.remote_config_error));
+    }
+    if a.state == "stale" {
+        return Some("went stale (no report or frame)".into());
+    }
+    let since = g.previous.contains_key(&a.agent_id);
+    if since
+        && a.config_hash == g.hash
+        && a.last_window_start_ms > 0
+        && now_ms.saturating_sub(a.last_frame_ms) > g.policy.stall_ms
+    {
+        return Some(format!(
+            "no window for {} ms",
+            now_ms.saturating_sub(a.last_frame_ms)
+        ));
+    }
+    let start = g.rejects_at_start.get(&a.agent_id).copied().unwrap_or(0);
+    let now: u64 = a.rejects.values().sum();
+    (now > start).then(|| {
+        format!(
+            "{} frames rejected since it got the generation",
+            now - start
+        )
+    })
+}
