@@ -142,6 +142,8 @@ fn a_canary_goes_first_a_refused_generation_rolls_back_and_history_survives_a_re
         zmq_bind.as_str(),
         "--control-listen",
         control_listen.as_str(),
+        "--set",
+        "control.stale_after=5s",
     ];
     let mut agg = Aggregator::start(dir.path(), &listen).unwrap();
     let url = agg.control.clone();
@@ -333,12 +335,100 @@ fn a_canary_goes_first_a_refused_generation_rolls_back_and_history_survives_a_re
         },
     )
     .unwrap();
+    let status = fleet_json(&url, &["config", "status", "3"]);
+    assert_eq!(
+        status["counts"]["assigned"], 20,
+        "the current generation survives the restart: {status}"
+    );
+
+    // An agent offline during a promotion is left out, and catches up when it returns.
+    let offline = ids[4].clone();
+    procs[4].stop(Duration::from_secs(30)).unwrap();
+    wait_for(
+        "the stopped agent turns stale",
+        Duration::from_secs(30),
+        || (agent_record(&url, &offline)?["state"] == "stale").then_some(()),
+    )
+    .unwrap();
+    let body4 = "[window.lttb]\nthreshold = 10\n";
+    let g4 = promote(
+        &url,
+        dir.path(),
+        body4,
+        &[
+            "--selector",
+            "site=a",
+            "--canary",
+            "1",
+            "--bake",
+            "1s",
+            "--batch",
+            "100%",
+        ],
+    );
+    assert_ne!(g4["canaries"][0], offline.as_str());
+    let hash4 = sha256_hex(body4);
+    let online: Vec<String> = site_a
+        .iter()
+        .filter(|id| **id != offline)
+        .cloned()
+        .collect();
+    wait_for(
+        "generation 4 complete on the online agents",
+        Duration::from_secs(60),
+        || {
+            (generation(&url, 4)["outcome"] == "complete" && all_applied(&url, &online, &hash4))
+                .then_some(())
+        },
+    )
+    .unwrap();
+    procs[4] = control_agent(dir.path(), &offline, "a", &agg, &[]);
+    wait_for(
+        "the returning agent catches up",
+        Duration::from_secs(30),
+        || all_applied(&url, std::slice::from_ref(&offline), &hash4).then_some(()),
+    )
+    .unwrap();
+
+    // rollback --to 1 restores generation 1's body on its selector, at once.
+    let (ok, out, err) = fleet(
+        &url,
+        &[
+            "config",
+            "rollback",
+            "--to",
+            "1",
+            "--note",
+            "8 points again",
+        ],
+    );
+    assert!(ok && out.contains("generation 5"), "{out} {err}");
+    wait_for(
+        "site a back on generation 1's body",
+        Duration::from_secs(30),
+        || all_applied(&url, &site_a, &hash1).then_some(()),
+    )
+    .unwrap();
+
     // Stop them all at once while the aggregator still acks (each drains its last windows).
     for p in &procs {
         p.signal("TERM").unwrap();
     }
     for p in &mut procs {
         assert!(p.wait(Duration::from_secs(30)).unwrap(), "{}", p.log_text());
+    }
+    // Through promotions, refusals, rollbacks and the restart: no window lost or duplicated.
+    let stored = reader::windows(&agg.data_dir, &Query::default()).unwrap();
+    for id in &ids {
+        let mut seqs: Vec<u64> = stored
+            .iter()
+            .filter(|w| w.snapshot.agent_id == *id)
+            .map(|w| w.snapshot.seq)
+            .collect();
+        seqs.sort_unstable();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert!(seqs.len() > 10, "{id}: {seqs:?}");
+        assert_eq!(seqs, expected, "{id}: windows lost or duplicated");
     }
     drop(agg);
 }

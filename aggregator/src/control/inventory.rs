@@ -70,6 +70,11 @@ impl AgentRecord {
     pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
         selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
+
+    /// Not heard from for `control.stale_after` (as of the listing that computed `state`).
+    pub fn is_stale(&self) -> bool {
+        self.state == "stale"
+    }
 }
 
 /// What is persisted of an agent.

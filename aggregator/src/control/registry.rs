@@ -247,11 +247,11 @@ impl Registry {
     ) -> Result<Generation> {
         let mut ids: Vec<String> = agents
             .iter()
-            .filter(|a| a.matches(&selector))
+            .filter(|a| a.matches(&selector) && !a.is_stale())
             .map(|a| a.agent_id.clone())
             .collect();
         if ids.is_empty() {
-            bail!("no agent in the inventory matches the selector {selector:?}");
+            bail!("no agent that is not stale matches the selector {selector:?}");
         }
         let canaries = parse_share(&policy.canary, ids.len()).context("--canary")?;
         parse_share(&policy.batch, ids.len()).context("--batch")?;
@@ -384,7 +384,8 @@ impl Registry {
     }
 
     /// Advances every rollout in progress and gives completed generations to matching agents
-    /// that have none yet (new or returning agents catch up); persists if anything changed.
+    /// that are not stale and have an older one (new or returning agents catch up); persists if
+    /// anything changed.
     /// Returns the generations whose outcome changed.
     pub fn tick(&mut self, agents: &[AgentRecord], now_ms: i64) -> Result<Vec<Generation>> {
         let mut changed = Vec::new();
@@ -400,16 +401,20 @@ impl Registry {
                 changed.push(g.clone());
             }
         }
-        // Catch-up: an agent matching a completed generation's selector, never given one.
-        for a in agents {
-            if self.file.assigned.contains_key(&a.agent_id) {
+        // Catch-up: an agent that is back (or new) and matches a completed generation newer
+        // than the one it has, unless a rollout in progress has it.
+        for a in agents.iter().filter(|a| !a.is_stale()) {
+            let current = self.file.assigned.get(&a.agent_id).copied().unwrap_or(0);
+            let busy = gens.iter().any(|g| {
+                g.generation == current
+                    && matches!(g.outcome, Outcome::Canary | Outcome::RollingOut)
+            });
+            if busy {
                 continue;
             }
-            if let Some(g) = gens
-                .iter_mut()
-                .rev()
-                .find(|g| g.outcome == Outcome::Complete && a.matches(&g.selector))
-            {
+            if let Some(g) = gens.iter_mut().rev().find(|g| {
+                g.outcome == Outcome::Complete && g.generation > current && a.matches(&g.selector)
+            }) {
                 self.give(g, &a.agent_id, agents);
                 changed.push(g.clone());
             }
@@ -457,9 +462,12 @@ impl Registry {
             g.outcome = Outcome::RollingOut;
             g.outcome_ms = now_ms;
         }
+        // Agents that are stale now catch up when they return (see `tick`).
+        let live = |a: &&AgentRecord| a.matches(&g.selector) && !a.is_stale();
         let mut rest: Vec<String> = agents
             .iter()
-            .filter(|a| a.matches(&g.selector) && !g.previous.contains_key(&a.agent_id))
+            .filter(live)
+            .filter(|a| !g.previous.contains_key(&a.agent_id))
             .map(|a| a.agent_id.clone())
             .collect();
         if rest.is_empty() {
@@ -467,7 +475,7 @@ impl Registry {
             g.outcome_ms = now_ms;
             return;
         }
-        let total = agents.iter().filter(|a| a.matches(&g.selector)).count();
+        let total = agents.iter().filter(live).count();
         let batch = parse_share(&g.policy.batch, total).unwrap_or(1);
         by_hash(&mut rest);
         for id in rest.into_iter().take(batch) {
@@ -524,7 +532,7 @@ fn gate_failure(g: &Generation, a: &AgentRecord, now_ms: i64) -> Option<String> 
     if a.config_hash == g.hash && a.remote_config_status == "FAILED" {
         return Some(format!("reported FAILED: {}", a.remote_config_error));
     }
-    if a.state == "stale" {
+    if a.is_stale() {
         return Some("went stale (no report or frame)".into());
     }
     let since = g.previous.contains_key(&a.agent_id);
@@ -546,4 +554,226 @@ fn gate_failure(g: &Generation, a: &AgentRecord, now_ms: i64) -> Option<String> 
             now - start
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, site: &str) -> AgentRecord {
+        let mut a = AgentRecord::default();
+        a.agent_id = id.into();
+        a.labels = BTreeMap::from([("site".to_string(), site.to_string())]);
+        a.state = "healthy".into();
+        a.healthy = Some(true);
+        a
+    }
+
+    fn policy(canary: &str, bake_ms: i64) -> Policy {
+        Policy {
+            canary: canary.into(),
+            bake_ms,
+            batch: "50%".into(),
+            stall_ms: 10_000,
+        }
+    }
+
+    fn site(s: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("site".to_string(), s.to_string())])
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("fleetset-registry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Every agent given generation `g` reports it applied (and delivers a window at `now`).
+    fn apply(reg: &Registry, agents: &mut [AgentRecord], now: i64) {
+        for a in agents.iter_mut() {
+            let (_, _, hash) = reg.target(&a.agent_id);
+            a.config_hash = hash;
+            a.remote_config_status = "APPLIED".into();
+            a.last_frame_ms = now;
+            a.last_window_start_ms = now;
+        }
+    }
+
+    #[test]
+    fn canaries_first_then_batches_after_the_bake_and_a_restart_keeps_it_all() {
+        let d = dir("rollout");
+        let mut reg = Registry::open(&d, 100).unwrap();
+        let mut agents: Vec<AgentRecord> = (0..10)
+            .map(|i| agent(&format!("a{i}"), "a"))
+            .chain((0..5).map(|i| agent(&format!("b{i}"), "b")))
+            .collect();
+        let g = reg
+            .promote(
+                "x = 1\n".into(),
+                site("a"),
+                policy("20%", 1_000),
+                "ops".into(),
+                "n".into(),
+                &agents,
+                0,
+            )
+            .unwrap();
+        assert_eq!(g.canaries.len(), 2);
+        assert!(g.canaries.iter().all(|c| c.starts_with('a')));
+        // Deterministic: the same agents would be chosen again.
+        let mut ids: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+        by_hash(&mut ids);
+        assert_eq!(g.canaries, ids[..2]);
+        // Not applied yet: nothing moves.
+        reg.tick(&agents, 100).unwrap();
+        assert_eq!(reg.status_counts(1, &agents)["assigned"], 2);
+        apply(&reg, &mut agents, 200);
+        reg.tick(&agents, 200).unwrap(); // the bake starts
+        reg.tick(&agents, 900).unwrap();
+        assert_eq!(reg.status_counts(1, &agents)["assigned"], 2, "still baking");
+        reg.tick(&agents, 1_300).unwrap(); // gate passed: first batch (50 % of 10)
+        assert_eq!(reg.generation(1).unwrap().outcome, Outcome::RollingOut);
+        assert_eq!(reg.status_counts(1, &agents)["assigned"], 7);
+        apply(&reg, &mut agents, 1_400);
+        reg.tick(&agents, 1_400).unwrap();
+        assert_eq!(reg.status_counts(1, &agents)["assigned"], 10);
+        apply(&reg, &mut agents, 1_500);
+        reg.tick(&agents, 1_500).unwrap();
+        assert_eq!(reg.generation(1).unwrap().outcome, Outcome::Complete);
+        assert_eq!(reg.status_counts(1, &agents)["applied"], 10);
+        assert_eq!(reg.target("b0").0, 0, "outside the selector");
+
+        let reg = Registry::open(&d, 100).unwrap();
+        assert_eq!(reg.history().len(), 1);
+        assert_eq!(reg.history()[0].promoted_by, "ops");
+        assert_eq!(reg.target("a3").0, 1);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_gate_rolls_back_on_failed_stale_stalled_or_rising_rejects() {
+        type Break = fn(&mut AgentRecord);
+        let cases: [(&str, Break); 4] = [
+            ("reported FAILED", |a| {
+                a.remote_config_status = "FAILED".into()
+            }),
+            ("went stale", |a| a.state = "stale".into()),
+            ("no window for", |a| a.last_frame_ms = 0),
+            ("frames rejected", |a| {
+                a.rejects.insert("BAD_CHECKSUM".into(), 3);
+            }),
+        ];
+        for (why, breaks) in cases {
+            let d = dir("gate");
+            let mut reg = Registry::open(&d, 100).unwrap();
+            let mut agents: Vec<AgentRecord> =
+                (0..4).map(|i| agent(&format!("a{i}"), "a")).collect();
+            reg.promote(
+                "x = 1\n".into(),
+                site("a"),
+                policy("100%", 0),
+                String::new(),
+                "n".into(),
+                &agents,
+                0,
+            )
+            .unwrap();
+            apply(&reg, &mut agents, 0);
+            reg.tick(&agents, 0).unwrap();
+            assert_eq!(reg.generation(1).unwrap().outcome, Outcome::Complete);
+            let g2 = reg
+                .promote(
+                    "x = 2\n".into(),
+                    site("a"),
+                    policy("1", 60_000),
+                    String::new(),
+                    "n".into(),
+                    &agents,
+                    1_000,
+                )
+                .unwrap();
+            let canary = g2.canaries[0].clone();
+            apply(&reg, &mut agents, 20_000);
+            let c = agents.iter_mut().find(|a| a.agent_id == canary).unwrap();
+            breaks(c);
+            reg.tick(&agents, 20_000).unwrap();
+            let g = reg.generation(2).unwrap();
+            assert_eq!(g.outcome, Outcome::RolledBack, "{why}");
+            assert!(
+                g.reason.contains(why) && g.reason.contains(&canary),
+                "{why}: {}",
+                g.reason
+            );
+            assert_eq!(g.previous.len(), 1, "the rest never got it");
+            assert!(
+                agents.iter().all(|a| reg.target(&a.agent_id).0 == 1),
+                "{why}"
+            );
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn stale_agents_are_skipped_then_catch_up_and_rollback_restores_a_generation() {
+        let d = dir("catch-up");
+        let mut reg = Registry::open(&d, 3).unwrap();
+        let mut agents: Vec<AgentRecord> = (0..3).map(|i| agent(&format!("a{i}"), "a")).collect();
+        agents[2].state = "stale".into();
+        reg.promote(
+            "x = 1\n".into(),
+            site("a"),
+            policy("1", 0),
+            String::new(),
+            "n".into(),
+            &agents,
+            0,
+        )
+        .unwrap();
+        for now in [0, 1, 2, 3] {
+            apply(&reg, &mut agents[..2], now);
+            reg.tick(&agents, now).unwrap();
+        }
+        assert_eq!(reg.generation(1).unwrap().outcome, Outcome::Complete);
+        assert_eq!(reg.target("a2").0, 0, "offline during the rollout");
+        agents[2].state = "healthy".into();
+        reg.tick(&agents, 10).unwrap();
+        assert_eq!(reg.target("a2").0, 1, "caught up when it came back");
+        apply(&reg, &mut agents, 10);
+
+        reg.promote(
+            "x = 2\n".into(),
+            site("a"),
+            policy("100%", 0),
+            String::new(),
+            "n".into(),
+            &agents,
+            20,
+        )
+        .unwrap();
+        apply(&reg, &mut agents, 20);
+        reg.tick(&agents, 20).unwrap();
+        reg.tick(&agents, 21).unwrap();
+        assert_eq!(reg.generation(2).unwrap().outcome, Outcome::Complete);
+        // Default rollback: the completed generation before the newest one.
+        let r = reg
+            .rollback(None, "ops".into(), "back".into(), &agents, 30)
+            .unwrap();
+        assert_eq!(r.restores, Some(1));
+        assert!(agents
+            .iter()
+            .all(|a| reg.target(&a.agent_id).2 == body_hash("x = 1\n")));
+        let r = reg
+            .rollback(Some(0), "ops".into(), "local".into(), &agents, 40)
+            .unwrap();
+        assert_eq!(r.hash, body_hash(""));
+        assert!(reg
+            .rollback(Some(99), "ops".into(), "n".into(), &agents, 50)
+            .is_err());
+        // max_history 3: the oldest generation no agent runs was dropped.
+        assert_eq!(reg.history().len(), 3);
+        assert_eq!(reg.history()[0].generation, 2);
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
