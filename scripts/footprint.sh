@@ -9,6 +9,7 @@
 #             ZeroMQ (certificates made with the openssl CLI in the scratch directory)
 #   CURVE=1   the ZeroMQ link with CURVE (keys made by `fleetset-aggregator pki` in the scratch
 #             directory)
+#   CONTROL=1 the agent also reports to the aggregator's control plane over OpAMP (every 5 s)
 #   AGGREGATOR_BIN, AGENT_BIN  use these binaries instead of building them (the aggregator's
 #             own footprint is not measured, so a debug build does; the agent should be the
 #             `agent` profile's)
@@ -64,9 +65,16 @@ for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 key=zmq; [ "${TLS:-0}" = 1 ] && key=grpc
 endpoint="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/ready.json" "$key")"
 [ "${TLS:-0}" = 1 ] && endpoint="https://$endpoint"
+control_agent=()
+if [ "${CONTROL:-0}" = 1 ]; then
+  control="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["control"])' "$work/ready.json")"
+  scheme=http; [ "${TLS:-0}" = 1 ] && scheme=https
+  control_agent=(--set "control.endpoint=$scheme://$control/v1/opamp" --set control.poll_interval=5s)
+fi
 
 "$agent_bin" run --aggregator "$endpoint" --state-dir "$work/agent" --window 60s \
-  --sample-interval 1s --metrics-listen 127.0.0.1:0 "${tls_agent[@]}" "${curve_agent[@]}" 2>"$work/agent.log" &
+  --sample-interval 1s --metrics-listen 127.0.0.1:0 "${tls_agent[@]}" "${curve_agent[@]}" \
+  "${control_agent[@]}" 2>"$work/agent.log" &
 agent=$!
 
 plugins=/usr/lib/collectd

@@ -11,6 +11,9 @@ usage:
       grpcio Live/Subscribe (stubs generated from our .proto) with that metadata, for SECONDS,
       asking for those labels and, with since:, stored history first; prints
       {"sites": [...], "historical": N, "code": "OK" | "DEADLINE_EXCEEDED" | status name}.
+  bearer_tokens.py fleet-agents GRPC_HOST:PORT TOKEN [site=VALUE]
+      grpcio Fleet/ListAgents (stubs generated from our .proto) with that metadata and selector;
+      prints {"agents": [{"agent_id", "labels", "config_hash", "state"}...], "code": ...}.
 """
 import json
 import os
@@ -54,7 +57,8 @@ def otlp_status(endpoint, token):
         print(json.dumps({"code": e.code().name}))
 
 
-def live(endpoint, token, seconds, labels):
+def fleetset_stubs():
+    """Our .proto compiled with grpcio-tools: (messages, services)."""
     proto_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "proto")
     out = tempfile.mkdtemp(prefix="fleetset-pb-")
     from grpc_tools import protoc
@@ -62,7 +66,25 @@ def live(endpoint, token, seconds, labels):
                     "fleetset/v1/fleetset.proto"]) != 0:
         sys.exit("protoc failed")
     sys.path.insert(0, out)
-    from fleetset.v1 import fleetset_pb2 as pb, fleetset_pb2_grpc as pb_grpc
+    from fleetset.v1 import fleetset_pb2, fleetset_pb2_grpc
+    return fleetset_pb2, fleetset_pb2_grpc
+
+
+def fleet_agents(endpoint, token, labels):
+    pb, pb_grpc = fleetset_stubs()
+    stub = pb_grpc.FleetStub(grpc.insecure_channel(endpoint))
+    request = pb.ListAgentsRequest(selector=dict(l.split("=", 1) for l in labels))
+    try:
+        reply = stub.ListAgents(request, timeout=10, metadata=metadata(token))
+        agents = [{"agent_id": a.agent_id, "labels": dict(a.labels), "config_hash": a.config_hash,
+                   "state": a.state} for a in reply.agents]
+        print(json.dumps({"agents": agents, "code": "OK"}))
+    except grpc.RpcError as e:
+        print(json.dumps({"agents": [], "code": e.code().name}))
+
+
+def live(endpoint, token, seconds, labels):
+    pb, pb_grpc = fleetset_stubs()
     stub = pb_grpc.LiveStub(grpc.insecure_channel(endpoint))
     since = [float(a.split(":", 1)[1]) for a in labels if a.startswith("since:")]
     request = pb.SubscribeRequest(
@@ -87,5 +109,7 @@ if __name__ == "__main__":
         otlp_status(*args)
     elif cmd == "live":
         live(args[0], args[1], float(args[2]), args[3:])
+    elif cmd == "fleet-agents":
+        fleet_agents(args[0], args[1], args[2:])
     else:
         sys.exit(__doc__)

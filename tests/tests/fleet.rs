@@ -583,6 +583,35 @@ fn an_agent_reports_only_as_itself_and_the_admin_api_needs_an_admin_token() {
         assert_eq!(w["instance_uid"], "", "{w}");
     }
     assert_eq!(agent_counter(&thief_state, "control_reports"), 0);
+    // The same inventory over gRPC (`Fleet/ListAgents`, grpcio), admin token only.
+    let grpc_addr = agg.grpc.trim_start_matches("http://").to_string();
+    let got: Value = serde_json::from_str(
+        run_python_script(
+            "bearer_tokens.py",
+            &["fleet-agents", &grpc_addr, &admin, "site=a"],
+        )
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(got["code"], "OK", "{got}");
+    assert!(
+        got["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent_id"] == "right" && a["labels"]["site"] == "a"),
+        "{got}"
+    );
+    for (token, code) in [
+        ("-", "UNAUTHENTICATED"),
+        (right.as_str(), "PERMISSION_DENIED"),
+    ] {
+        let got: Value = serde_json::from_str(
+            run_python_script("bearer_tokens.py", &["fleet-agents", &grpc_addr, token]).trim(),
+        )
+        .unwrap();
+        assert_eq!(got["code"], code, "{got}");
+    }
     // A token of another scope is not an admin token.
     let right_flag = ["--token-file", token_file.to_str().unwrap()];
     let (ok, _, err) = fleet(&url, &[&right_flag[..], &["agents"]].concat());
