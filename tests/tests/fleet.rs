@@ -410,6 +410,12 @@ fn a_canary_goes_first_a_refused_generation_rolls_back_and_history_survives_a_re
     )
     .unwrap();
 
+    let site_b: Vec<String> = ids[10..].to_vec();
+    assert!(
+        all_applied(&url, &site_b, &empty),
+        "generation 1's selector is site=a: site b keeps its local files"
+    );
+
     // Stop them all at once while the aggregator still acks (each drains its last windows).
     for p in &procs {
         p.signal("TERM").unwrap();

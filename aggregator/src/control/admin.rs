@@ -2,7 +2,7 @@
 //! the `Fleet` gRPC service (the inventory, for programs).
 
 use super::opamp::Caller;
-use super::registry::{Generation, Policy};
+use super::registry::{Generation, Policy, Request};
 use super::ControlPlane;
 use crate::counters::Counters;
 use crate::security::tokens::{AuthError, Grant, Scope};
@@ -159,19 +159,38 @@ fn refused(plane: &ControlPlane, why: impl std::fmt::Display) -> Response {
     fail(StatusCode::BAD_REQUEST, why)
 }
 
+/// The admin grant and the JSON request `T` (`what` names it in the refusal), or the refusal.
+#[allow(clippy::result_large_err)] // a refusal, built once per refused request
+fn admin_request<T: serde::de::DeserializeOwned>(
+    plane: &ControlPlane,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(Grant, T), Response> {
+    let grant = admin(plane, headers)?;
+    let req = serde_json::from_slice(body)
+        .map_err(|e| refused(plane, format!("not a {what} request: {e}")))?;
+    Ok((grant, req))
+}
+
+/// A new generation as the answer, or 409 with why there is none.
+fn answer_generation(g: anyhow::Result<Generation>) -> Response {
+    match g {
+        Ok(g) => Json(g).into_response(),
+        Err(e) => fail(StatusCode::CONFLICT, format!("{e:#}")),
+    }
+}
+
 async fn promote(
     State(plane): State<Arc<ControlPlane>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let grant = match admin(&plane, &headers) {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let req: PromoteRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return refused(&plane, format!("not a promote request: {e}")),
-    };
+    let (grant, req): (Grant, PromoteRequest) =
+        match admin_request(&plane, &headers, &body, "promote") {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
     let max = plane.config.get().max_config_bytes;
     if req.body.len() > max {
         return refused(
@@ -189,20 +208,18 @@ async fn promote(
         );
     }
     let agents = plane.agents(&BTreeMap::new());
-    let now = fleetset_core::time::now_ms();
-    let promoted = plane.registry().promote(
-        req.body,
-        req.selector,
-        req.policy,
-        grant.name,
-        req.note,
-        &agents,
-        now,
-    );
-    match promoted {
-        Ok(g) => Json(g).into_response(),
-        Err(e) => fail(StatusCode::CONFLICT, format!("{e:#}")),
-    }
+    let r = Request {
+        body: req.body,
+        selector: req.selector,
+        policy: req.policy,
+        promoted_by: grant.name,
+        note: req.note,
+    };
+    answer_generation(
+        plane
+            .registry()
+            .promote(r, &agents, fleetset_core::time::now_ms()),
+    )
 }
 
 async fn rollback(
@@ -210,23 +227,18 @@ async fn rollback(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let grant = match admin(&plane, &headers) {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let req: RollbackRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return refused(&plane, format!("not a rollback request: {e}")),
-    };
+    let (grant, req): (Grant, RollbackRequest) =
+        match admin_request(&plane, &headers, &body, "rollback") {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
     let agents = plane.agents(&BTreeMap::new());
     let now = fleetset_core::time::now_ms();
-    match plane
-        .registry()
-        .rollback(req.to, grant.name, req.note, &agents, now)
-    {
-        Ok(g) => Json(g).into_response(),
-        Err(e) => fail(StatusCode::CONFLICT, format!("{e:#}")),
-    }
+    answer_generation(
+        plane
+            .registry()
+            .rollback(req.to, grant.name, req.note, &agents, now),
+    )
 }
 
 async fn history(State(plane): State<Arc<ControlPlane>>, headers: HeaderMap) -> Response {

@@ -92,6 +92,21 @@ pub struct Generation {
     pub rejects_at_start: BTreeMap<String, u64>,
 }
 
+/// What a promotion asks for (`fleet config promote`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The configuration body (TOML; only keys that reload live).
+    pub body: String,
+    /// Labels an agent must carry to get it (empty: every agent).
+    pub selector: BTreeMap<String, String>,
+    /// How it is rolled out.
+    pub policy: Policy,
+    /// Name of the token that promoted it (empty with tokens off).
+    pub promoted_by: String,
+    /// Why.
+    pub note: String,
+}
+
 /// The registry file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RegistryFile {
@@ -231,20 +246,16 @@ impl Registry {
         }
     }
 
-    /// Records a promotion of `body` to the agents matching `selector` (among `agents`) and
+    /// Records a promotion `r` to the agents matching its selector (among `agents`) and
     /// assigns it to its canaries. Returns the generation. Errors: no agent matches, a bad
     /// share, or the registry cannot be written.
-    #[allow(clippy::too_many_arguments)]
     pub fn promote(
         &mut self,
-        body: String,
-        selector: BTreeMap<String, String>,
-        policy: Policy,
-        promoted_by: String,
-        note: String,
+        r: Request,
         agents: &[AgentRecord],
         now_ms: i64,
     ) -> Result<Generation> {
+        let (selector, policy) = (&r.selector, &r.policy);
         let mut ids: Vec<String> = agents
             .iter()
             .filter(|a| a.matches(&selector) && !a.is_stale())
@@ -257,28 +268,47 @@ impl Registry {
         parse_share(&policy.batch, ids.len()).context("--batch")?;
         by_hash(&mut ids);
         ids.truncate(canaries);
+        self.record(r, Kind::Promote, None, ids.clone(), &ids, agents, now_ms)
+    }
+
+    /// Appends a new generation for `r` (superseding rollouts in progress), given at once to
+    /// `give_to`; persists it.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        r: Request,
+        kind: Kind,
+        restores: Option<u64>,
+        canaries: Vec<String>,
+        give_to: &[String],
+        agents: &[AgentRecord],
+        now_ms: i64,
+    ) -> Result<Generation> {
         let n = self.next_number();
         self.supersede_active(n, now_ms);
         let mut g = Generation {
             generation: n,
-            hash: body_hash(&body),
-            body,
-            selector,
-            policy,
-            promoted_by,
-            note,
+            hash: body_hash(&r.body),
+            body: r.body,
+            selector: r.selector,
+            policy: r.policy,
+            promoted_by: r.promoted_by,
+            note: r.note,
             time_ms: now_ms,
-            kind: Kind::Promote,
-            restores: None,
-            outcome: Outcome::Canary,
+            kind,
+            restores,
+            outcome: match kind {
+                Kind::Promote => Outcome::Canary,
+                Kind::Rollback => Outcome::Complete,
+            },
             reason: String::new(),
             outcome_ms: now_ms,
-            canaries: ids.clone(),
+            canaries,
             previous: BTreeMap::new(),
             baking_since_ms: 0,
             rejects_at_start: BTreeMap::new(),
         };
-        for id in &ids {
+        for id in give_to {
             self.give(&mut g, id, agents);
         }
         self.file.generations.push(g.clone());
@@ -343,13 +373,15 @@ impl Registry {
                 (g.body.clone(), g.selector.clone())
             }
         };
-        let n = self.next_number();
-        self.supersede_active(n, now_ms);
-        let mut g = Generation {
-            generation: n,
-            hash: body_hash(&body),
+        // Every agent matching `to`'s selector (with 0: every agent), all at once.
+        let ids: Vec<String> = agents
+            .iter()
+            .filter(|a| a.matches(&selector))
+            .map(|a| a.agent_id.clone())
+            .collect();
+        let r = Request {
             body,
-            selector: selector.clone(),
+            selector,
             policy: Policy {
                 canary: "100%".into(),
                 bake_ms: 0,
@@ -358,29 +390,16 @@ impl Registry {
             },
             promoted_by,
             note,
-            time_ms: now_ms,
-            kind: Kind::Rollback,
-            restores: Some(to),
-            outcome: Outcome::Complete,
-            reason: String::new(),
-            outcome_ms: now_ms,
-            canaries: Vec::new(),
-            previous: BTreeMap::new(),
-            baking_since_ms: 0,
-            rejects_at_start: BTreeMap::new(),
         };
-        // Every agent that runs a remote generation and matches: fleet-wide for `to`'s selector.
-        let ids: Vec<String> = agents
-            .iter()
-            .filter(|a| a.matches(&selector) || self.file.assigned.contains_key(&a.agent_id))
-            .map(|a| a.agent_id.clone())
-            .collect();
-        for id in &ids {
-            self.give(&mut g, id, agents);
-        }
-        self.file.generations.push(g.clone());
-        self.save()?;
-        Ok(g)
+        self.record(
+            r,
+            Kind::Rollback,
+            Some(to),
+            Vec::new(),
+            &ids,
+            agents,
+            now_ms,
+        )
     }
 
     /// Advances every rollout in progress and gives completed generations to matching agents
@@ -578,6 +597,21 @@ mod tests {
         }
     }
 
+    fn req(
+        body: String,
+        selector: BTreeMap<String, String>,
+        policy: Policy,
+        by: String,
+    ) -> Request {
+        Request {
+            body,
+            selector,
+            policy,
+            promoted_by: by,
+            note: "n".into(),
+        }
+    }
+
     fn site(s: &str) -> BTreeMap<String, String> {
         BTreeMap::from([("site".to_string(), s.to_string())])
     }
@@ -611,11 +645,12 @@ mod tests {
             .collect();
         let g = reg
             .promote(
-                "x = 1\n".into(),
-                site("a"),
-                policy("20%", 1_000),
-                "ops".into(),
-                "n".into(),
+                req(
+                    "x = 1\n".into(),
+                    site("a"),
+                    policy("20%", 1_000),
+                    "ops".into(),
+                ),
                 &agents,
                 0,
             )
@@ -671,11 +706,12 @@ mod tests {
             let mut agents: Vec<AgentRecord> =
                 (0..4).map(|i| agent(&format!("a{i}"), "a")).collect();
             reg.promote(
-                "x = 1\n".into(),
-                site("a"),
-                policy("100%", 0),
-                String::new(),
-                "n".into(),
+                req(
+                    "x = 1\n".into(),
+                    site("a"),
+                    policy("100%", 0),
+                    String::new(),
+                ),
                 &agents,
                 0,
             )
@@ -685,11 +721,12 @@ mod tests {
             assert_eq!(reg.generation(1).unwrap().outcome, Outcome::Complete);
             let g2 = reg
                 .promote(
-                    "x = 2\n".into(),
-                    site("a"),
-                    policy("1", 60_000),
-                    String::new(),
-                    "n".into(),
+                    req(
+                        "x = 2\n".into(),
+                        site("a"),
+                        policy("1", 60_000),
+                        String::new(),
+                    ),
                     &agents,
                     1_000,
                 )
@@ -722,11 +759,7 @@ mod tests {
         let mut agents: Vec<AgentRecord> = (0..3).map(|i| agent(&format!("a{i}"), "a")).collect();
         agents[2].state = "stale".into();
         reg.promote(
-            "x = 1\n".into(),
-            site("a"),
-            policy("1", 0),
-            String::new(),
-            "n".into(),
+            req("x = 1\n".into(), site("a"), policy("1", 0), String::new()),
             &agents,
             0,
         )
@@ -743,11 +776,12 @@ mod tests {
         apply(&reg, &mut agents, 10);
 
         reg.promote(
-            "x = 2\n".into(),
-            site("a"),
-            policy("100%", 0),
-            String::new(),
-            "n".into(),
+            req(
+                "x = 2\n".into(),
+                site("a"),
+                policy("100%", 0),
+                String::new(),
+            ),
             &agents,
             20,
         )
