@@ -258,7 +258,7 @@ impl Registry {
         let (selector, policy) = (&r.selector, &r.policy);
         let mut ids: Vec<String> = agents
             .iter()
-            .filter(|a| a.matches(&selector) && !a.is_stale())
+            .filter(|a| a.matches(selector) && !a.is_stale())
             .map(|a| a.agent_id.clone())
             .collect();
         if ids.is_empty() {
