@@ -564,4 +564,43 @@ mod tests {
             .to_string();
         assert!(e.contains("transport.protocol") && e.contains("zmq"), "{e}");
     }
+
+    #[test]
+    fn the_control_endpoint_follows_the_transport_tls_and_keeps_tokens_off_plain_networks() {
+        let e = load(&[("control.endpoint", "https://agg:4320/v1/opamp")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("control.endpoint") && e.contains("ca_file"),
+            "{e}"
+        );
+        let token = ("control.token_file", "/t");
+        let e = load(&[("control.endpoint", "http://10.0.0.5:4320/v1/opamp"), token])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("control.endpoint") && e.contains("allow_insecure"),
+            "{e}"
+        );
+        assert!(load(&[
+            ("control.endpoint", "http://127.0.0.1:4320/v1/opamp"),
+            token
+        ])
+        .is_ok());
+        assert!(load(&[
+            ("control.endpoint", "http://10.0.0.5:4320/v1/opamp"),
+            token,
+            ("security.allow_insecure", "true"),
+        ])
+        .is_ok());
+        let c = load(&[
+            ("control.endpoint", "https://agg:4320/v1/opamp"),
+            ("transport.tls.ca_file", "/ca.pem"),
+            ("transport.protocol", "grpc"),
+            ("transport.aggregator", "https://agg:50051"),
+            token,
+        ])
+        .unwrap();
+        assert_eq!(c.control.poll_interval, Duration::from_secs(30));
+    }
 }
