@@ -29,7 +29,9 @@ def run(target, csv, stalled, work):
     ready = os.path.join(work, f"ready-{stalled}.json")
     agg = subprocess.Popen([f"{target}/fleetset-aggregator", "serve", "--data-dir", os.path.join(work, f"data-{stalled}"),
                             "--zmq-bind", "tcp://127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-                            "--zmq-pub", "tcp://127.0.0.1:0", "--ready-file", ready, "--commit-interval", "200ms"],
+                            "--zmq-pub", "tcp://127.0.0.1:0", "--otlp-listen", "127.0.0.1:0",
+                            "--control-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                            "--ready-file", ready, "--commit-interval", "200ms"],
                            stderr=subprocess.DEVNULL)
     for _ in range(200):
         if os.path.exists(ready):
