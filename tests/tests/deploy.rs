@@ -424,7 +424,7 @@ fn kubernetes_overlays_render_and_validate_against_1_32() {
             .map(|p| p["containerPort"].as_i64().unwrap())
             .collect();
         let defaults = aggregator_default_ports();
-        assert_eq!(defaults.len(), 5, "{defaults:?}");
+        assert_eq!(defaults.len(), 6, "{defaults:?}");
         for (key, port) in &defaults {
             assert!(
                 service_ports.contains(port),
