@@ -34,6 +34,16 @@ pub const CONFIG_FILE: &str = "fleetset.toml";
 /// Label attributes in the description: `fleetset.label.<key>`.
 pub const LABEL_PREFIX: &str = "fleetset.label.";
 
+/// Labels kept per agent from its description (the rest are dropped).
+pub const MAX_REPORTED_LABELS: usize = 64;
+/// Characters kept of a reported version or label value; of an error text, four times this.
+pub const MAX_REPORTED_CHARS: usize = 256;
+
+/// The first `n` characters of `s` (what an agent reports is bounded before it is kept).
+fn bounded(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 const CAP_ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
 const SERVER_CAPABILITIES: u64 = 0x1 | 0x2 | 0x4; // AcceptsStatus, OffersRemoteConfig, AcceptsEffectiveConfig
 const FLAG_REPORT_FULL_STATE: u64 = 0x1;
@@ -248,7 +258,7 @@ fn record(r: &mut super::inventory::AgentRecord, msg: &AgentToServer, now_ms: i6
     r.instance_uid = hex::encode(&msg.instance_uid);
     if let Some(d) = &msg.agent_description {
         if let Some(v) = attr(&d.identifying_attributes, "service.version") {
-            r.version = v;
+            r.version = bounded(&v, MAX_REPORTED_CHARS);
         }
         let labels: BTreeMap<String, String> = d
             .non_identifying_attributes
@@ -260,12 +270,14 @@ fn record(r: &mut super::inventory::AgentRecord, msg: &AgentToServer, now_ms: i6
                 ))
             })
             .filter(|(k, _)| fleetset_proto::contract::is_valid_label_key(k))
+            .map(|(k, v)| (k, bounded(&v, MAX_REPORTED_CHARS)))
+            .take(MAX_REPORTED_LABELS)
             .collect();
         r.labels = labels;
     }
     if let Some(h) = &msg.health {
         r.healthy = Some(h.healthy);
-        r.last_error = h.last_error.chars().take(1024).collect();
+        r.last_error = bounded(&h.last_error, 4 * MAX_REPORTED_CHARS);
     }
     if let Some(cfg) = msg
         .effective_config
@@ -289,7 +301,7 @@ fn record(r: &mut super::inventory::AgentRecord, msg: &AgentToServer, now_ms: i6
                     .to_string()
             })
             .unwrap_or_else(|_| "UNSET".into());
-        r.remote_config_error = s.error_message.chars().take(1024).collect();
+        r.remote_config_error = bounded(&s.error_message, 4 * MAX_REPORTED_CHARS);
     }
     if let Some(c) = msg
         .custom_message
@@ -300,5 +312,42 @@ fn record(r: &mut super::inventory::AgentRecord, msg: &AgentToServer, now_ms: i6
             r.spool_frames = s.spool_frames;
             r.spool_dropped_frames = s.spool_dropped_frames;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetset_proto::opamp::AgentDescription;
+
+    #[test]
+    fn what_an_agent_reports_is_bounded_before_it_is_kept() {
+        let big = "x".repeat(10_000);
+        let string = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        };
+        let msg = AgentToServer {
+            instance_uid: vec![1; 16],
+            agent_description: Some(AgentDescription {
+                identifying_attributes: vec![string("service.version", &big)],
+                non_identifying_attributes: (0..1000)
+                    .map(|i| string(&format!("{LABEL_PREFIX}l{i}"), &big))
+                    .collect(),
+            }),
+            health: Some(fleetset_proto::opamp::ComponentHealth {
+                last_error: big.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = super::super::inventory::AgentRecord::default();
+        record(&mut r, &msg, 1);
+        assert_eq!(r.labels.len(), MAX_REPORTED_LABELS);
+        assert!(r.labels.values().all(|v| v.len() == MAX_REPORTED_CHARS));
+        assert_eq!(r.version.len(), MAX_REPORTED_CHARS);
+        assert_eq!(r.last_error.len(), 4 * MAX_REPORTED_CHARS);
     }
 }
