@@ -25,4 +25,5 @@ pub mod server;
 pub mod store;
 pub mod tail;
 pub(crate) mod telemetry;
+pub(crate) mod web;
 pub(crate) mod zmq_endpoint;

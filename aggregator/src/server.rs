@@ -106,15 +106,6 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         );
         tokio::spawn(tls.clone().watch(ingest_stop.clone()));
     }
-    let reload = Arc::new(ReloadStatus::default());
-    let (telemetry, metrics_addr) = start_telemetry(
-        cfg,
-        &counters,
-        &tokens,
-        tls.clone(),
-        &reload,
-        ingest_stop.clone(),
-    )?;
     let (store_tx, store_rx) = tokio::sync::mpsc::channel(4096);
     let hub = Hub::new(cfg.live.queue);
     let subscribers = Live::new(cfg.live.subscriber_settings());
@@ -157,6 +148,29 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
     } else {
         (None, None)
     };
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers));
+    let web = crate::web::routes(crate::web::WebState {
+        hub: hub.clone(),
+        subscribers: subscribers.clone(),
+        data_dir: data_dir.clone(),
+        store: store_tx.clone(),
+        slots: slots.clone(),
+        counters: counters.clone(),
+        tokens: tokens.clone(),
+        control: control.clone(),
+        shutdown: ingest_stop.clone(),
+    });
+    let reload = Arc::new(ReloadStatus::default());
+    let (telemetry, metrics_addr) = start_telemetry(
+        cfg,
+        &counters,
+        &tokens,
+        tls.clone(),
+        &reload,
+        web,
+        ingest_stop.clone(),
+    )?;
 
     // One libzmq context for the ROUTER and the PUB, so one ZAP handler serves both.
     let zmq_ctx = ::zmq::Context::new();
@@ -218,7 +232,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
             shutdown: ingest_stop.clone(),
             data_dir: data_dir.clone(),
             store: store_tx.clone(),
-            slots: Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers)),
+            slots: slots.clone(),
             counters: counters.clone(),
             tokens: tokens.clone(),
         });
@@ -374,13 +388,15 @@ impl Server {
 }
 
 /// Own telemetry: the counters through the OpenTelemetry SDK, `/metrics` unless `telemetry.enabled = false`,
-/// OTLP push with `telemetry.otlp`. Errors: the metrics address cannot be bound.
+/// OTLP push with `telemetry.otlp`, and the `web` routes on the same listener. Errors: the
+/// metrics address cannot be bound.
 fn start_telemetry(
     cfg: &ServerConfig,
     counters: &Arc<Counters>,
     tokens: &Arc<Tokens>,
     tls: Option<Arc<crate::security::tls::TlsServer>>,
     reload: &Arc<ReloadStatus>,
+    web: axum::Router,
     stop: CancellationToken,
 ) -> Result<(fleetset_core::telemetry::Telemetry, Option<SocketAddr>)> {
     let telemetry = fleetset_core::telemetry::Telemetry::start(
@@ -389,7 +405,8 @@ fn start_telemetry(
         cfg.telemetry.otlp.as_deref(),
         fleetset_core::telemetry::EXPORT_INTERVAL,
     )?
-    .with_reload_status(reload.clone());
+    .with_reload_status(reload.clone())
+    .with_routes(web);
     let names: Vec<String> = counters
         .snapshot()
         .into_iter()

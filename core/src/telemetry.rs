@@ -97,6 +97,8 @@ pub struct Telemetry {
     pub role: &'static str,
     /// What configuration reloads did, for `/healthz?verbose` ([`Telemetry::with_reload_status`]).
     reload: Option<Arc<crate::config::ReloadStatus>>,
+    /// More routes served beside `/metrics` and `/healthz` ([`Telemetry::with_routes`]).
+    routes: Option<axum::Router>,
 }
 
 /// The OpenTelemetry name of a process counter: `fleetset.<role>.` + the counter name with its
@@ -151,7 +153,16 @@ impl Telemetry {
             meter,
             role,
             reload: None,
+            routes: None,
         })
+    }
+
+    /// Serves `routes` on the same listener as `/metrics` and `/healthz` (the aggregator's
+    /// WebSocket stream and web console); each route does its own authentication. The routes
+    /// share the listener's bounds (`telemetry.max_connections`, `telemetry.idle_timeout`).
+    pub fn with_routes(mut self, routes: axum::Router) -> Telemetry {
+        self.routes = Some(routes);
+        self
     }
 
     /// Shows `status` in `/healthz?verbose` (configuration generation, reload failures and the
@@ -320,6 +331,10 @@ impl Telemetry {
                     },
                 ),
             );
+        let app = match &self.routes {
+            Some(routes) => app.merge(routes.clone()),
+            None => app,
+        };
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
