@@ -1,16 +1,27 @@
 //! `manifest.json` of a training set: what it holds, how it was made, and from what.
 //!
-//! Keys: `format` (`fleetset-training-set/1`), `created_at`, `fleetset_version`; `source` (time
+//! Keys: `format` (`fleetset-training-set/2`), `created_at`, `fleetset_version`; `source` (time
 //! range of the windows read, agents — hashed when anonymized —, the store files read with
-//! their sizes); `selection`; `label` (the rule, its column or file, classes); `split`
-//! (fraction, cutoff, seed, balancing, row counts: windows, labelled, unlabelled, train, test,
-//! purged, balanced_away); `class_histogram` per split; `features` (name, unit, source);
-//! `columns` (every column of the Parquet files); `validation` (the report);
-//! `anonymization`; `files` (path, split, site, agent, rows, bytes, sha256 of every file
-//! written). The salt is never written.
+//! their sizes); `selection`; `label` (the rule, its column or file, classes); `split` (`by`
+//! (`time` or `agent`), fraction, `cutoff` (`by: time`) or `cutoffs` per agent (`by: agent`),
+//! the rule, seed, balancing, `max_agent_share`, row counts: windows, labelled, unlabelled,
+//! train, test, purged, balanced_away); `class_histogram` per split; `baselines` (see
+//! [`super::baseline`]: `definition`, `majority_class`, and per split `rows`,
+//! `classes_present`, `accuracy`, `balanced_accuracy`); `features` (name, unit, source);
+//! `columns` (every column of the Parquet files); `validation` (the report, with
+//! `outliers_by`); `warnings` (`code`, `message`, `fails_strict` each; see
+//! [`super::validate::Code`]); `anonymization`; `files` (path, split, site, agent, rows,
+//! bytes, sha256 of every file written); `skipped_files` (path, split, site, agent, reason of
+//! every shard file not written because it would hold no rows). The salt is never written.
+//!
+//! Format 2 (this one) moved `validation.warnings` (strings) to `warnings` (objects) and added
+//! `split.by`, `split.cutoffs`, `split.max_agent_share`, `baselines`, `validation.outliers_by`
+//! and `skipped_files`; shard files with no rows are no longer written.
 
+use super::baseline::Baseline;
 use super::features::Feature;
 use super::labels::LabelRule;
+use super::split::SplitBy;
 use super::validate::Report;
 use crate::export::anonymize::Anonymizer;
 use crate::export::Query;
@@ -80,6 +91,49 @@ impl FileEntry {
     }
 }
 
+/// A shard file not written (`skipped_files`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFile {
+    /// The path it would have had, relative to the training-set directory.
+    pub path: String,
+    /// `train` or `test`.
+    pub split: String,
+    /// Shard site.
+    pub site: String,
+    /// Shard agent (as written: hashed when anonymized).
+    pub agent: String,
+    /// Why: `no rows`.
+    pub reason: &'static str,
+}
+
+/// The baselines of the splits (`baselines`; see [`super::baseline`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    /// How the figures are defined.
+    pub definition: &'static str,
+    /// The train split's majority class, the baseline's constant prediction.
+    pub majority_class: Option<String>,
+    /// On the train split.
+    pub train: Baseline,
+    /// On the test split.
+    pub test: Baseline,
+}
+
+/// How the rows were split.
+#[derive(Debug, Clone)]
+pub struct SplitInfo {
+    /// `--split-by`.
+    pub by: SplitBy,
+    /// `--split`.
+    pub fraction: f64,
+    /// The fleet-wide cutoff (`by: time`), Unix ms.
+    pub cutoff: Option<i64>,
+    /// Each agent's cutoff (`by: agent`; ids as written), Unix ms.
+    pub cutoffs: BTreeMap<String, Option<i64>>,
+    /// `--max-agent-share`.
+    pub max_agent_share: f64,
+}
+
 /// Row counts of a training set.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RowCounts {
@@ -119,14 +173,14 @@ pub struct Manifest<'a, I: Iterator<Item = &'a PathBuf>> {
     pub agents: Vec<String>,
     /// Earliest window start and latest window end read, Unix ms.
     pub time_range: (Option<i64>, Option<i64>),
-    /// Train/test cutoff, Unix ms.
-    pub cutoff: Option<i64>,
-    /// `--split`.
-    pub split_fraction: f64,
+    /// How the rows were split.
+    pub split: SplitInfo,
     /// Row counts.
     pub rows: RowCounts,
     /// Class histogram per split.
     pub histograms: BTreeMap<&'static str, BTreeMap<String, usize>>,
+    /// Baselines per split.
+    pub baselines: &'a Baselines,
     /// `--seed`.
     pub seed: u64,
     /// `--balance-classes`.
@@ -135,6 +189,8 @@ pub struct Manifest<'a, I: Iterator<Item = &'a PathBuf>> {
     pub lags: usize,
     /// Files written.
     pub files: &'a [FileEntry],
+    /// Shard files not written (no rows).
+    pub skipped: &'a [SkippedFile],
 }
 
 fn iso(ms: Option<i64>) -> Option<String> {
@@ -169,14 +225,25 @@ impl<'a, I: Iterator<Item = &'a PathBuf>> Manifest<'a, I> {
                 .iter()
                 .map(|f| json!({"name": f.name, "unit": f.unit, "source": f.source})),
         );
-        columns.push(
-            json!({"name": "is_outlier", "meaning": "an IQR outlier in some <metric>__mean"}),
-        );
+        columns.push(json!({
+            "name": "is_outlier",
+            "meaning": match self.report.outliers_by {
+                super::validate::OutliersBy::Agent => "outside its agent's IQR bounds [Q1 - 1.5 IQR, Q3 + 1.5 IQR] in some <metric>__mean",
+                super::validate::OutliersBy::Fleet => "outside the fleet-wide IQR bounds [Q1 - 1.5 IQR, Q3 + 1.5 IQR] in some <metric>__mean",
+            },
+        }));
         columns.push(json!({"name": "label", "meaning": "target class name"}));
         columns
             .push(json!({"name": "label_id", "meaning": "target class index into label.classes"}));
+        let split = &self.split;
+        let rule = match split.by {
+            SplitBy::Time => "one fleet-wide cutoff: train rows and their label windows end at or before it; test rows start at or after it; rows in between are purged",
+            SplitBy::Agent => "one cutoff per agent, at the fraction of its own rows: that agent's train rows and their label windows end at or before it, its test rows start at or after it, its rows in between are purged",
+        };
+        let cutoffs: BTreeMap<&String, Option<String>> =
+            split.cutoffs.iter().map(|(a, c)| (a, iso(*c))).collect();
         let doc = json!({
-            "format": "fleetset-training-set/1",
+            "format": "fleetset-training-set/2",
             "created_at": iso(Some(chrono::Utc::now().timestamp_millis())),
             "fleetset_version": env!("CARGO_PKG_VERSION"),
             "source": {
@@ -193,18 +260,23 @@ impl<'a, I: Iterator<Item = &'a PathBuf>> Manifest<'a, I> {
             },
             "label": self.rule.describe(),
             "split": {
-                "fraction": self.split_fraction,
-                "cutoff": iso(self.cutoff),
-                "rule": "train rows and their label windows end at or before the cutoff; test rows start at or after it; rows in between are purged",
+                "by": split.by,
+                "fraction": split.fraction,
+                "cutoff": iso(split.cutoff),
+                "cutoffs": cutoffs,
+                "rule": rule,
+                "max_agent_share": split.max_agent_share,
                 "seed": self.seed,
                 "balance_classes": self.balance,
                 "rows": self.rows,
             },
             "class_histogram": self.histograms,
+            "baselines": self.baselines,
             "lags": self.lags,
             "features": self.features.iter().map(|f| json!({"name": f.name, "unit": f.unit, "source": f.source})).collect::<Vec<_>>(),
             "columns": columns,
             "validation": self.report,
+            "warnings": self.report.warnings,
             "anonymization": match self.anonymized {
                 Some(a) => json!({
                     "enabled": true,
@@ -216,6 +288,7 @@ impl<'a, I: Iterator<Item = &'a PathBuf>> Manifest<'a, I> {
                 None => json!({"enabled": false}),
             },
             "files": self.files,
+            "skipped_files": self.skipped,
         });
         let path = dir.join("manifest.json");
         let text = serde_json::to_string_pretty(&doc)?;

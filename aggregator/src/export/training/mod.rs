@@ -12,6 +12,7 @@
 //! (lineage: the frame each row came from), the operator labels `label_<key>`, the features of
 //! [`features`], `is_outlier`, and the target: `label` (class name) and `label_id` (Int32).
 
+pub mod baseline;
 pub mod features;
 pub mod labels;
 pub mod manifest;
@@ -29,10 +30,11 @@ use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::record_batch::RecordBatch;
 use clap::Args;
 use labels::LabelRule;
-use split::Part;
+use split::{Part, SplitBy};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
+use validate::OutliersBy;
 
 /// Training-set flags of `export` (with `--training`).
 #[derive(Debug, Args)]
@@ -40,6 +42,17 @@ pub struct TrainingFlags {
     /// Fraction of labelled rows (in time order) before the train/test cutoff.
     #[arg(long, default_value_t = 0.8)]
     pub split: f64,
+    /// Where the cutoff is: one fleet-wide time (`time`), or each agent's own at --split of its
+    /// rows (`agent`, for agents that cover different periods).
+    #[arg(long, value_enum, default_value_t = SplitBy::Time)]
+    pub split_by: SplitBy,
+    /// IQR bounds of `is_outlier` per agent (`agent`) or over the whole selection (`fleet`).
+    #[arg(long, value_enum, default_value_t = OutliersBy::Agent)]
+    pub outliers_by: OutliersBy,
+    /// Largest share (0-1) of a split's rows from one agent before an
+    /// `agent_dominates_split` warning (when the set has several agents).
+    #[arg(long, default_value_t = 0.5)]
+    pub max_agent_share: f64,
     /// Lag features: the means of this many previous windows per metric (0 = none).
     #[arg(long, default_value_t = 1)]
     pub lags: usize,
@@ -61,7 +74,8 @@ pub struct TrainingFlags {
     /// Seed of every random choice (class balancing), for reproducible exports.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Fail on any validation violation instead of reporting it.
+    /// Fail, writing nothing, on any validation violation and on the split-shape warnings
+    /// (agent_dominates_split, class_under_1_percent, empty_shard_split).
     #[arg(long)]
     pub strict: bool,
     /// Drop rows flagged as IQR outliers (default: keep and flag them).
@@ -191,6 +205,9 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
     if !(0.0..=1.0).contains(&t.split) {
         bail!("--split {} is not between 0 and 1", t.split);
     }
+    if !(t.max_agent_share > 0.0 && t.max_agent_share <= 1.0) {
+        bail!("--max-agent-share {} is not in (0, 1]", t.max_agent_share);
+    }
     let rule = t.rule()?;
     prepare_output(&flags.output, flags.overwrite)?;
     let started = std::time::Instant::now();
@@ -240,7 +257,7 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
     }
     let mut feats = features::build(&rows, &metrics, &trends, t.lags);
     drop(trends);
-    let outlier = report.check(&rows, &metrics, &feats, t.max_missing);
+    let outlier = report.check(&rows, &metrics, &feats, t.max_missing, t.outliers_by);
 
     // Labels from the following window.
     let label_values = rule.column().map(|c| features::numbers(&rows.batch, c));
@@ -266,34 +283,23 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
         .filter(|a| !rule.knows_agent(a))
         .collect();
     if !unknown_agents.is_empty() {
-        report.warnings.push(format!(
-            "{} agent(s) have no entry in the incidents file; all their rows are Negative",
-            unknown_agents.len()
-        ));
+        report.warn(
+            validate::Code::AgentsWithoutIncidents,
+            format!(
+                "{} agent(s) have no entry in the incidents file; all their rows are Negative",
+                unknown_agents.len()
+            ),
+        );
     }
 
     // Time-ordered split.
-    let starts: Vec<i64> = labelled.iter().map(|(i, _)| rows.start[*i]).collect();
-    let label_ends: Vec<i64> = labelled
-        .iter()
-        .map(|(i, _)| 2 * rows.end[*i] - rows.start[*i])
-        .collect();
-    let (cutoff, parts) = split::time_ordered(&starts, &label_ends, t.split);
-    let mut train: Vec<usize> = Vec::new();
-    let mut test: Vec<usize> = Vec::new();
-    let mut purged = 0usize;
-    for (k, part) in parts.iter().enumerate() {
-        match part {
-            Part::Train => train.push(k),
-            Part::Test => test.push(k),
-            Part::Purged => purged += 1,
-        }
-    }
+    let mut split = assign(&rows, &labelled, t);
     let balanced_away = if t.balance_classes {
-        split::balance(&mut train, |k| labelled[k].1, t.seed)
+        split::balance(&mut split.train, |k| labelled[k].1, t.seed)
     } else {
         0
     };
+    let (train, test) = (&split.train, &split.test);
     let classes = rule.class_names();
     let histogram = |ks: &[usize]| -> BTreeMap<String, usize> {
         let mut h: BTreeMap<String, usize> = classes.iter().map(|c| (c.to_string(), 0)).collect();
@@ -303,23 +309,76 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
         }
         h
     };
-    let (train_hist, test_hist) = (histogram(&train), histogram(&test));
+    let (train_hist, test_hist) = (histogram(train), histogram(test));
     let mut all_hist = train_hist.clone();
     for (c, n) in &test_hist {
         *all_hist.entry(c.clone()).or_default() += n;
     }
     report.check_classes(&all_hist);
-    report.print();
-    if t.strict && !report.violations.is_empty() {
-        bail!(
-            "--strict: {} validation violation(s), nothing written; first: {}",
-            report.violations.len(),
-            report.violations[0]
+
+    // The output table of all labelled rows (agent ids as written), its shards, and the checks
+    // of the splits' shape.
+    let table = output::output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
+    let agent_of = column::<StringArray>(&table, schema::AGENT_ID).context(schema::AGENT_ID)?;
+    let per_agent = |ks: &[usize]| -> BTreeMap<String, usize> {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for &k in ks {
+            *m.entry(agent_of.value(k).to_string()).or_default() += 1;
+        }
+        m
+    };
+    let agents_in_set = per_agent(&(0..labelled.len()).collect::<Vec<_>>()).len();
+    for (name, ks, hist) in [("train", train, &train_hist), ("test", test, &test_hist)] {
+        report.check_split(
+            name,
+            &per_agent(ks),
+            hist,
+            &all_hist,
+            (agents_in_set, t.max_agent_share),
         );
     }
+    let shards = output::shards(&table, train, test)?;
+    let skipped = output::empty_shard_splits(&shards);
+    // A split empty as a whole (`--split 1`) was asked for: only shards missing from a split
+    // that has rows are a surprise.
+    for (name, ks) in [("train", train), ("test", test)] {
+        if ks.is_empty() {
+            continue;
+        }
+        let empty: Vec<&str> = skipped
+            .iter()
+            .filter(|f| f.split == name)
+            .map(|f| f.path.as_str())
+            .collect();
+        if !empty.is_empty() {
+            report.warn(
+                validate::Code::EmptyShardSplit,
+                format!(
+                    "{} agent shard(s) have no {name} rows; their {name}.parquet is not written: {}{}",
+                    empty.len(),
+                    empty[..empty.len().min(LISTED)].join(", "),
+                    if empty.len() > LISTED { ", …" } else { "" }
+                ),
+            );
+        }
+    }
+    report.print();
+    let errors = report.strict_errors();
+    if t.strict && !errors.is_empty() {
+        bail!(
+            "--strict: {} error(s), nothing written:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    let majority = baseline::majority(&train_hist, classes);
+    let baselines = manifest::Baselines {
+        definition: baseline::DEFINITION,
+        majority_class: majority.clone(),
+        train: baseline::of(&train_hist, majority.as_deref()),
+        test: baseline::of(&test_hist, majority.as_deref()),
+    };
 
-    // The output table of all labelled rows, then files per split and shard.
-    let table = output::output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
     // The output table holds every value written from here on: free the inputs' columns.
     rows.batch = RecordBatch::new_empty(rows.batch.schema());
     for f in &mut feats {
@@ -336,7 +395,7 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
     ));
     let written = (|| -> Result<Vec<manifest::FileEntry>> {
         let mut files = Vec::new();
-        for (name, ks) in [("train", &train), ("test", &test)] {
+        for (name, ks) in [("train", train), ("test", test)] {
             let ordered = output::time_order(&table, ks)?;
             files.push(output::write_file(
                 &tmp_dir,
@@ -347,16 +406,18 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
                 None,
             )?);
         }
-        for ((site, agent), (tr, te)) in output::shards(&table, &train, &test)? {
-            let dir = format!("shards/site={site}/agent={agent}");
-            for (name, ks) in [("train", &tr), ("test", &te)] {
+        for ((site, agent), (tr, te)) in &shards {
+            for (name, ks) in [("train", tr), ("test", te)] {
+                if ks.is_empty() {
+                    continue; // listed in `skipped`
+                }
                 files.push(output::write_file(
                     &tmp_dir,
-                    &format!("{dir}/{name}.parquet"),
+                    &output::shard_path(site, agent, name),
                     &table,
                     ks,
                     name,
-                    Some((&site, &agent)),
+                    Some((site, agent)),
                 )?);
             }
         }
@@ -369,6 +430,7 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
             return Err(e);
         }
     };
+    let shown = |a: &str| anon.map_or_else(|| a.to_string(), |x| x.hash(a));
     let m = manifest::Manifest {
         selection,
         rule: &rule,
@@ -377,31 +439,34 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
         anonymized: anon,
         source_files: windows_scan.files.iter().chain(series_scan.files.iter()),
         data_dir: &flags.data_dir,
-        agents: rows
-            .groups
-            .keys()
-            .map(|a| anon.map_or_else(|| a.clone(), |x| x.hash(a)))
-            .collect(),
+        agents: rows.groups.keys().map(|a| shown(a)).collect(),
         time_range: (
             rows.start.iter().min().copied(),
             rows.end.iter().max().copied(),
         ),
-        cutoff,
-        split_fraction: t.split,
+        split: manifest::SplitInfo {
+            by: t.split_by,
+            fraction: t.split,
+            cutoff: split.cutoff,
+            cutoffs: split.cutoffs.iter().map(|(a, c)| (shown(a), *c)).collect(),
+            max_agent_share: t.max_agent_share,
+        },
         rows: manifest::RowCounts {
             windows: rows.agent.len(),
             labelled: labelled.len(),
             unlabelled,
             train: train.len(),
             test: test.len(),
-            purged,
+            purged: split.purged,
             balanced_away,
         },
         histograms: [("train", train_hist), ("test", test_hist)].into(),
+        baselines: &baselines,
         seed: t.seed,
         balance: t.balance_classes,
         lags: t.lags,
         files: &files,
+        skipped: &skipped,
     };
     m.write(&tmp_dir)?;
     std::fs::rename(&tmp_dir, &flags.output)
@@ -412,7 +477,7 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
         "training set: {} train + {} test rows ({} purged at the cutoff, {} without a following window), {} features, {} files, {} bytes in {:.2} s ({:.0} records/s) to {}{}",
         train.len(),
         test.len(),
-        purged,
+        split.purged,
         unlabelled,
         feats.len(),
         files.len() + 1,
@@ -423,6 +488,63 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
         if anon.is_some() { " (anonymized)" } else { " (NOT anonymized)" }
     );
     Ok(())
+}
+
+/// Shard paths named in one warning; the manifest's `skipped_files` lists them all.
+const LISTED: usize = 5;
+
+/// Where the labelled rows went: indices into `labelled`.
+struct Assignment {
+    /// The fleet-wide cutoff (`--split-by time`), Unix ms.
+    cutoff: Option<i64>,
+    /// Each agent's cutoff (`--split-by agent`; stored agent ids), Unix ms.
+    cutoffs: BTreeMap<String, Option<i64>>,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    purged: usize,
+}
+
+/// Splits the `labelled` rows of `rows` by `--split-by` at `--split` (see [`split`]).
+fn assign(rows: &Rows, labelled: &[(usize, i32)], t: &TrainingFlags) -> Assignment {
+    let starts: Vec<i64> = labelled.iter().map(|(i, _)| rows.start[*i]).collect();
+    // A row's label comes from the following window: it ends one window length after the row.
+    let label_ends: Vec<i64> = labelled
+        .iter()
+        .map(|(i, _)| 2 * rows.end[*i] - rows.start[*i])
+        .collect();
+    let (cutoff, cutoffs, parts) = match t.split_by {
+        SplitBy::Time => {
+            let (cutoff, parts) = split::time_ordered(&starts, &label_ends, t.split);
+            (cutoff, BTreeMap::new(), parts)
+        }
+        SplitBy::Agent => {
+            let agents: Vec<&str> = labelled
+                .iter()
+                .map(|(i, _)| rows.agent[*i].as_str())
+                .collect();
+            let (cutoffs, parts) = split::per_agent(&agents, &starts, &label_ends, t.split);
+            let cutoffs = cutoffs
+                .into_iter()
+                .map(|(a, c)| (a.to_string(), c))
+                .collect();
+            (None, cutoffs, parts)
+        }
+    };
+    let mut out = Assignment {
+        cutoff,
+        cutoffs,
+        train: Vec::new(),
+        test: Vec::new(),
+        purged: 0,
+    };
+    for (k, part) in parts.iter().enumerate() {
+        match part {
+            Part::Train => out.train.push(k),
+            Part::Test => out.test.push(k),
+            Part::Purged => out.purged += 1,
+        }
+    }
+    out
 }
 
 /// Peak memory of a training export as a multiple of its windows batch (Arrow bytes): the

@@ -1,5 +1,6 @@
 //! The output stage of `export --training`: the output table of labelled rows, its time order,
-//! per-site and per-agent shards, and the Parquet files with the entries `manifest.json` lists.
+//! per-site and per-agent shards (a shard's split with no rows is not written, and listed as
+//! skipped), and the Parquet files with the entries `manifest.json` lists.
 
 use super::super::anonymize::Anonymizer;
 use super::{features, manifest, Rows};
@@ -151,6 +152,31 @@ pub(super) fn shards(table: &RecordBatch, train: &[usize], test: &[usize]) -> Re
         out.entry(key(k)).or_default().1.push(k);
     }
     Ok(out)
+}
+
+/// The path of a shard's split file, relative to the training-set directory.
+pub(super) fn shard_path(site: &str, agent: &str, split: &str) -> String {
+    format!("shards/site={site}/agent={agent}/{split}.parquet")
+}
+
+/// The shard files not written: every (shard, split) with no rows. No shard file is ever
+/// empty; the top-level `train.parquet` and `test.parquet` are always written.
+pub(super) fn empty_shard_splits(shards: &ShardMap) -> Vec<manifest::SkippedFile> {
+    let mut out = Vec::new();
+    for ((site, agent), (tr, te)) in shards {
+        for (split, ks) in [("train", tr), ("test", te)] {
+            if ks.is_empty() {
+                out.push(manifest::SkippedFile {
+                    path: shard_path(site, agent, split),
+                    split: split.to_string(),
+                    site: site.clone(),
+                    agent: agent.clone(),
+                    reason: "no rows",
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Files with fewer rows than this (most per-agent shards) are written uncompressed: zstd gains
