@@ -4,8 +4,15 @@
 //! Output in `--output DIR` (written to `DIR.tmp-…` and renamed into place when complete):
 //! - `train.parquet`, `test.parquet`: every split row, in time order;
 //! - `shards/site=<site>/agent=<agent>/{train,test}.parquet`: the same rows, one shard per site
-//!   (operator label `site`, `unknown` when absent) and per agent, for federated clients;
+//!   (operator label `site`, `unknown` when absent) and per agent, for federated clients; a
+//!   shard file that would hold no rows is not written (manifest `skipped_files`);
 //! - `manifest.json`: see [`manifest`].
+//!
+//! Stages: read and de-duplicate the windows ([`Rows`]) → [`features`] → [`validate`]
+//! (`is_outlier` per agent or fleet-wide, `--outliers-by`) → [`labels`] → [`split`] (one
+//! fleet-wide cutoff or one per agent, `--split-by`; class balancing) → the split-shape
+//! warnings ([`validate::Report::check_split`], empty shards) and [`baseline`]s → `--strict`
+//! refuses here, before anything is written → `output` → [`manifest`].
 //!
 //! Columns (a contract, README "Training sets"): `agent_id` (salted hash unless
 //! `--no-anonymize`), `window_start`, `window_end` (timestamp ms UTC), `seq`, `payload_sha256`
