@@ -136,6 +136,42 @@ fn per_agent_outliers_warnings_baselines_and_per_agent_split() {
     );
     assert!(ok, "--strict refused the per-agent split:\n{stderr}");
 
+    // Anonymized (the default): the warnings, cutoffs and skipped files name agents by hash only.
+    for (name, extra) in [("anon-time", "time"), ("anon-agent", "agent")] {
+        let out = set(name);
+        let args = [
+            "--training",
+            "--label-threshold",
+            "cpu_percent__max>90",
+            "--split-by",
+            extra,
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        let (ok, _, stderr) = export(&data, &args);
+        assert!(ok, "{stderr}");
+        let text = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        for host in HOSTS {
+            assert!(!text.contains(host), "{name}: manifest names {host}");
+            assert!(
+                !stderr.contains(host),
+                "{name}: stderr names {host}:\n{stderr}"
+            );
+        }
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let strict = m["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["fails_strict"] == true)
+            .count();
+        assert_eq!(
+            strict,
+            if extra == "time" { 4 } else { 0 },
+            "{name}: {text}"
+        );
+    }
+
     let report = run_python_script(
         "training_fleet.py",
         &[

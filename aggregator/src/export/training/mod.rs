@@ -327,14 +327,17 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
     // of the splits' shape.
     let table = output::output_table(&rows, &feats, &outlier, &labelled, classes, anon)?;
     let agent_of = column::<StringArray>(&table, schema::AGENT_ID).context(schema::AGENT_ID)?;
-    let per_agent = |ks: &[usize]| -> BTreeMap<String, usize> {
-        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+    let per_agent = |ks: &[usize]| -> BTreeMap<&str, usize> {
+        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
         for &k in ks {
-            *m.entry(agent_of.value(k).to_string()).or_default() += 1;
+            *m.entry(agent_of.value(k)).or_default() += 1;
         }
         m
     };
-    let agents_in_set = per_agent(&(0..labelled.len()).collect::<Vec<_>>()).len();
+    let agents_in_set = (0..table.num_rows())
+        .map(|k| agent_of.value(k))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     for (name, ks, hist) in [("train", train, &train_hist), ("test", test, &test_hist)] {
         report.check_split(
             name,

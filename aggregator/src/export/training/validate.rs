@@ -331,7 +331,7 @@ impl Report {
     pub fn check_split(
         &mut self,
         name: &str,
-        per_agent: &BTreeMap<String, usize>,
+        per_agent: &BTreeMap<&str, usize>,
         histogram: &BTreeMap<String, usize>,
         all: &BTreeMap<String, usize>,
         (agents_in_set, max_agent_share): (usize, f64),
@@ -488,12 +488,15 @@ mod tests {
         let counts = |v: &[(&str, usize)]| -> BTreeMap<String, usize> {
             v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
         };
+        let agents = |v: &[(&'static str, usize)]| -> BTreeMap<&'static str, usize> {
+            v.iter().copied().collect()
+        };
         let mut r = Report::default();
         let all = counts(&[("Negative", 1000), ("Positive", 20)]);
         // 695 of 696 test rows from one agent, 1 positive: both warnings.
         r.check_split(
             "test",
-            &counts(&[("vm-1", 695), ("vm-2", 1)]),
+            &agents(&[("vm-1", 695), ("vm-2", 1)]),
             &counts(&[("Negative", 695), ("Positive", 1)]),
             &all,
             (5, 0.5),
@@ -509,14 +512,14 @@ mod tests {
         let mut ok = Report::default();
         ok.check_split(
             "train",
-            &counts(&[("vm-1", 50), ("vm-2", 50)]),
+            &agents(&[("vm-1", 50), ("vm-2", 50)]),
             &counts(&[("Negative", 98), ("Positive", 2)]),
             &all,
             (2, 0.5),
         );
         ok.check_split(
             "train",
-            &counts(&[("vm-1", 100)]),
+            &agents(&[("vm-1", 100)]),
             &counts(&[("Negative", 98), ("Positive", 2)]),
             &all,
             (1, 0.5),
