@@ -67,6 +67,9 @@ fleetset_core::counters! {
         auth_unauthenticated,
         /// Requests refused PERMISSION_DENIED / 403: a known token without the scope needed.
         auth_permission_denied,
+        /// Web console API requests refused: a bad parameter (HTTP 400), or `MAX_QUERIES`
+        /// (2) console store reads already running (HTTP 503; README "Web console").
+        console_requests_refused,
         /// Token file re-reads that failed (unreadable, not valid, over
         /// `security.tokens.max_file_bytes`); the previous tokens stayed in force.
         tokens_reload_failures,
