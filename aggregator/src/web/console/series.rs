@@ -196,18 +196,43 @@ fn newest_metrics(data_dir: &Path, q: &Query) -> Result<Metrics> {
 /// windows and `max_points` points.
 fn chart(data_dir: &Path, q: &Query, max_windows: usize, max_points: usize) -> Result<Series> {
     let metric = q.metrics.concat();
-    let (stored, mut truncated) = newest_windows(data_dir, q, max_windows)?;
+    let (stored, older) = newest_windows(data_dir, q, max_windows)?;
+    let (windows, points, cut) = bound(stored, &metric, max_windows, max_points);
+    Ok(Series {
+        agent_id: q.agents.concat(),
+        metric,
+        from_ms: q.from_ms.unwrap_or_default(),
+        to_ms: q.to_ms,
+        windows,
+        points,
+        truncated: older || cut,
+        max_windows,
+        max_points,
+    })
+}
+
+/// The newest of `stored` (in start order) that carry `metric`, as chart windows in start
+/// order: at most `max_windows` of them and `max_points` points in all, an older window left
+/// out whole when its points would pass the bound. Also the points kept, and whether any
+/// window was left out.
+fn bound(
+    stored: Vec<StoredWindow>,
+    metric: &str,
+    max_windows: usize,
+    max_points: usize,
+) -> (Vec<Window>, usize, bool) {
     let mut windows: Vec<Window> = Vec::new();
     let mut points = 0usize;
+    let mut cut = false;
     for w in stored.into_iter().rev() {
         let mut s = w.snapshot;
-        let stats = s.stats.remove(&metric);
-        let data = s.data.remove(&metric).unwrap_or_default();
+        let stats = s.stats.remove(metric);
+        let data = s.data.remove(metric).unwrap_or_default();
         if stats.is_none() && data.is_empty() {
             continue;
         }
         if points.saturating_add(data.len()) > max_points || windows.len() >= max_windows {
-            truncated = true;
+            cut = true;
             break;
         }
         points = points.saturating_add(data.len());
@@ -230,15 +255,76 @@ fn chart(data_dir: &Path, q: &Query, max_windows: usize, max_points: usize) -> R
         });
     }
     windows.reverse();
-    Ok(Series {
-        agent_id: q.agents.concat(),
-        metric,
-        from_ms: q.from_ms.unwrap_or_default(),
-        to_ms: q.to_ms,
-        windows,
-        points,
-        truncated,
-        max_windows,
-        max_points,
-    })
+    (windows, points, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetset_proto::{Snapshot, WindowStats};
+
+    /// A stored window starting at `k` s with `n` points of `cpu` (and always a `mem` series).
+    fn stored(k: i64, n: usize) -> StoredWindow {
+        let mut s = Snapshot {
+            agent_id: "a".into(),
+            seq: k as u64,
+            start: k * 1000,
+            end: (k + 1) * 1000,
+            ..Default::default()
+        };
+        let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        if let Some(st) = WindowStats::from_values(&values) {
+            s.stats.insert("cpu".into(), st);
+        }
+        s.data.insert(
+            "cpu".into(),
+            (0..n)
+                .map(|i| Point {
+                    ts_ms: k * 1000 + i as i64,
+                    value: i as f64,
+                })
+                .collect(),
+        );
+        s.data.insert(
+            "mem".into(),
+            vec![Point {
+                ts_ms: k * 1000,
+                value: 1.0,
+            }],
+        );
+        StoredWindow {
+            snapshot: s,
+            payload_sha256: vec![0xab; 32],
+            encoding: "msgpack".into(),
+            received_at_ms: (k + 2) * 1000,
+        }
+    }
+
+    #[test]
+    fn the_newest_windows_are_kept_whole_within_both_bounds() {
+        let all = || (1..=5).map(|k| stored(k, 10)).collect::<Vec<_>>();
+        let (w, points, cut) = bound(all(), "cpu", 10, 1000);
+        assert_eq!((w.len(), points, cut), (5, 50, false));
+        assert_eq!(w[0].start, 1000, "start order");
+        assert_eq!(
+            w[4].stats.as_ref().map(|s| (s.count, s.max)),
+            Some((10, 9.0))
+        );
+        assert_eq!(w[4].payload_sha256, "ab".repeat(32));
+        // 35 points: three whole windows, the newest.
+        let (w, points, cut) = bound(all(), "cpu", 10, 35);
+        assert_eq!((w.len(), points, cut), (3, 30, true));
+        assert_eq!(w.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let (w, _, cut) = bound(all(), "cpu", 2, 1000);
+        assert_eq!((w.len(), cut), (2, true));
+        // Windows without the metric are not windows of its chart.
+        let (w, points, cut) = bound(all(), "disk", 10, 1000);
+        assert_eq!((w.len(), points, cut), (0, 0, false));
+        let (w, points, _) = bound(vec![stored(1, 0), stored(2, 3)], "cpu", 10, 1000);
+        assert_eq!(
+            (w.len(), points),
+            (1, 3),
+            "no stats and no points: left out"
+        );
+    }
 }

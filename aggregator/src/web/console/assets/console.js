@@ -135,6 +135,8 @@
       const st = el('td');
       st.append(el('span', a.state, `state ${a.state}`));
       if (a.last_error) st.title = a.last_error;
+      else if (a.state === 'unknown') st.title = 'no OpAMP report from this agent yet (its control.endpoint is unset?)';
+      else if (a.state === 'stored') st.title = 'the control plane is off: the store knows no health';
       const [nrej, why] = rejectsText(a.rejects);
       const rej = el('td', nrej, nrej === '0' ? 'num' : 'num warn');
       rej.title = why;
@@ -288,7 +290,8 @@
     svg('polyline', { class: 'pts-line', points: finite.map(([t, v]) => `${X(t).toFixed(1)},${Y(v).toFixed(1)}`).join(' ') }, root);
     if (finite.length <= CIRCLES_UP_TO) {
       const dots = svg('g', { class: 'dots' }, root);
-      for (const [t, v] of finite) svg('circle', { cx: X(t).toFixed(1), cy: Y(v).toFixed(1), r: 2.4 }, dots);
+      const r = finite.length * 5 > W - m.l - m.r ? 1.4 : 2.4;
+      for (const [t, v] of finite) svg('circle', { cx: X(t).toFixed(1), cy: Y(v).toFixed(1), r }, dots);
     }
 
     c.replaceChildren(root);
