@@ -72,8 +72,16 @@
     $('token-error').textContent = why || '';
     $('token-input').focus();
   }
+  // GET `path` as JSON; a 503 (the aggregator's console reads are all busy) is retried after
+  // its retry-after, up to three times.
   async function api(path) {
-    const r = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
+    let r;
+    for (let attempt = 0; ; attempt += 1) {
+      r = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
+      if (r.status !== 503 || attempt >= 3) break;
+      const wait = Math.min(10, Number(r.headers.get('retry-after')) || 1);
+      await new Promise((done) => setTimeout(done, wait * 1000));
+    }
     let body = {};
     try { body = await r.json(); } catch (_) { body = {}; }
     if (r.status === 401 || r.status === 403) {
@@ -173,6 +181,7 @@
   }
   async function selectAgent(id) {
     state.agent = id;
+    state.series = null;
     for (const tr of $('fleet-table').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.agent === id);
     $('agent-select').value = id;
     const sel = $('metric-select');
@@ -205,7 +214,13 @@
     try {
       s = await api(`/v1/console/series?agent=${encodeURIComponent(agent)}&metric=${encodeURIComponent(metric)}&from=${Date.now() - rangeMs()}`);
     } catch (e) {
-      drawEmpty(e.message, 'error');
+      // Keep a chart already drawn for this choice; say what failed under it.
+      if (state.series && state.series.agent_id === agent && state.series.metric === metric) {
+        $('chart').dataset.state = 'ready';
+        $('chart-summary').textContent = `could not refresh: ${e.message}`;
+      } else {
+        drawEmpty(e.message, 'error');
+      }
       return;
     }
     if (agent !== state.agent || metric !== state.metric) return;
@@ -335,7 +350,7 @@
       if (row.dataset.agent === w.agent_id) row.querySelector('.lastwin').textContent = utc(w.start, true);
     }
     if (!state.agents.has(w.agent_id)) loadFleet();
-    if ($('follow').checked && w.agent_id === state.agent && metrics.includes(state.metric)) scheduleFollow();
+    if ($('follow').checked && w.agent_id === state.agent && (!state.metric || metrics.includes(state.metric))) scheduleFollow();
   }
   // Refreshes the chart a little after a live window of the chosen agent (the store commits
   // it some seconds later), at most every FOLLOW_EVERY_MS.
@@ -345,7 +360,7 @@
     state.followTimer = setTimeout(() => {
       state.followTimer = 0;
       state.lastFollow = Date.now();
-      loadSeries();
+      if (state.metric) loadSeries(); else selectAgent(state.agent);
     }, wait);
   }
   function connectLive() {
