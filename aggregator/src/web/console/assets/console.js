@@ -118,13 +118,14 @@
     const n = e.reduce((s, [, v]) => s + v, 0);
     return [String(n), e.map(([r, v]) => `${r.toLowerCase()}: ${v}`).join(', ')];
   }
+  // Reloads the fleet table; false when the API asked for a token.
   async function loadFleet() {
     let f;
     try {
       f = await api('/v1/console/agents');
     } catch (e) {
       $('fleet-note').textContent = e instanceof AuthNeeded ? 'a token is needed' : `fleet: ${e.message}`;
-      return;
+      return !(e instanceof AuthNeeded);
     }
     $('fleet-source').textContent = f.source === 'control' ? 'control-plane inventory' : 'from the store, last hour';
     $('fleet-note').textContent = f.truncated ? `only the first ${f.agents.length} agents are listed` :
@@ -154,6 +155,7 @@
       body.append(tr);
     }
     fillAgentSelect();
+    return true;
   }
   function fillAgentSelect() {
     const sel = $('agent-select');
@@ -429,8 +431,13 @@
     state.agent = h.get('agent') || '';
     state.metric = h.get('metric') || '';
     drawEmpty('choose an agent');
-    connectLive();
-    loadFleet().then(() => { if (state.agent) selectAgent(state.agent); });
+    setLive('connecting', 'off');
+    // The stream opens once the API has shown whether a token is needed (and then with it).
+    loadFleet().then((open) => {
+      if (!open) return;
+      connectLive();
+      if (state.agent) selectAgent(state.agent);
+    });
     setInterval(loadFleet, FLEET_EVERY_MS);
   }
   start();
