@@ -60,8 +60,12 @@ fleetset_core::counters! {
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
         metrics_connections_idle_closed,
-        /// gRPC Live Subscribe streams refused (RESOURCE_EXHAUSTED): `live.max_subscribers` open.
+        /// Live streams refused because `live.max_subscribers` were open: gRPC Subscribe
+        /// (RESOURCE_EXHAUSTED) and WebSocket `/v1/stream` (HTTP 503).
         live_subscribers_refused,
+        /// WebSocket `/v1/stream` requests answered 400: an unknown query parameter, a bad
+        /// value, a `bearer.` subprotocol without `fleetset.v1`, or not a WebSocket upgrade.
+        stream_bad_requests,
         /// Live Subscribe, OTLP Export or `/metrics` requests refused UNAUTHENTICATED / 401:
         /// no `authorization: Bearer` token, or one not in `security.tokens.file`.
         auth_unauthenticated,
