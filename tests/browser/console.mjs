@@ -5,7 +5,8 @@
 // asserts on it. Every wait is bounded.
 //
 //   node console.mjs --url http://127.0.0.1:PORT/ --agent A --metric M --live-timeout-ms MS \
-//        --screenshot out.png [--token T] [--settle-ms MS] [--chromium /usr/bin/chromium]
+//        --screenshot out.png [--token T] [--range-ms MS] [--settle-ms MS] [--chromium PATH]
+// (--range-ms: one of the page's ranges, e.g. 300000 for 5 min; default the page's 1 h.)
 import { chromium } from 'playwright-core';
 
 function args(argv) {
@@ -64,6 +65,7 @@ try {
     result.live = null;
   }
 
+  if (a['range-ms']) await page.selectOption('#range-select', a['range-ms']);
   await page.waitForSelector(`#agent-select option[value="${a.agent}"]`, { state: 'attached', timeout: STEP_TIMEOUT });
   await page.selectOption('#agent-select', a.agent);
   await page.waitForSelector(`#metric-select option[value="${a.metric}"]`, { state: 'attached', timeout: STEP_TIMEOUT });

@@ -283,6 +283,8 @@
     const step = TIME_STEPS.find((st) => (x1 - x0) / st <= 8) || 864e5;
     for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) {
       svg('line', { x1: X(t), x2: X(t), y1: m.t, y2: H - m.b }, grid);
+      // A label that would run past either end of the plot is left out (its line stays).
+      if (X(t) < m.l + 28 || X(t) > W - m.r - 28) continue;
       svg('text', { x: X(t), y: H - m.b + 18, class: 'xlab' }, grid).textContent = utc(t);
     }
     svg('text', { x: W - m.r, y: H - 6, class: 'xlab end' }, grid).textContent = 'UTC';
