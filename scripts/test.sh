@@ -44,6 +44,21 @@ else
     "records a passing run)."
 fi
 
+# tests/tests/console.rs drives the web console in headless Chromium: Debian's chromium, and
+# playwright-core from tests/browser/package-lock.json (npm ci; node ships with the machine, else
+# Debian's nodejs and npm).
+if [[ ! -x /usr/bin/chromium ]] || ! command -v npm >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    apt-get update -qq
+    [[ -x /usr/bin/chromium ]] || apt-get install -y -qq chromium >/dev/null
+    command -v npm >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "FAIL: /usr/bin/chromium or npm not found (tests/tests/console.rs needs them)" >&2
+    exit 1
+  fi
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
 # The agent must stay small: no Arrow or Parquet anywhere in its dependency tree.
 if cargo tree -p fleetset-agent -e normal,build --prefix none | grep -qE '^(arrow|parquet)'; then
   echo "FAIL: fleetset-agent depends on arrow or parquet:" >&2

@@ -1,11 +1,14 @@
-//! Connection flags shared by the commands that talk to a running aggregator (`tail`, `fleet`):
-//! TLS (`--ca-file`, `--cert-file`/`--key-file` for mTLS, `--server-name`) and the bearer token
-//! (`--token-file` or `FLEETSET_TOKEN`, never a flag value — it would show in `ps` — and never
-//! printed).
+//! Connection flags shared by the commands that talk to a running aggregator (`tail`, `fleet`,
+//! `export --stream`): TLS (`--ca-file`, `--cert-file`/`--key-file` for mTLS, `--server-name`)
+//! and the bearer token (`--token-file` or `FLEETSET_TOKEN`, never a flag value — it would show
+//! in `ps` — and never printed); and the gRPC `Live/Subscribe` call those commands make
+//! ([`subscribe`]).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use fleetset_proto::pb::{self, live_client::LiveClient};
 use std::path::PathBuf;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// TLS and token flags of a client command.
 #[derive(Debug, Clone, Args)]
@@ -51,4 +54,110 @@ impl ClientFlags {
         }
         Ok(())
     }
+}
+
+/// Reads `path` (flag `--what`); errors name the flag and the file.
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{what} {}", path.display()))
+}
+
+impl ClientFlags {
+    /// The `authorization` metadata value of the token (None: no token). Errors name the
+    /// file, never the token.
+    fn grpc_bearer(
+        &self,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+        let Some(token) = self.token()? else {
+            return Ok(None);
+        };
+        format!("Bearer {token}")
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow!("the bearer token is not printable ASCII"))
+    }
+
+    /// The gRPC channel endpoint of `url`: plaintext for `http://`, TLS for `https://` (the CA
+    /// file checked to hold PEM certificates). Errors: a bad URL, TLS flags with `http://`, an
+    /// unreadable or non-PEM file (named).
+    fn grpc_endpoint(&self, url: &str) -> Result<Endpoint> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("--endpoint {url:?}"))?
+            .connect_timeout(std::time::Duration::from_secs(10));
+        self.check_scheme(url)?;
+        if !url.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca_file {
+            let pem = read(ca, "ca-file")?;
+            fleetset_core::tls::pem_certs(&pem, ca).context("--ca-file")?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "cert-file")?,
+                read(key, "key-file")?,
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS for {url}"))
+    }
+}
+
+/// What a failed connect or Subscribe means for the user: UNAUTHENTICATED and
+/// PERMISSION_DENIED named as such, with the fix.
+pub fn explain_status(status: tonic::Status) -> anyhow::Error {
+    use tonic::Code;
+    match status.code() {
+        Code::Unauthenticated => anyhow!(
+            "authentication failed (UNAUTHENTICATED): {} — pass a valid token with --token-file or FLEETSET_TOKEN",
+            status.message()
+        ),
+        Code::PermissionDenied => anyhow!(
+            "permission denied (PERMISSION_DENIED): {} — the token needs scope `subscribe`",
+            status.message()
+        ),
+        _ => anyhow!("Subscribe failed ({:?}): {}", status.code(), status.message()),
+    }
+}
+
+/// A connect error with its causes; a TLS one says so and hints at the TLS flags.
+fn explain_connect(e: tonic::transport::Error, endpoint: &str) -> anyhow::Error {
+    let chain = format!("{:#}", anyhow::Error::new(e));
+    if endpoint.starts_with("https://") {
+        anyhow!(
+            "TLS handshake with {endpoint} failed: {chain} (check --ca-file, --server-name and, with mTLS, --cert-file/--key-file)"
+        )
+    } else {
+        anyhow!("connecting to {endpoint}: {chain}")
+    }
+}
+
+/// Opens a gRPC `Live/Subscribe` stream on the aggregator at `endpoint` (`http://` or
+/// `https://host:port`, its `ingest.grpc.listen`) with `client`'s TLS and token. Errors: connect
+/// or TLS failures and refusals, explained ([`explain_status`]).
+pub async fn subscribe(
+    endpoint: &str,
+    client: &ClientFlags,
+    request: pb::SubscribeRequest,
+) -> Result<tonic::Streaming<pb::SubscribeResponse>> {
+    let auth = client.grpc_bearer()?;
+    let channel = client
+        .grpc_endpoint(endpoint)?
+        .connect()
+        .await
+        .map_err(|e| explain_connect(e, endpoint))?;
+    let mut request = tonic::Request::new(request);
+    if let Some(value) = auth {
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(LiveClient::new(channel)
+        .subscribe(request)
+        .await
+        .map_err(explain_status)?
+        .into_inner())
 }

@@ -60,13 +60,20 @@ fleetset_core::counters! {
         metrics_connections_refused,
         /// `/metrics` `/healthz` connections closed after `telemetry.idle_timeout` without a byte received.
         metrics_connections_idle_closed,
-        /// gRPC Live Subscribe streams refused (RESOURCE_EXHAUSTED): `live.max_subscribers` open.
+        /// Live streams refused because `live.max_subscribers` were open: gRPC Subscribe
+        /// (RESOURCE_EXHAUSTED) and WebSocket `/v1/stream` (HTTP 503).
         live_subscribers_refused,
+        /// WebSocket `/v1/stream` requests answered 400: an unknown query parameter, a bad
+        /// value, a `bearer.` subprotocol without `fleetset.v1`, or not a WebSocket upgrade.
+        stream_bad_requests,
         /// Live Subscribe, OTLP Export or `/metrics` requests refused UNAUTHENTICATED / 401:
         /// no `authorization: Bearer` token, or one not in `security.tokens.file`.
         auth_unauthenticated,
         /// Requests refused PERMISSION_DENIED / 403: a known token without the scope needed.
         auth_permission_denied,
+        /// Web console API requests refused: a bad parameter (HTTP 400), or `MAX_QUERIES`
+        /// (2) console store reads already running (HTTP 503; README "Web console").
+        console_requests_refused,
         /// Token file re-reads that failed (unreadable, not valid, over
         /// `security.tokens.max_file_bytes`); the previous tokens stayed in force.
         tokens_reload_failures,

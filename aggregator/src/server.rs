@@ -5,7 +5,7 @@
 use crate::config::{ServeFlags, ServerConfig};
 use crate::counters::{Counters, Listener};
 use crate::ingest::{grpc::IngestService, zmq, Admission, LiveContract};
-use crate::live::grpc::SubscriberSettings;
+use crate::live::subscription::{SubscriberSettings, Subscriptions};
 use crate::live::{grpc::LiveService, zmq_pub, Hub};
 use crate::security::curve::{read_secret, ServerKey};
 use crate::security::tokens::Tokens;
@@ -149,17 +149,24 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         (None, None)
     };
 
-    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers));
-    let web = crate::web::routes(crate::web::WebState {
+    // One live.max_subscribers pool for gRPC Subscribe and the WebSocket stream.
+    let subscriptions = Subscriptions {
         hub: hub.clone(),
-        subscribers: subscribers.clone(),
+        settings: subscribers.clone(),
+        shutdown: ingest_stop.clone(),
         data_dir: data_dir.clone(),
         store: store_tx.clone(),
-        slots: slots.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.live.max_subscribers)),
+        counters: counters.clone(),
+        tokens: tokens.clone(),
+    };
+    let web = crate::web::routes(crate::web::WebState {
+        live: subscriptions.clone(),
+        idle_timeout: cfg.telemetry.idle_timeout,
+        data_dir: data_dir.clone(),
         counters: counters.clone(),
         tokens: tokens.clone(),
         control: control.clone(),
-        shutdown: ingest_stop.clone(),
     });
     let reload = Arc::new(ReloadStatus::default());
     let (telemetry, metrics_addr) = start_telemetry(
@@ -227,14 +234,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Server> {
         })
         .max_decoding_message_size(max_msg);
         let live = LiveServer::new(LiveService {
-            hub: hub.clone(),
-            settings: subscribers.clone(),
-            shutdown: ingest_stop.clone(),
-            data_dir: data_dir.clone(),
-            store: store_tx.clone(),
-            slots: slots.clone(),
-            counters: counters.clone(),
-            tokens: tokens.clone(),
+            subscriptions: subscriptions.clone(),
         });
         // gRPC health (grpc.health.v1) and server reflection, for load balancers and grpcurl.
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -123,6 +123,15 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
 /// `GET path` on `addr` with extra `headers` (`name`, `value`) over plain HTTP/1.0; returns the
 /// status code and the body. Bounded by a 10 s timeout.
 pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
+    let (status, _, body) = http_get_headers(addr, path, headers)?;
+    Ok((status, body))
+}
+
+/// An HTTP answer: status code, headers (names lower-cased, in order), body.
+pub type HttpAnswer = (u16, Vec<(String, String)>, String);
+
+/// [`http_get_with`] that also returns the response headers.
+pub fn http_get_headers(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<HttpAnswer> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -139,7 +148,13 @@ pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result
         .and_then(|h| h.get(2..5))
         .and_then(|c| c.parse().ok())
         .with_context(|| format!("not an HTTP status line: {head}"))?;
-    Ok((status, body.to_string()))
+    let fields = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, fields, body.to_string()))
 }
 
 /// The value of the Prometheus sample `name` (exact name, no labels) in `text`.

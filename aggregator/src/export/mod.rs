@@ -4,6 +4,9 @@
 //! (ADR-010, "Data Export & Training Pipeline"); validation and cleaning follow seed 001
 //! ("Data Quality Checks").
 //!
+//! `export --stream` ([`stream`]) is seed 000's streaming export instead: live windows from a
+//! running aggregator to a named pipe, stdout or WebSocket clients.
+//!
 //! Data flow: [`crate::store::reader::Scan`] (committed Parquet files of one table, date-pruned,
 //! rows filtered by time, agent and metric, conformed to one schema) → [`anonymize`] → [`sink`] (one output file,
 //! written to a temporary name and renamed into place when complete).
@@ -11,9 +14,11 @@
 pub mod anonymize;
 pub mod plain;
 pub mod sink;
+pub mod stream;
 pub mod training;
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser as _;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -26,15 +31,23 @@ pub struct ExportFlags {
     /// The aggregator's data directory (the store to read).
     #[arg(long, default_value = "/var/lib/fleetset")]
     pub data_dir: PathBuf,
-    /// Output file (plain export) or directory (`--training`).
-    #[arg(long)]
+    /// Output file (plain export) or directory (`--training`); not with `--stream`.
+    #[arg(
+        long,
+        required_unless_present = "stream",
+        conflicts_with = "stream",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from),
+        default_value_os_t = PathBuf::new(),
+        hide_default_value = true
+    )]
     pub output: PathBuf,
     /// Replace an existing output instead of refusing.
     #[arg(long)]
     pub overwrite: bool,
-    /// Output format of a plain export.
-    #[arg(long, value_enum, default_value_t = sink::Format::Parquet)]
-    pub format: sink::Format,
+    /// Output format: of a plain export `csv`, `jsonl` (or `jsonlines`), `parquet` (default),
+    /// `arrow`, `sqlite`; of `--stream` `jsonlines` (default), `msgpack`, `protobuf`.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<FormatFlag>,
     /// Table of a plain export.
     #[arg(long, value_enum, default_value_t = Table::Series)]
     pub table: Table,
@@ -62,6 +75,71 @@ pub struct ExportFlags {
     /// Training-set options (with `--training`).
     #[command(flatten)]
     pub train: training::TrainingFlags,
+    /// Stream live windows from a running aggregator (seed 000's `export --stream`) instead of
+    /// exporting the store: to `--fifo`, `--listen`/`--port` WebSocket clients, or stdout.
+    #[arg(long, conflicts_with_all = ["training", "hours", "from", "to", "overwrite"])]
+    pub stream: bool,
+    /// Streaming options (with `--stream`).
+    #[command(flatten)]
+    pub streaming: stream::StreamFlags,
+}
+
+/// A `--format` value: a plain export's file format or a stream's message format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatFlag {
+    /// A file format (plain export).
+    File(sink::Format),
+    /// A message format (`--stream`).
+    Stream(crate::live::format::Format),
+}
+
+/// Parses `--format`: a file format or a stream format (`jsonlines` is both). Errors list the
+/// formats.
+pub fn parse_format(s: &str) -> Result<FormatFlag, String> {
+    if let Ok(f) = s.parse::<crate::live::format::Format>() {
+        return Ok(FormatFlag::Stream(f));
+    }
+    <sink::Format as clap::ValueEnum>::from_str(s, true)
+        .map(FormatFlag::File)
+        .map_err(|_| {
+            format!("format {s:?} is not csv, jsonl, parquet, arrow, sqlite (plain export) or jsonlines, msgpack, protobuf (--stream)")
+        })
+}
+
+impl FormatFlag {
+    /// The file format of a plain export (default Parquet). Errors: a stream-only format.
+    pub fn file(f: Option<FormatFlag>) -> Result<sink::Format> {
+        use crate::live::format::Format as S;
+        match f {
+            None => Ok(sink::Format::Parquet),
+            Some(FormatFlag::File(f)) => Ok(f),
+            Some(FormatFlag::Stream(S::Jsonlines)) => Ok(sink::Format::Jsonl),
+            Some(FormatFlag::Stream(other)) => {
+                bail!("--format {} is a --stream format; a plain export writes csv, jsonl, parquet, arrow or sqlite", value_name(other))
+            }
+        }
+    }
+
+    /// The message format of `--stream` (default JSON Lines). Errors: a file-only format.
+    pub fn stream(f: Option<FormatFlag>) -> Result<crate::live::format::Format> {
+        use crate::live::format::Format as S;
+        match f {
+            None | Some(FormatFlag::File(sink::Format::Jsonl)) => Ok(S::Jsonlines),
+            Some(FormatFlag::Stream(f)) => Ok(f),
+            Some(FormatFlag::File(other)) => {
+                bail!(
+                    "--format {} is a file format; --stream sends jsonlines, msgpack or protobuf",
+                    value_name(other)
+                )
+            }
+        }
+    }
+}
+
+/// A value's name as given on the command line.
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_string())
 }
 
 impl ExportFlags {
@@ -83,8 +161,15 @@ impl ExportFlags {
 
 pub use fleetset_core::time::parse_time;
 
-/// Runs `export`: a training set with `--training`, else a plain export.
+/// Runs `export`: live windows with `--stream`, a training set with `--training`, else a plain
+/// export.
 pub fn run(flags: &ExportFlags) -> Result<()> {
+    if flags.stream {
+        return stream::run(flags);
+    }
+    if flags.output.as_os_str().is_empty() {
+        bail!("--output is required (the file or directory to write)");
+    }
     if !Table::Windows.dir(&flags.data_dir).is_dir() {
         bail!(
             "{} holds no store (no windows/ directory); pass the aggregator's --data-dir",

@@ -5,7 +5,7 @@
 
 use super::anonymize::Anonymizer;
 use super::sink::Sink;
-use super::{prepare_output, ExportFlags, Query, Table};
+use super::{prepare_output, ExportFlags, FormatFlag, Query, Table};
 use crate::store::reader::{column, Scan};
 use crate::store::schema;
 use anyhow::{Context, Result};
@@ -59,6 +59,7 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
 
 /// Runs a plain export of `flags.table` to `flags.output` and prints the summary line.
 pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) -> Result<()> {
+    let format = FormatFlag::file(flags.format)?;
     prepare_output(&flags.output, flags.overwrite)?;
     let scan = Scan::open(&flags.data_dir, flags.table, selection)?;
     let k_allowed = match (anon.and_then(|a| a.k), flags.table) {
@@ -67,12 +68,7 @@ pub fn run(flags: &ExportFlags, selection: &Query, anon: Option<&Anonymizer>) ->
     };
     let bar = progress_bar(scan.file_rows, &format!("exporting {}", flags.table.name()));
     let started = Instant::now();
-    let mut sink = Sink::create(
-        flags.format,
-        &flags.output,
-        &scan.schema,
-        flags.table.name(),
-    )?;
+    let mut sink = Sink::create(format, &flags.output, &scan.schema, flags.table.name())?;
     let mut records = 0u64;
     let written: Result<u64> = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RecordBatch>>(PIPELINE_DEPTH);

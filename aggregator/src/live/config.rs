@@ -3,9 +3,9 @@
 use fleetset_core::config::Section;
 
 impl LiveConfig {
-    /// What new gRPC Subscribe streams start with.
-    pub fn subscriber_settings(&self) -> super::grpc::SubscriberSettings {
-        super::grpc::SubscriberSettings {
+    /// What new subscriptions (gRPC Subscribe, WebSocket) start with.
+    pub fn subscriber_settings(&self) -> super::subscription::SubscriberSettings {
+        super::subscription::SubscriberSettings {
             overflow: self.subscriber_overflow,
             history_batch_windows: self.history_batch_windows,
         }
@@ -35,10 +35,11 @@ pub struct LiveConfig {
     /// Live windows buffered for subscribers; a subscriber further behind skips the oldest.
     #[key(default = 1024, unit = "windows", min = 1)]
     pub queue: usize,
-    /// What a gRPC subscriber that falls behind gets: `lag` (a Lag message, then on) or `disconnect`.
+    /// What a live subscriber (gRPC Subscribe, WebSocket `/v1/stream`) that falls behind gets: `lag` (a lag notice, then on) or `disconnect`.
     #[key(live)]
-    pub subscriber_overflow: super::grpc::Overflow,
-    /// gRPC Subscribe streams open at once; one more is answered RESOURCE_EXHAUSTED and counted
+    pub subscriber_overflow: super::subscription::Overflow,
+    /// Live streams open at once, gRPC Subscribe and WebSocket `/v1/stream` together; one more
+    /// is answered RESOURCE_EXHAUSTED (gRPC) or HTTP 503 (WebSocket) and counted
     /// (`live_subscribers_refused`).
     #[key(
         default = 256,

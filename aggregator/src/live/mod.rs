@@ -1,6 +1,7 @@
 //! Live fan-out: every verified window is published as soon as it is handed to the store —
 //! before its Parquet commit, and without waiting for one — to gRPC subscribers ([`grpc`]) and
-//! the ZeroMQ PUB socket ([`zmq_pub`]). The hub drops a window whose `(agent_id, window_start)`
+//! the ZeroMQ PUB socket ([`zmq_pub`]); gRPC and the WebSocket stream (`crate::web::stream`)
+//! share one [`subscription`] model (admission, filters, `since` history, lag). The hub drops a window whose `(agent_id, window_start)`
 //! it published recently (the last [`RECENT_KEYS`] windows), so an agent's ordinary resends do
 //! not repeat in the live stream.
 //!
@@ -14,7 +15,9 @@
 //! payload SHA-256.
 
 pub mod config;
+pub mod format;
 pub mod grpc;
+pub mod subscription;
 pub mod zmq_pub;
 
 use crate::store::reader::Query;

@@ -7,38 +7,32 @@ pub mod stream;
 
 use crate::control::ControlPlane;
 use crate::counters::Counters;
-use crate::live::grpc::SubscriberSettings;
-use crate::live::Hub;
+use crate::live::subscription::Subscriptions;
 use crate::security::tokens::Tokens;
-use crate::store::StoreMsg;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
 
 /// What the HTTP routes read from (cheap to clone).
 #[derive(Clone)]
-#[allow(dead_code)] // the stream and the console are being built on it
 pub struct WebState {
-    /// Where live windows come from.
-    pub hub: Hub,
-    /// What new streams start with (`live.subscriber_overflow`, `live.history_batch_windows`).
-    pub subscribers: fleetset_core::config::reload::Live<SubscriberSettings>,
+    /// Live subscriptions: the hub, `since` history, the `live.max_subscribers` permits shared
+    /// with gRPC `Subscribe`, tokens.
+    pub live: Subscriptions,
+    /// The listener's `telemetry.idle_timeout`: a connection that sends nothing for this long
+    /// is closed, so the stream pings its clients more often (their pongs are traffic).
+    pub idle_timeout: Duration,
     /// The store's data directory (history, console charts).
+    #[allow(dead_code)] // read by the console
     pub data_dir: PathBuf,
-    /// The store's channel, for the `since` barrier.
-    pub store: mpsc::Sender<StoreMsg>,
-    /// One permit per open live stream, gRPC `Subscribe` and WebSocket alike
-    /// (`live.max_subscribers`).
-    pub slots: Arc<Semaphore>,
     /// Shared counters.
     pub counters: Arc<Counters>,
     /// Bearer tokens (the stream needs scope `subscribe`).
+    #[allow(dead_code)] // read by the console
     pub tokens: Arc<Tokens>,
     /// The fleet inventory, when the control plane is on.
+    #[allow(dead_code)] // read by the console
     pub control: Option<Arc<ControlPlane>>,
-    /// Ends open streams on shutdown.
-    pub shutdown: CancellationToken,
 }
 
 /// Every route of this module.
