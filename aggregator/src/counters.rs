@@ -66,7 +66,7 @@ fleetset_core::counters! {
         /// WebSocket `/v1/stream` requests answered 400: an unknown query parameter, a bad
         /// value, a `bearer.` subprotocol without `fleetset.v1`, or not a WebSocket upgrade.
         stream_bad_requests,
-        /// Live Subscribe, OTLP Export or `/metrics` requests refused UNAUTHENTICATED / 401:
+        /// Live Subscribe, `/v1/stream`, OTLP Export or `/metrics` requests refused UNAUTHENTICATED / 401:
         /// no `authorization: Bearer` token, or one not in `security.tokens.file`.
         auth_unauthenticated,
         /// Requests refused PERMISSION_DENIED / 403: a known token without the scope needed.

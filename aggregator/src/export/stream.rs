@@ -16,10 +16,11 @@
 //!   closed at accept). No TLS and no tokens here, so a non-loopback address is refused unless
 //!   `--allow-insecure`.
 //!
-//! Bounded: between the upstream stream and a slow reader sit [`QUEUE`] messages; beyond that
-//! this process stops reading upstream, HTTP/2 flow control stops the aggregator's sends, and the
-//! aggregator skips windows for this subscriber and says so with a lag notice (`{"lag": n}`),
-//! which is passed on. Memory does not grow with a reader that stops.
+//! Bounded: between the upstream stream and a slow reader sit [`QUEUE`] messages and the HTTP/2
+//! stream window (hyper's default, 2 MiB); beyond that this process stops reading upstream,
+//! HTTP/2 flow control stops the aggregator's sends, and the aggregator skips windows for this
+//! subscriber and says so with a lag notice (`{"lag": n}`), which is passed on. Memory does not
+//! grow with a reader that stops.
 //!
 //! Anonymized by default like every export (`--no-anonymize` turns it off): `agent_id`,
 //! `hostname`, process `name` and `name_hash` become salted hashes, other host strings and label

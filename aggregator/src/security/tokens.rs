@@ -1,7 +1,8 @@
 //! Scoped bearer tokens (the OpenTelemetry Collector `bearertokenauth` convention: gRPC metadata
 //! or HTTP header `authorization: Bearer <token>`).
 //!
-//! With `security.tokens.file` set, Live `Subscribe` needs scope `subscribe`, OTLP `Export`
+//! With `security.tokens.file` set, Live `Subscribe` and the WebSocket `/v1/stream` need scope
+//! `subscribe` (the stream also takes the token as subprotocol `bearer.<token>`), OTLP `Export`
 //! needs `otlp`, `/metrics` needs `metrics`; `admin` implies every scope; `/healthz` stays open
 //! for probes. A `subscribe` grant may carry a label selector: the subscription then only ever
 //! gets windows carrying every selector label (live and history). Missing or unknown token:
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Section)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokensConfig {
-    /// Token file (SHA-256 digests, scopes, selectors; see `pki issue-token`). Set: Live Subscribe, OTLP Export and `/metrics` need a bearer token; unset: they are open.
+    /// Token file (SHA-256 digests, scopes, selectors; see `pki issue-token`). Set: Live Subscribe and `/v1/stream`, OTLP Export and `/metrics` need a bearer token; unset: they are open.
     pub file: Option<PathBuf>,
     /// How often the token file is checked for changes (size, mtime) and re-read.
     #[key(default = Duration::from_secs(5), unit = "duration", min = Duration::from_millis(100))]
