@@ -23,15 +23,12 @@ pub struct WebState {
     /// is closed, so the stream pings its clients more often (their pongs are traffic).
     pub idle_timeout: Duration,
     /// The store's data directory (history, console charts).
-    #[allow(dead_code)] // read by the console
     pub data_dir: PathBuf,
     /// Shared counters.
     pub counters: Arc<Counters>,
     /// Bearer tokens (the stream needs scope `subscribe`).
-    #[allow(dead_code)] // read by the console
     pub tokens: Arc<Tokens>,
     /// The fleet inventory, when the control plane is on.
-    #[allow(dead_code)] // read by the console
     pub control: Option<Arc<ControlPlane>>,
 }
 
