@@ -1,6 +1,6 @@
 //! The store: de-duplicates verified snapshots, buffers them, commits them to Parquet
-//! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval` or
-//! `commit_rows` series rows, and only then answers each submission with its
+//! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval`, or as soon as
+//! `commit_rows` series rows or `commit_windows` windows are buffered, and only then answers each submission with its
 //! [`CommitStatus`]: `Committed` for a new window once the Parquet files holding its rows are
 //! fsynced and renamed into place, `Duplicate` for a window already stored (by `(agent_id,
 //! window_start)`), including a duplicate that arrives while the original is still buffered (its
@@ -191,7 +191,7 @@ pub async fn run(
             m = rx.recv() => match m {
                 Some(m) => {
                     admit(&mut buf, &index, (&mut names, caps), &counters, m);
-                    if buf.rows >= cfg.commit_rows {
+                    if buf.rows >= cfg.commit_rows || buf.subs.len() >= cfg.commit_windows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
                     }
                 }
