@@ -347,7 +347,13 @@ impl Pipeline {
                 },
                 agent_id: agent_id.clone(),
                 tls: cfg.transport.tls.clone(),
-                zmq: cfg.transport.zmq.clone(),
+                zmq: crate::transport::zmq_config::ZmqConfig {
+                    // Acks never outnumber the frames in flight: a queue that holds them all
+                    // never fills, so the link thread never stops while the sender waits to
+                    // hand it a frame (with more in flight than the queue, both waited).
+                    ack_queue: cfg.transport.zmq.ack_queue.max(cfg.transport.max_in_flight),
+                    ..cfg.transport.zmq.clone()
+                },
                 curve: cfg.transport.curve.clone(),
                 max_in_flight: cfg.transport.max_in_flight,
                 ack_timeout: cfg.transport.ack_timeout,

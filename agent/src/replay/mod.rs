@@ -48,7 +48,7 @@
 //! (counted); gaps longer than 3× the median step are counted and simply leave windows out.
 //!
 //! **Speed.** Backfill is bound by the aggregator's commits, not by acks one commit interval
-//! apart: replay keeps `--max-in-flight` (default 4096) frames unacked and frames windows in
+//! apart: replay keeps `--max-in-flight` (default 1024) frames unacked and frames windows in
 //! batches of [`send::BATCH_WINDOWS`] (one spool sync and one state write per batch), and the
 //! aggregator commits as soon as `store.commit_windows` windows are buffered
 //! (docs/benchmarks.md).
@@ -75,8 +75,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// Frames unacked at once in replay unless `--max-in-flight` says otherwise (`run`'s default
-/// `transport.max_in_flight` is 64).
-pub const REPLAY_MAX_IN_FLIGHT: usize = 4096;
+/// `transport.max_in_flight` is 64): the aggregator's default `ingest.zmq.max_in_flight_per_peer`
+/// and gRPC ack queue per stream, beyond which it would leave frames unread until they are
+/// resent.
+pub const REPLAY_MAX_IN_FLIGHT: usize = 1024;
 
 /// Flags of `fleetset-agent replay` (plus the agent's configuration flags; `run`'s sampling
 /// flags are refused).
@@ -146,7 +148,8 @@ pub struct ReplayFlags {
     #[arg(long, default_value_t = 8192)]
     pub max_ahead: usize,
     /// Frames sent and not yet acked, at most; replaces transport.max_in_flight (whose `run`
-    /// default is 64) in replay.
+    /// default is 64) in replay. Above the aggregator's ingest.zmq.max_in_flight_per_peer (1024)
+    /// frames are left unread and resent.
     #[arg(long, default_value_t = REPLAY_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// MinMax-LTTB points kept per series and window [default: 60, key
