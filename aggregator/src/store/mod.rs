@@ -1,6 +1,8 @@
 //! The store: de-duplicates verified snapshots, buffers them, commits them to Parquet
 //! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval`, or as soon as
-//! `commit_rows` series rows or `commit_windows` windows are buffered, and only then answers each submission with its
+//! `commit_rows` series rows or `commit_windows` windows are buffered (and then the rest of
+//! such a backlog once the input pauses for [`BACKLOG_PAUSE`]), and only then answers each
+//! submission with its
 //! [`CommitStatus`]: `Committed` for a new window once the Parquet files holding its rows are
 //! fsynced and renamed into place, `Duplicate` for a window already stored (by `(agent_id,
 //! window_start)`), including a duplicate that arrives while the original is still buffered (its
@@ -98,6 +100,13 @@ struct Buffer {
     new_agents: usize,
 }
 
+impl Buffer {
+    /// Nothing is waiting for a commit.
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty() && self.waiting.is_empty()
+    }
+}
+
 /// Writes each date's windows as one batch; returns for each submission its batch's outcome
 /// (`Err` with the reason when it failed).
 fn commit_blocking(
@@ -172,6 +181,12 @@ pub enum StoreMsg {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
+/// After a commit of a full batch (`commit_rows` or `commit_windows`), what is buffered next is
+/// committed once no frame has arrived for this long: the tail of a backfill is not held to
+/// `commit_interval`. The next commit on the interval ends that, so a live fleet (whose commits
+/// are all on the interval) is not affected.
+pub const BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
 pub async fn run(
     cfg: StoreConfig,
@@ -185,6 +200,9 @@ pub async fn run(
     let mut buf = Buffer::default();
     let mut tick = tokio::time::interval(cfg.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last commit was a full batch (a backlog is arriving): the rest is committed once
+    // the input pauses, not at the next tick.
+    let mut backlog = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -193,11 +211,19 @@ pub async fn run(
                     admit(&mut buf, &index, (&mut names, caps), &counters, m);
                     if buf.rows >= cfg.commit_rows || buf.subs.len() >= cfg.commit_windows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
+                        backlog = true;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => commit(&cfg, &mut buf, &mut index, &counters).await,
+            _ = tokio::time::sleep(BACKLOG_PAUSE), if backlog && !buf.is_empty() => {
+                commit(&cfg, &mut buf, &mut index, &counters).await;
+                backlog = false;
+            }
+            _ = tick.tick() => {
+                commit(&cfg, &mut buf, &mut index, &counters).await;
+                backlog = false;
+            }
         }
     }
     while let Ok(m) = rx.try_recv() {
