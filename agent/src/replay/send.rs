@@ -161,8 +161,11 @@ pub(crate) async fn send(
         let (framed, skipped) = pipeline.submit_batch(std::mem::take(&mut batch))?;
         sent.windows += framed;
         sent.already_sent += skipped;
-        if let Some(p) = pause {
-            tokio::time::sleep(p).await;
+        match pause {
+            Some(p) => tokio::time::sleep(p).await,
+            // One thread runs the agent: let the send loop send this batch while the next is
+            // framed (it would wait for the whole input otherwise).
+            None => tokio::task::yield_now().await,
         }
     }
     info!(
