@@ -144,7 +144,9 @@ pub struct ReplayFlags {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Frames spooled ahead of the acks, at most (flow control; replay also keeps the spool
-    /// under half of spool.max_bytes).
+    /// under half of spool.max_bytes, so it waits for a slow or absent aggregator instead of
+    /// dropping frames). 0: no flow control, the spool's bound drops the oldest frames
+    /// (counted).
     #[arg(long, default_value_t = 8192)]
     pub max_ahead: usize,
     /// Frames sent and not yet acked, at most; replaces transport.max_in_flight (whose `run`

@@ -1,8 +1,10 @@
 //! Sending one replaying agent's samples: cut into windows of `window.length` on the file's
 //! time axis, framed in batches of [`BATCH_WINDOWS`] through the [`Pipeline`] (one spool sync and
 //! one state write per batch; `--rate` frames one window at a time), at most `--max-ahead`
-//! frames and half of `spool.max_bytes` ahead of the acks; then waits for the last ack. Also the
-//! host attributes of `--host`.
+//! frames and half of `spool.max_bytes` ahead of the acks, so a slow or absent aggregator makes
+//! replay wait instead of the spool dropping frames (`--max-ahead 0`: no waiting, the spool's
+//! bound drops the oldest, counted); then waits for the last ack. Also the host attributes of
+//! `--host`.
 
 use super::read::CsvRead;
 use super::ReplayFlags;
@@ -117,7 +119,7 @@ pub(crate) async fn send(
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let batch_size = if pause.is_some() { 1 } else { BATCH_WINDOWS };
-    let max_ahead = flags.max_ahead.max(1);
+    let max_ahead = flags.max_ahead;
     let max_bytes = cfg.spool.max_bytes / 2;
     let mut sent = Sent::default();
     let mut batch = Vec::with_capacity(batch_size);
@@ -153,7 +155,7 @@ pub(crate) async fn send(
             let per_frame = bytes.checked_div(frames as u64).unwrap_or(0);
             let incoming = per_frame.saturating_mul(batch.len() as u64);
             let full = frames + batch.len() > max_ahead || bytes + incoming > max_bytes;
-            if frames == 0 || !full || shutdown.is_cancelled() {
+            if max_ahead == 0 || frames == 0 || !full || shutdown.is_cancelled() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
