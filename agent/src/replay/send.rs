@@ -160,7 +160,17 @@ pub(crate) async fn send(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (framed, skipped) = pipeline.submit_batch(std::mem::take(&mut batch))?;
+        let (framed, skipped) = match (pause, batch.pop()) {
+            // Paced: one window at a time, with its own fsyncs (no syncfs per window).
+            (Some(_), Some(w)) => match pipeline.submit(w)? {
+                true => (1, 0),
+                false => (0, 1),
+            },
+            (_, last) => {
+                batch.extend(last);
+                pipeline.submit_batch(std::mem::take(&mut batch))?
+            }
+        };
         sent.windows += framed;
         sent.already_sent += skipped;
         match pause {
