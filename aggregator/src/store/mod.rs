@@ -181,10 +181,10 @@ pub enum StoreMsg {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
-/// After a commit of a full batch (`commit_rows` or `commit_windows`), what is buffered next is
-/// committed once no frame has arrived for this long: the tail of a backfill is not held to
-/// `commit_interval`. The next commit on the interval ends that, so a live fleet (whose commits
-/// are all on the interval) is not affected.
+/// Within `commit_interval` after a commit of a full batch (`commit_rows` or
+/// `commit_windows`), what is buffered is committed once no frame has arrived for this long: the
+/// tail of a backfill is not held to the next tick. A live fleet, which never fills a batch, is
+/// not affected.
 pub const BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
@@ -200,9 +200,9 @@ pub async fn run(
     let mut buf = Buffer::default();
     let mut tick = tokio::time::interval(cfg.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The last commit was a full batch (a backlog is arriving): the rest is committed once
-    // the input pauses, not at the next tick.
-    let mut backlog = false;
+    // When the last full batch was committed: within a commit interval of it (a backlog is
+    // arriving) the rest is committed once the input pauses, not at the next tick.
+    let mut last_full: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -211,19 +211,17 @@ pub async fn run(
                     admit(&mut buf, &index, (&mut names, caps), &counters, m);
                     if buf.rows >= cfg.commit_rows || buf.subs.len() >= cfg.commit_windows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
-                        backlog = true;
+                        last_full = Some(tokio::time::Instant::now());
                     }
                 }
                 None => break,
             },
-            _ = tokio::time::sleep(BACKLOG_PAUSE), if backlog && !buf.is_empty() => {
+            _ = tokio::time::sleep(BACKLOG_PAUSE), if !buf.is_empty()
+                && last_full.is_some_and(|t| t.elapsed() < cfg.commit_interval) =>
+            {
                 commit(&cfg, &mut buf, &mut index, &counters).await;
-                backlog = false;
             }
-            _ = tick.tick() => {
-                commit(&cfg, &mut buf, &mut index, &counters).await;
-                backlog = false;
-            }
+            _ = tick.tick() => commit(&cfg, &mut buf, &mut index, &counters).await,
         }
     }
     while let Ok(m) = rx.try_recv() {
