@@ -347,7 +347,13 @@ impl Pipeline {
                 },
                 agent_id: agent_id.clone(),
                 tls: cfg.transport.tls.clone(),
-                zmq: cfg.transport.zmq.clone(),
+                zmq: crate::transport::zmq_config::ZmqConfig {
+                    // Acks never outnumber the frames in flight: a queue that holds them all
+                    // never fills, so the link thread never stops while the sender waits to
+                    // hand it a frame (with more in flight than the queue, both waited).
+                    ack_queue: cfg.transport.zmq.ack_queue.max(cfg.transport.max_in_flight),
+                    ..cfg.transport.zmq.clone()
+                },
                 curve: cfg.transport.curve.clone(),
                 max_in_flight: cfg.transport.max_in_flight,
                 ack_timeout: cfg.transport.ack_timeout,
@@ -437,10 +443,57 @@ impl Pipeline {
         lock(&self.spool).pending().len()
     }
 
+    /// Frames spooled and not yet acked, and their bytes (on disk and held in memory).
+    pub fn spooled_frames_and_bytes(&self) -> (usize, u64) {
+        let spool = lock(&self.spool);
+        (spool.pending().len(), spool.bytes())
+    }
+
     /// Frames, spools and queues one closed window. Windows at or before the last one already
     /// framed (after a restart) are skipped and logged. A full disk is no error (see the module
     /// docs). Errors: the window could not be sealed or `collect.raw_dump_dir` written.
     pub fn submit(&mut self, closed: ClosedWindow) -> Result<bool> {
+        let framed = self.frame(closed)?;
+        if framed {
+            self.persist_and_announce();
+        }
+        Ok(framed)
+    }
+
+    /// [`Pipeline::submit`] for many windows at once (replay's backfill): every window is
+    /// framed and spooled without an fsync of its own, then the spool is synced once
+    /// ([`Spool::sync`]), then `next_seq` and `last_window` are persisted once, then the frames
+    /// go to the send loop — the order of durability of the module docs, per batch instead of
+    /// per window. Returns (windows framed, windows skipped as framed before a restart).
+    /// Errors: as [`Pipeline::submit`]; the windows framed before the error are kept and
+    /// persisted.
+    pub fn submit_batch(&mut self, windows: Vec<ClosedWindow>) -> Result<(u64, u64)> {
+        lock(&self.spool).defer_sync();
+        let (mut framed, mut skipped) = (0, 0);
+        let mut result = Ok(());
+        for closed in windows {
+            match self.frame(closed) {
+                Ok(true) => framed += 1,
+                Ok(false) => skipped += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = lock(&self.spool).sync() {
+            Counters::add(&self.counters.spool_write_failures, 1);
+            warn!(error = %e, "could not sync the spool after a batch of frames");
+        }
+        if framed > 0 {
+            self.persist_and_announce();
+        }
+        result.map(|()| (framed, skipped))
+    }
+
+    /// Seals and spools one window (see [`Pipeline::submit`]); `false` when it was framed
+    /// before a restart. Does not persist the state or announce the frame.
+    fn frame(&mut self, closed: ClosedWindow) -> Result<bool> {
         if closed.start <= self.last_window {
             warn!(
                 window_start = closed.start,
@@ -475,6 +528,20 @@ impl Pipeline {
         lock(&self.spool).push(snap.seq, snap.start, &frame);
         self.next_seq = snap.seq.saturating_add(1);
         self.last_window = snap.start;
+        Counters::add(&self.counters.windows, 1);
+        info!(
+            seq = snap.seq,
+            window_start = snap.start,
+            metrics = snap.data.len(),
+            bytes = frame.payload.len(),
+            "window closed"
+        );
+        Ok(true)
+    }
+
+    /// Persists `next_seq` and `last_window` (failures counted, retried with the next window),
+    /// then hands the frames below the durable `next_seq` to the send loop.
+    fn persist_and_announce(&mut self) {
         if persist_next_seq(
             &self.state,
             &self.spool,
@@ -484,18 +551,9 @@ impl Pipeline {
         ) {
             self.durable_seq = self.next_seq;
         }
-        let last = snap.start.to_string();
+        let last = self.last_window.to_string();
         write_state(&self.state, &self.counters, "last_window", &last);
-        Counters::add(&self.counters.windows, 1);
-        info!(
-            seq = snap.seq,
-            window_start = snap.start,
-            metrics = snap.data.len(),
-            bytes = frame.payload.len(),
-            "window closed"
-        );
         self.announce();
-        Ok(true)
     }
 
     /// Hands the spooled frames below the durable `next_seq` that the send loop has not had yet

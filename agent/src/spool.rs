@@ -89,6 +89,8 @@ pub struct Spool {
     total: u64,
     held: BTreeMap<u64, Held>,
     held_bytes: u64,
+    /// Writes skip their fsyncs until [`Spool::sync`] ([`Spool::defer_sync`]).
+    deferred: bool,
     counters: Arc<Counters>,
     events: Arc<EventLog>,
 }
@@ -201,6 +203,7 @@ impl Spool {
             total: 0,
             held: BTreeMap::new(),
             held_bytes: 0,
+            deferred: false,
             counters,
             events,
         };
@@ -368,7 +371,11 @@ impl Spool {
             let Some(h) = self.held.get(&seq) else {
                 return Ok(());
             };
-            match write_frame(&self.dir, seq, &h.bytes, self.limits.fsync) {
+            let fsync = match self.deferred {
+                true => FsyncPolicy::Never,
+                false => self.limits.fsync,
+            };
+            match write_frame(&self.dir, seq, &h.bytes, fsync) {
                 Ok(()) => {
                     if let Some(h) = self.held.remove(&seq) {
                         self.held_bytes = self.held_bytes.saturating_sub(h.meta.bytes);
@@ -389,6 +396,36 @@ impl Spool {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Bytes spooled: frames on disk and held in memory.
+    pub fn bytes(&self) -> u64 {
+        self.total.saturating_add(self.held_bytes)
+    }
+
+    /// Until [`Spool::sync`], frames are written and renamed into place without fsyncs (a batch
+    /// of frames is then made durable by one `syncfs` instead of two fsyncs each).
+    pub fn defer_sync(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Ends [`Spool::defer_sync`]: with `fsync = always`, `syncfs(2)` on the spool's filesystem
+    /// makes every frame written since durable (data, names, directory) in one call. A frame
+    /// torn by a power loss before it fails its checksum at the next start and is quarantined;
+    /// the caller persists its state only after this returns, so such a window is framed again.
+    /// Errors: the directory cannot be opened, or `syncfs` fails.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if !std::mem::replace(&mut self.deferred, false) || self.limits.fsync == FsyncPolicy::Never
+        {
+            return Ok(());
+        }
+        use std::os::fd::AsRawFd;
+        let dir = File::open(&self.dir)?;
+        // SAFETY: syncfs(2) only reads the descriptor, which `dir` keeps open for the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Deletes the oldest frame on disk to free space for something else on the same disk

@@ -5,6 +5,7 @@ use crate::events::events_path;
 use crate::process::{bin, Proc};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Counters of the agent using `state_dir`, from its status file (`None` before the first write).
 pub fn agent_counters(state_dir: &Path) -> Option<serde_json::Value> {
@@ -83,6 +84,42 @@ pub fn agent(dir: &Path, log: &str, args: &[&str]) -> Proc {
     Proc::spawn(&bin("fleetset-agent"), &args, log).expect("spawn fleetset-agent")
 }
 
+/// What a finished `fleetset-agent replay` said: its exit, its JSON report (stdout; `Null`
+/// when it printed none) and its stderr (the error of a refused replay).
+pub struct ReplayRun {
+    /// It exited with status 0.
+    pub ok: bool,
+    /// The JSON report.
+    pub report: serde_json::Value,
+    /// Its stderr (log lines, and the error when it failed).
+    pub stderr: String,
+}
+
+/// Runs `fleetset-agent <args>` (a `replay` command line) to its end, at most `timeout` (then
+/// it is killed and the run fails); stderr in `dir/<log>.log`, the report in
+/// `dir/<log>.report.json`, delivery events in `dir/<log>.events.jsonl`.
+pub fn replay_to_end(dir: &Path, log: &str, args: &[&str], timeout: Duration) -> ReplayRun {
+    let report = dir.join(format!("{log}.report.json"));
+    let out = std::fs::File::create(&report).expect("create the report file");
+    let log_path = dir.join(format!("{log}.log"));
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--events".into(),
+        events_path(&log_path).display().to_string(),
+    ]);
+    let mut p = Proc::spawn_with_stdout(&bin("fleetset-agent"), &args, log_path, out)
+        .expect("spawn fleetset-agent");
+    let ok = p
+        .wait(timeout)
+        .unwrap_or_else(|e| panic!("{e}:\n{}", p.log_text()));
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    ReplayRun {
+        ok,
+        report: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        stderr: p.log_text(),
+    }
+}
+
 /// A `fleetset-agent replay` of `csv` as `agent_id` into the ZeroMQ `endpoint` with `window`
 /// windows and the `extra` flags; state in `dir/<agent_id>`, log in `dir/<agent_id>.log`.
 pub fn replay_agent(
@@ -108,6 +145,12 @@ pub fn replay_agent(
     ];
     args.extend_from_slice(extra);
     agent(dir, agent_id, &args)
+}
+
+/// `tests/data/replay`: small files written for fleetset in the shapes of real traces
+/// (Bitbrains per-VM files, collectd CSV, a trace without timestamps; see its README.md).
+pub fn replay_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/replay")
 }
 
 /// `tests/data/nab`: the Numenta Anomaly Benchmark files the tests replay (a subset of NAB's

@@ -35,11 +35,21 @@ impl Proc {
     /// Spawns `program args…` with stderr to `log`; its own `/metrics` endpoint (if it serves
     /// one) on a loopback port chosen by the OS unless `args` say otherwise.
     pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
+        Proc::spawn_with_stdout(program, args, log, Stdio::null())
+    }
+
+    /// [`Proc::spawn`] with stdout to `stdout` (e.g. a file for a report the program prints).
+    pub fn spawn_with_stdout(
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        stdout: impl Into<Stdio>,
+    ) -> Result<Proc> {
         let err = std::fs::File::create(&log)?;
         let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(err)
             .env("RUST_LOG", "info")
             .env("FLEETSET_TELEMETRY_LISTEN", "127.0.0.1:0")

@@ -19,7 +19,7 @@ pub struct ZmqConfig {
     /// Frames waiting for the link thread (the sender waits when full).
     #[key(default = 64, unit = "frames", min = 1)]
     pub out_queue: usize,
-    /// Acks waiting for the sender (the link thread stops reading when full).
+    /// Acks waiting for the sender (the link thread stops reading when full); raised to `transport.max_in_flight` when below it, so it never fills.
     #[key(default = 256, unit = "acks", min = 1)]
     pub ack_queue: usize,
     /// ZMTP PING interval.

@@ -42,9 +42,10 @@ pub struct ZmqIngestConfig {
     )]
     pub rcvhwm: i32,
     /// Acks queued to each peer (libzmq `ZMQ_SNDHWM`); beyond it that peer's acks are dropped
-    /// and counted (`zmq_acks_dropped`).
+    /// and counted (`zmq_acks_dropped`). Above `max_in_flight_per_peer`, so a peer with its
+    /// frames in flight all acked at once (a backfill) loses none of the acks.
     #[key(
-        default = 1000,
+        default = 2048,
         unit = "messages",
         min = 1,
         max = 1_000_000,

@@ -19,6 +19,9 @@ pub struct StoreConfig {
     /// …or as soon as this many series rows are buffered.
     #[key(default = 500_000, unit = "rows", min = 1)]
     pub commit_rows: usize,
+    /// …or as soon as this many windows are buffered: a backfill (`fleetset-agent replay`, thousands of frames in flight) is committed in batches of this size instead of waiting for the interval, so its acks are not held back (a live fleet stays on the interval). Below `ingest.zmq.max_in_flight_per_peer`, so one agent's frames in flight fill a batch.
+    #[key(default = 512, unit = "windows", min = 1)]
+    pub commit_windows: usize,
     /// Distinct agents the store accepts; a frame of a new agent beyond it is rejected
     /// (CARDINALITY_LIMIT), known agents keep working.
     #[key(

@@ -1,6 +1,8 @@
 //! The store: de-duplicates verified snapshots, buffers them, commits them to Parquet
-//! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval` or
-//! `commit_rows` series rows, and only then answers each submission with its
+//! ([`files`], [`tables`], on the layout of [`schema`]) every `commit_interval`, or as soon as
+//! `commit_rows` series rows or `commit_windows` windows are buffered (and then the rest of
+//! such a backlog once the input pauses for [`BACKLOG_PAUSE`]), and only then answers each
+//! submission with its
 //! [`CommitStatus`]: `Committed` for a new window once the Parquet files holding its rows are
 //! fsynced and renamed into place, `Duplicate` for a window already stored (by `(agent_id,
 //! window_start)`), including a duplicate that arrives while the original is still buffered (its
@@ -98,6 +100,13 @@ struct Buffer {
     new_agents: usize,
 }
 
+impl Buffer {
+    /// Nothing is waiting for a commit.
+    fn is_empty(&self) -> bool {
+        self.subs.is_empty() && self.waiting.is_empty()
+    }
+}
+
 /// Writes each date's windows as one batch; returns for each submission its batch's outcome
 /// (`Err` with the reason when it failed).
 fn commit_blocking(
@@ -172,6 +181,12 @@ pub enum StoreMsg {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
+/// Within `commit_interval` after a commit of a full batch (`commit_rows` or
+/// `commit_windows`), what is buffered is committed once no frame has arrived for this long: the
+/// tail of a backfill is not held to the next tick. A live fleet, which never fills a batch, is
+/// not affected.
+pub const BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs the store until `shutdown`, then commits what is buffered and returns.
 pub async fn run(
     cfg: StoreConfig,
@@ -185,18 +200,27 @@ pub async fn run(
     let mut buf = Buffer::default();
     let mut tick = tokio::time::interval(cfg.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the last full batch was committed: within a commit interval of it (a backlog is
+    // arriving) the rest is committed once the input pauses, not at the next tick.
+    let mut last_full: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             m = rx.recv() => match m {
                 Some(m) => {
                     admit(&mut buf, &index, (&mut names, caps), &counters, m);
-                    if buf.rows >= cfg.commit_rows {
+                    if buf.rows >= cfg.commit_rows || buf.subs.len() >= cfg.commit_windows {
                         commit(&cfg, &mut buf, &mut index, &counters).await;
+                        last_full = Some(tokio::time::Instant::now());
                     }
                 }
                 None => break,
             },
+            _ = tokio::time::sleep(BACKLOG_PAUSE), if !buf.is_empty()
+                && last_full.is_some_and(|t| t.elapsed() < cfg.commit_interval) =>
+            {
+                commit(&cfg, &mut buf, &mut index, &counters).await;
+            }
             _ = tick.tick() => commit(&cfg, &mut buf, &mut index, &counters).await,
         }
     }

@@ -192,6 +192,43 @@ async fn committed_arrives_only_once_the_windows_files_are_in_place() {
     store.stop().await;
 }
 
+/// A backfill's backlog is committed once `commit_windows` windows are buffered, long before
+/// the interval (an hour here): the third window commits the three; the fourth, the backlog's
+/// tail, once the input pauses. Before any full batch, windows wait for the interval.
+#[tokio::test]
+async fn a_backlog_of_windows_commits_before_the_interval() {
+    let dir = TempDir::new("commit-windows");
+    let store = start_with(StoreConfig {
+        data_dir: dir.0.clone(),
+        commit_interval: Duration::from_secs(3600),
+        commit_windows: 3,
+        ..StoreConfig::default()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut first = store.submit(snapshot("a", 0), 0xb0).await;
+    let second = store.submit(snapshot("a", 1), 0xb1).await;
+    tokio::time::sleep(BACKLOG_PAUSE * 3).await;
+    assert_eq!(
+        first.try_recv(),
+        Err(TryRecvError::Empty),
+        "two windows, no backlog: no commit before the interval"
+    );
+    let third = store.submit(snapshot("a", 2), 0xb2).await;
+    for rx in [first, second, third] {
+        assert_eq!(outcome(rx).await, CommitStatus::Committed);
+    }
+    tokio::time::sleep(BACKLOG_PAUSE * 2).await;
+    let fourth = store.submit(snapshot("a", 3), 0xb3).await;
+    assert_eq!(
+        outcome(fourth).await,
+        CommitStatus::Committed,
+        "the tail, on the pause"
+    );
+    assert_eq!(count(&store.counters.frames_committed), 4);
+    assert_eq!(committed(&dir.0, Table::Windows).len(), 2);
+    store.stop().await;
+}
+
 #[tokio::test]
 async fn the_reader_filters_by_time_agent_label_and_metric() {
     let dir = TempDir::new("reader");
