@@ -145,7 +145,7 @@ impl Downsampler {
                     _ => orig(lttb::bucket_start(work, n_out, j)).unwrap_or(n - 1),
                 })
                 .collect();
-            extrema::keep_extremes(y, &mut selected, &starts);
+            extrema::keep_extremes(x, y, &mut selected, &starts);
         } else {
             extrema::insert_extremes(y, &mut selected, n_out);
         }
