@@ -225,6 +225,49 @@ mod tests {
     }
 
     #[test]
+    fn extremes_are_kept_on_tie_heavy_series() {
+        // Repeated small integers and step functions (many equal areas and flat bins), with a
+        // deterministic LCG so a failure reproduces.
+        let mut state = 16u64;
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % m
+        };
+        for case in 0..400 {
+            let n = 10 + next(3000) as usize;
+            let threshold = [3usize, 4, 5, 10, 20, 60][next(6) as usize];
+            let ratio = [2usize, 4, 8][next(3) as usize];
+            let x: Vec<i64> = (0..n as i64)
+                .map(|i| 1_000 * i + next(900) as i64)
+                .collect();
+            let y: Vec<f64> = match case % 3 {
+                0 => (0..n).map(|_| next(3) as f64).collect(),
+                1 => (0..n).map(|i| ((i / 7) % 5) as f64).collect(),
+                _ => (0..n)
+                    .map(|i| if i % 50 < 25 { 1.0 } else { 0.0 })
+                    .collect(),
+            };
+            let got = Downsampler {
+                threshold,
+                ratio,
+                keep_extremes: true,
+            }
+            .select(&x, &y);
+            let (lo, hi) = extrema::first_min_max(&y);
+            let what = format!("case {case}: n {n} t {threshold} r {ratio}");
+            assert!(got.len() <= threshold.max(n.min(threshold)), "{what}");
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "{what}: order");
+            assert!(got.contains(&hi), "{what}: max {hi} missing");
+            assert!(
+                threshold == 3 || got.contains(&lo),
+                "{what}: min {lo} missing"
+            );
+        }
+    }
+
+    #[test]
     fn keep_extremes_off_is_plain_minmax_lttb() {
         let x: Vec<i64> = (0..1000).map(|i| 300_000 * i).collect();
         let y: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 101) as f64).collect();
