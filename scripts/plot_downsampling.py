@@ -7,7 +7,7 @@ points, `fleetset-aggregator export --table series`), and downsamples the same r
 tsdownsample's MinMaxLTTBDownsampler window by window, with the same threshold and MinMax ratio
 (fleetset downsamples each window on its own: `window.lttb.threshold` points per window and
 series, `window.lttb.ratio` 4). Before tsdownsample sees them, the samples get the cleaning
-fleetset's agent does (core/src/downsample.rs: non-finite values dropped, stable sort by time,
+fleetset's agent does (core/src/downsample/mod.rs: non-finite values dropped, stable sort by time,
 the last of repeated timestamps kept). Draws the whole series with fleetset's points and NAB's
 labelled incidents, then a zoom with each downsampler's points over the raw samples, and prints
 how many points the two share.
@@ -15,6 +15,10 @@ how many points the two share.
     cargo build -p fleetset-agent -p fleetset-aggregator --bins
     python3 -m venv .venv-plots && .venv-plots/bin/pip install -r scripts/requirements-plots.txt
     .venv-plots/bin/python scripts/plot_downsampling.py --out docs/downsampling.png
+
+The replay runs with `window.lttb.keep_extremes=false` (the selection that equals tsdownsample's);
+--keep-extremes draws fleetset's default instead, where each window's minimum and maximum replace
+up to two of those points.
 
 Options: --csv (default tests/data/nab/machine_temperature_system_failure.csv), --window (1d),
 --threshold (60, fleetset's default), --zoom FROM TO (UTC; default the file's first labelled
@@ -54,7 +58,7 @@ def duration_ms(text):
     return int(m[1]) * UNITS_MS[m[2]]
 
 
-def fleetset_points(target, csv, window, threshold, work):
+def fleetset_points(target, csv, window, threshold, keep_extremes, work):
     """The series rows the real agent and aggregator store for `csv`: DataFrame ts, value."""
     ready = work / "ready.json"
     agg = subprocess.Popen(
@@ -74,7 +78,8 @@ def fleetset_points(target, csv, window, threshold, work):
         replay = subprocess.run(
             [f"{target}/fleetset-agent", "replay", str(csv), "--agent-id", "plot",
              "--state-dir", str(work / "agent"), "--aggregator", info["zmq"],
-             "--window", window, "--set", f"window.lttb.threshold={threshold}"],
+             "--window", window, "--set", f"window.lttb.threshold={threshold}",
+             "--set", f"window.lttb.keep_extremes={str(keep_extremes).lower()}"],
             timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
         if replay.returncode != 0:
             sys.exit(f"fleetset-agent replay failed:\n{replay.stderr[-4000:]}")
@@ -93,7 +98,7 @@ def fleetset_points(target, csv, window, threshold, work):
 
 
 def clean(raw):
-    """fleetset's cleaning (core/src/downsample.rs): finite values, stable time sort, last of
+    """fleetset's cleaning (core/src/downsample/mod.rs): finite values, stable time sort, last of
     repeated timestamps."""
     raw = raw[np.isfinite(raw["value"])]
     raw = raw.sort_values("ts", kind="stable")
@@ -135,6 +140,9 @@ def main():
     ap.add_argument("--window", default="1d")
     ap.add_argument("--threshold", type=int, default=60)
     ap.add_argument("--zoom", nargs=2, metavar=("FROM", "TO"))
+    ap.add_argument("--keep-extremes", action="store_true",
+                    help="replay with the extrema rule (the default in fleetset); without it the "
+                         "stored points are tsdownsample's exact selection")
     ap.add_argument("--target", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"), "debug"))
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "docs/downsampling.png")
     a = ap.parse_args()
@@ -144,7 +152,8 @@ def main():
     raw = pd.read_csv(a.csv)
     raw = clean(pd.DataFrame({"ts": pd.to_datetime(raw["timestamp"], utc=True), "value": raw["value"]}))
     with tempfile.TemporaryDirectory(prefix="fleetset-plot-") as work:
-        ours = fleetset_points(a.target, a.csv.resolve(), a.window, a.threshold, pathlib.Path(work))
+        ours = fleetset_points(a.target, a.csv.resolve(), a.window, a.threshold, a.keep_extremes,
+                               pathlib.Path(work))
     ours["ts"] = pd.to_datetime(ours["ts"], utc=True)
     theirs = tsdownsample_points(raw, window_ms, a.threshold)
     shared = len(set(unix_ms(ours["ts"])) & set(unix_ms(theirs["ts"])))

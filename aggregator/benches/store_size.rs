@@ -83,10 +83,7 @@ fn main() -> anyhow::Result<()> {
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&out);
     }
-    let ds = Downsampler {
-        threshold: 60,
-        ratio: 4,
-    };
+    let ds = Downsampler::default();
     let naming = ProcessNaming {
         salt: "bench".into(),
         send_names: false,

@@ -2,8 +2,8 @@
 //!
 //! What both fleetset binaries use, so that neither depends on the other:
 //! - the data path of a window: [`window`] (ring buffers, wall-clock-aligned windows, exact
-//!   statistics, snapshot building) and [`downsample`] (MinMax-LTTB through the `minmaxlttb`
-//!   crate, with the cleaning it needs);
+//!   statistics, snapshot building) and [`downsample`] (input cleaning, MinMax-LTTB with
+//!   tsdownsample's tie rules, the window's extremes always kept);
 //! - the rules for names and times: [`names`] (agent ids, metric names, labels) and [`time`];
 //! - [`config`]: configuration declared once (layering, checks, `print-config`, docs);
 //! - [`secret`] files (get-or-create, fsynced, mode 0600);
