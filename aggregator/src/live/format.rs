@@ -61,16 +61,17 @@ pub enum Message {
     Binary(Vec<u8>),
 }
 
-/// A window's statistics in JSON (`std` null when undefined).
-#[derive(Serialize)]
-struct JsonStats {
-    count: u64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    std: Option<f64>,
-    first: f64,
-    last: f64,
+/// A window's statistics in JSON (`std` null when undefined): the stream's `stats` values and
+/// the web console's.
+#[derive(Debug, Serialize)]
+pub(crate) struct JsonStats {
+    pub(crate) count: u64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) mean: f64,
+    pub(crate) std: Option<f64>,
+    pub(crate) first: f64,
+    pub(crate) last: f64,
 }
 
 impl From<&WindowStats> for JsonStats {

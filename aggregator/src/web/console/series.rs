@@ -17,6 +17,7 @@
 //! contract's rule) or metric name, a bad range.
 
 use super::{range, Console, MAX_POINTS, MAX_WINDOWS};
+use crate::live::format::JsonStats;
 use crate::store::reader::{self, Query, StoredWindow};
 use anyhow::Result;
 use axum::extract::rejection::QueryRejection;
@@ -38,18 +39,6 @@ pub(super) struct Params {
     to: Option<i64>,
 }
 
-/// Exact statistics of one window (`std` null below 2 samples).
-#[derive(Debug, Serialize)]
-struct Stats {
-    count: u64,
-    min: f64,
-    max: f64,
-    mean: f64,
-    std: Option<f64>,
-    first: f64,
-    last: f64,
-}
-
 /// One window of the chart.
 #[derive(Debug, Serialize)]
 struct Window {
@@ -58,7 +47,7 @@ struct Window {
     end: i64,
     received_at_ms: i64,
     payload_sha256: String,
-    stats: Option<Stats>,
+    stats: Option<JsonStats>,
     points: Vec<Point>,
 }
 
@@ -242,15 +231,7 @@ fn bound(
             end: s.end,
             received_at_ms: w.received_at_ms,
             payload_sha256: hex::encode(&w.payload_sha256),
-            stats: stats.map(|t| Stats {
-                count: t.count,
-                min: t.min,
-                max: t.max,
-                mean: t.mean,
-                std: t.std,
-                first: t.first,
-                last: t.last,
-            }),
+            stats: stats.as_ref().map(JsonStats::from),
             points: data,
         });
     }
