@@ -158,3 +158,52 @@ pub fn replay_data_dir() -> PathBuf {
 pub fn nab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/nab")
 }
+
+/// Every NAB file (`tests/data/nab/*.csv`), sorted; panics with fewer than `at_least`.
+pub fn nab_files(at_least: usize) -> Vec<PathBuf> {
+    let nab = nab_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
+        .unwrap_or_else(|e| panic!("{}: {e}", nab.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= at_least, "NAB files: {files:?}");
+    files
+}
+
+/// Starts an aggregator in `dir` (ZeroMQ only, 50 ms commits) and replays each of `files` into
+/// it in `window` windows, as agent `nab-<stem>`; returns the aggregator and each file's
+/// delivery events. Panics when a replay fails or outlasts 120 s.
+pub fn replay_nab_files(
+    dir: &Path,
+    files: &[PathBuf],
+    window: &str,
+) -> (crate::process::Aggregator, Vec<Vec<crate::events::Event>>) {
+    let agg = crate::process::Aggregator::start(
+        dir,
+        &[
+            "--commit-interval",
+            "50ms",
+            "--set",
+            "ingest.grpc.enabled=false",
+        ],
+    )
+    .unwrap();
+    let events = files
+        .iter()
+        .map(|f| {
+            let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
+            let mut p = replay_agent(dir, f, &format!("nab-{stem}"), &agg.zmq, window, &[]);
+            assert!(
+                p.wait(Duration::from_secs(120)).unwrap(),
+                "replay of {} failed:\n{}",
+                f.display(),
+                p.log_text()
+            );
+            p.events()
+        })
+        .collect();
+    (agg, events)
+}

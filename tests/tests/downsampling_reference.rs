@@ -20,16 +20,7 @@ use std::time::Duration;
 const DAY_MS: i64 = 86_400_000;
 
 fn nab_files() -> Vec<PathBuf> {
-    let nab = nab_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
-        .unwrap_or_else(|e| panic!("{}: {e}", nab.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "NAB files: {files:?}");
-    files
+    fleetset_tests::nab_files(10)
 }
 
 /// `(ts_ms, value)` of a NAB CSV (`timestamp,value`, UTC `YYYY-MM-DD HH:MM:SS`), file order.
@@ -163,26 +154,8 @@ print("OK", checked, "windows")
 fn every_stored_nab_window_holds_its_min_and_max() {
     let files = nab_files();
     let dir = TempDir::new("nab-extremes");
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--commit-interval",
-            "50ms",
-            "--set",
-            "ingest.grpc.enabled=false",
-        ],
-    )
-    .unwrap();
-    for f in &files {
-        let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
-        let mut p = replay_agent(dir.path(), f, &format!("nab-{stem}"), &agg.zmq, "1d", &[]);
-        assert!(
-            p.wait(Duration::from_secs(120)).unwrap(),
-            "replay of {} failed:\n{}",
-            f.display(),
-            p.log_text()
-        );
-        let events = p.events();
+    let (mut agg, replayed) = replay_nab_files(dir.path(), &files, "1d");
+    for (f, events) in files.iter().zip(replayed) {
         let framed = of_kind(&events, "framed", "").len();
         assert!(framed > 0, "{}: nothing framed", f.display());
         assert_eq!(acked(&events).len(), framed, "{}: {events:?}", f.display());

@@ -12,7 +12,6 @@
 //! (`iio_us-east-1_i-a2eb1cd9_NetworkIn`), and plain 5-minute series.
 
 use fleetset_tests::*;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const CHECK: &str = r#"
@@ -58,36 +57,11 @@ print("OK", checked, "windows;", one_sample, "with one sample,", two_samples, "w
 #[test]
 fn every_nab_file_replays_and_its_window_stats_match_pandas() {
     let nab = nab_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&nab)
-        .unwrap_or_else(|e| panic!("{}: {e}", nab.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "NAB files: {files:?}");
+    let files = nab_files(5);
     let dir = TempDir::new("nab");
-    let mut agg = Aggregator::start(
-        dir.path(),
-        &[
-            "--commit-interval",
-            "50ms",
-            "--set",
-            "ingest.grpc.enabled=false",
-        ],
-    )
-    .unwrap();
-    for f in &files {
-        let stem = f.file_stem().unwrap().to_string_lossy().replace('_', "-");
-        let mut p = replay_agent(dir.path(), f, &format!("nab-{stem}"), &agg.zmq, "1h", &[]);
-        assert!(
-            p.wait(Duration::from_secs(120)).unwrap(),
-            "replay of {} failed:\n{}",
-            f.display(),
-            p.log_text()
-        );
+    let (mut agg, replayed) = replay_nab_files(dir.path(), &files, "1h");
+    for (f, events) in files.iter().zip(replayed) {
         // Every window framed was delivered; none rejected or dropped.
-        let events = p.events();
         let framed: Vec<u64> = of_kind(&events, "framed", "")
             .iter()
             .filter_map(|e| e.seq)
